@@ -1,0 +1,210 @@
+//! Per-VM resource limits through cgroups, behind one interface for v1 and v2 hosts.
+//!
+//! The layout is detected once per process from `/proc/self/mountinfo` and `/proc/self/cgroup`:
+//!
+//! - **v1 / hybrid** (this project's machines): the `memory`, `pids` and `cpu` controllers live in
+//!   v1 hierarchies; a v2 `unified` hierarchy, when mounted, is used only to kill a VM's whole
+//!   cgroup at once (`cgroup.kill`).
+//! - **v2**: one directory with `memory.max`, `pids.max` and `cpu.max`.
+//!
+//! A VM's cgroups are always created **below the server's own cgroup** in each hierarchy, named
+//! `agentvm-<server pid>-<vm name>` so that concurrent servers never collide. Where no cgroup can
+//! be written (rootless mode, a read-only cgroupfs), VMs still start, without limits, and the
+//! reason is logged once.
+
+mod detect;
+mod v1;
+mod v2;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::Duration;
+
+/// Limits applied to one VM. `None` leaves a resource unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CgroupLimits {
+    /// Memory (RAM, and swap where the host accounts it) in bytes.
+    pub memory_bytes: Option<u64>,
+    /// Processes and threads.
+    pub pids: Option<u64>,
+    /// CPU time in thousandths of a core (1000 = one full core).
+    pub cpu_millicores: Option<u64>,
+}
+
+/// One limit file to write: `dir/file = value`.
+#[derive(Debug, Clone)]
+struct LimitWrite {
+    dir: PathBuf,
+    file: &'static str,
+    value: String,
+}
+
+/// The cgroup layout of the host, as seen from this process.
+#[derive(Debug, Clone)]
+pub enum CgroupHost {
+    V1(v1::Hierarchies),
+    V2(v2::Hierarchy),
+    /// No usable cgroup hierarchy; the reason is logged once when a VM is created.
+    Unavailable(String),
+}
+
+/// The cgroup directories of one VM. Removing them is the owner's job ([`VmCgroup::remove`]).
+#[derive(Debug)]
+pub struct VmCgroup {
+    /// Every directory created for this VM; a process is attached to all of them.
+    dirs: Vec<PathBuf>,
+    /// `cgroup.kill` of a v2 directory, when the kernel has it.
+    kill_file: Option<PathBuf>,
+}
+
+static UNAVAILABLE_WARNING: Once = Once::new();
+
+impl CgroupHost {
+    /// Detects the layout from this process's mount table and cgroup membership.
+    pub fn detect() -> CgroupHost {
+        match detect::detect() {
+            Ok(host) => host,
+            Err(reason) => CgroupHost::Unavailable(reason),
+        }
+    }
+
+    /// Creates the cgroups of one VM and writes its limits. Returns `Ok(None)`, after logging
+    /// the reason once per process, when this host has no writable cgroups.
+    pub fn create(&self, name: &str, limits: &CgroupLimits) -> io::Result<Option<VmCgroup>> {
+        let planned = match self {
+            CgroupHost::V1(h) => h.plan(name, limits),
+            CgroupHost::V2(h) => h.plan(name, limits),
+            CgroupHost::Unavailable(reason) => Err(reason.clone()),
+        };
+        let (dirs, writes, kill_file) = match planned {
+            Ok(plan) => plan,
+            Err(reason) => {
+                warn_unavailable(&reason);
+                return Ok(None);
+            }
+        };
+        let mut created = VmCgroup { dirs: Vec::new(), kill_file };
+        for dir in &dirs {
+            match fs::create_dir(dir) {
+                Ok(()) => created.dirs.push(dir.clone()),
+                Err(e) if created.dirs.is_empty() && is_permission_error(&e) => {
+                    warn_unavailable(&format!("cannot create {}: {e}", dir.display()));
+                    return Ok(None);
+                }
+                Err(e) => {
+                    let _ = created.remove();
+                    return Err(annotate(e, dir));
+                }
+            }
+        }
+        for w in &writes {
+            let path = w.dir.join(w.file);
+            if let Err(e) = fs::write(&path, &w.value) {
+                let _ = created.remove();
+                return Err(annotate(e, &path));
+            }
+        }
+        Ok(Some(created))
+    }
+
+    /// Removes empty cgroups left behind by agentvm servers that are no longer running (for
+    /// example after `kill -9`). Directories of live servers are never touched.
+    pub fn sweep_stale(&self) {
+        let parents: Vec<PathBuf> = match self {
+            CgroupHost::V1(h) => h.parent_dirs(),
+            CgroupHost::V2(h) => vec![h.parent_dir()],
+            CgroupHost::Unavailable(_) => return,
+        };
+        for parent in parents {
+            let Ok(entries) = fs::read_dir(&parent) else { continue };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(pid) = name.to_str().and_then(stale_owner_pid) else { continue };
+                if Path::new(&format!("/proc/{pid}")).exists() {
+                    continue;
+                }
+                if fs::remove_dir(entry.path()).is_ok() {
+                    tracing::info!(cgroup = %entry.path().display(), "removed cgroup of a server that is gone");
+                }
+            }
+        }
+    }
+}
+
+/// `agentvm-<pid>-...` → pid.
+fn stale_owner_pid(name: &str) -> Option<u32> {
+    name.strip_prefix("agentvm-")?.split('-').next()?.parse().ok()
+}
+
+impl VmCgroup {
+    /// Moves `pid` (a host pid) into every cgroup of the VM.
+    pub fn attach(&self, pid: i32) -> io::Result<()> {
+        for dir in &self.dirs {
+            let path = dir.join("cgroup.procs");
+            fs::write(&path, pid.to_string()).map_err(|e| annotate(e, &path))?;
+        }
+        Ok(())
+    }
+
+    /// Kills every process in the VM's cgroup, when the kernel supports `cgroup.kill`.
+    pub fn kill_all(&self) -> bool {
+        self.kill_file.as_ref().is_some_and(|f| fs::write(f, "1").is_ok())
+    }
+
+    /// The directories of this VM, for diagnostics and tests.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// Removes the VM's cgroup directories. Processes must be gone; directories that are still
+    /// busy for a moment while the kernel finishes tearing tasks down are retried briefly.
+    pub fn remove(&self) -> io::Result<()> {
+        let mut result = Ok(());
+        for dir in self.dirs.iter().rev() {
+            let mut attempt = 0;
+            loop {
+                match fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 100 => {
+                        attempt += 1;
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    Err(e) => {
+                        result = Err(annotate(e, dir));
+                        break;
+                    }
+                }
+            }
+        }
+        result
+    }
+}
+
+fn warn_unavailable(reason: &str) {
+    UNAVAILABLE_WARNING.call_once(|| {
+        tracing::warn!("cgroups unavailable, VMs run without memory, CPU and process limits: {reason}");
+    });
+}
+
+fn is_permission_error(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS))
+}
+
+fn annotate(e: io::Error, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_names() {
+        assert_eq!(stale_owner_pid("agentvm-123-vm7"), Some(123));
+        assert_eq!(stale_owner_pid("agentvm-x-vm7"), None);
+        assert_eq!(stale_owner_pid("other"), None);
+    }
+}

@@ -1,0 +1,70 @@
+//! cgroup v1 (and hybrid) hosts: one hierarchy per controller, plus the v2 `unified` hierarchy
+//! for `cgroup.kill` when it is mounted.
+
+use std::path::PathBuf;
+
+use super::{CgroupLimits, LimitWrite};
+
+/// The server's own cgroup directory in each hierarchy agentvm uses.
+#[derive(Debug, Clone)]
+pub struct Hierarchies {
+    pub memory: Option<PathBuf>,
+    pub pids: Option<PathBuf>,
+    pub cpu: Option<PathBuf>,
+    pub unified: Option<PathBuf>,
+}
+
+/// CFS scheduling period used for CPU limits.
+const CPU_PERIOD_US: u64 = 100_000;
+
+pub(super) type Plan = (Vec<PathBuf>, Vec<LimitWrite>, Option<PathBuf>);
+
+impl Hierarchies {
+    pub(super) fn parent_dirs(&self) -> Vec<PathBuf> {
+        [&self.memory, &self.pids, &self.cpu, &self.unified].into_iter().flatten().cloned().collect()
+    }
+
+    pub(super) fn plan(&self, name: &str, limits: &CgroupLimits) -> Result<Plan, String> {
+        let mut dirs = Vec::new();
+        let mut writes = Vec::new();
+        if let Some(parent) = &self.memory {
+            let dir = parent.join(name);
+            if let Some(bytes) = limits.memory_bytes {
+                writes.push(LimitWrite { dir: dir.clone(), file: "memory.limit_in_bytes", value: bytes.to_string() });
+                // RAM + swap together, where the kernel accounts swap: no escape into swap.
+                if parent.join("memory.memsw.limit_in_bytes").exists() {
+                    writes.push(LimitWrite { dir: dir.clone(), file: "memory.memsw.limit_in_bytes", value: bytes.to_string() });
+                }
+            }
+            dirs.push(dir);
+        }
+        if let Some(parent) = &self.pids {
+            let dir = parent.join(name);
+            if let Some(max) = limits.pids {
+                writes.push(LimitWrite { dir: dir.clone(), file: "pids.max", value: max.to_string() });
+            }
+            dirs.push(dir);
+        }
+        if let Some(parent) = &self.cpu {
+            let dir = parent.join(name);
+            if let Some(millicores) = limits.cpu_millicores {
+                let quota = (millicores * CPU_PERIOD_US / 1000).max(1000);
+                writes.push(LimitWrite { dir: dir.clone(), file: "cpu.cfs_period_us", value: CPU_PERIOD_US.to_string() });
+                writes.push(LimitWrite { dir: dir.clone(), file: "cpu.cfs_quota_us", value: quota.to_string() });
+            }
+            dirs.push(dir);
+        }
+        let mut kill_file = None;
+        if let Some(parent) = &self.unified {
+            let dir = parent.join(name);
+            if parent.join("cgroup.kill").exists() {
+                kill_file = Some(dir.join("cgroup.kill"));
+            }
+            dirs.push(dir);
+        }
+        if dirs.is_empty() {
+            return Err("no memory, pids, cpu or unified cgroup hierarchy is mounted".into());
+        }
+        Ok((dirs, writes, kill_file))
+    }
+}

@@ -1,0 +1,262 @@
+//! The control protocol between a VM's host side and its init (PID 1 inside the VM).
+//!
+//! Transport: one `AF_UNIX`/`SOCK_SEQPACKET` socket pair per VM, created by [`crate::launch`].
+//! Each message is JSON, split into datagrams of at most [`FRAGMENT_PAYLOAD`] bytes so that no
+//! message is limited by socket buffer sizes. The first byte of every datagram says whether more
+//! fragments of the same message follow. File descriptors (the stdio pipes of a new process) are
+//! attached as `SCM_RIGHTS` to the first fragment only.
+//!
+//! Messages are small and rare compared with process output, which never crosses this socket:
+//! the host holds the pipes, init only forks, reaps and reports.
+
+use std::io;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use serde::{Deserialize, Serialize};
+
+/// Largest accepted message after reassembly. Spawn requests carry argv and environment, which
+/// Linux itself caps at a few MiB (`ARG_MAX`), so this is generous.
+pub const MAX_MESSAGE: usize = 16 << 20;
+/// Payload bytes per datagram; well under the default `net.core.wmem_default` (~208 KiB).
+pub const FRAGMENT_PAYLOAD: usize = 32 * 1024;
+/// Most file descriptors one message may carry.
+pub const MAX_FDS: usize = 8;
+
+const MORE: u8 = 1;
+const LAST: u8 = 0;
+
+/// What a new process's stdin/stdout/stderr are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Stdio {
+    /// Three descriptors are attached: stdin, stdout, stderr.
+    Pipes,
+    /// One descriptor is attached: a terminal (PTY slave) that becomes the process's
+    /// controlling terminal and its stdin, stdout and stderr.
+    Terminal,
+}
+
+/// A request to start a program inside the VM.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpawnRequest {
+    /// Correlates the [`Event::Spawned`] / [`Event::SpawnFailed`] answer.
+    pub id: u64,
+    /// Program and arguments; `argv[0]` is looked up in the `PATH` of `env` unless it has a `/`.
+    pub argv: Vec<String>,
+    /// Complete environment, as `KEY=value` strings.
+    pub env: Vec<String>,
+    /// Absolute working directory inside the VM.
+    pub cwd: String,
+    pub stdio: Stdio,
+}
+
+/// Host → init.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Request {
+    /// Start a program (descriptors attached, see [`Stdio`]). It becomes the leader of a new
+    /// session and process group, so signals can reach everything it starts.
+    Spawn(SpawnRequest),
+    /// Send `signal` to the process group led by `pid`, a process started by `Spawn` that has
+    /// not been reported as exited. Unknown or exited pids are ignored.
+    Signal { pid: i32, signal: i32 },
+    /// Describe every process of the VM except init itself.
+    ListProcesses { id: u64 },
+    /// Send SIGTERM to every process, wait up to `grace_ms`, then end the VM.
+    Shutdown { grace_ms: u64 },
+}
+
+/// One entry of a process listing, as read from the VM's own `/proc`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessEntry {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    pub command: String,
+    pub args: Vec<String>,
+    pub cwd: String,
+    /// `true` for a zombie (exited, not yet reaped by its parent).
+    pub exited: bool,
+    /// For zombies: 128+signal or the exit code.
+    pub exit_code: Option<i32>,
+    /// Milliseconds since the Unix epoch.
+    pub start_time_ms: u64,
+}
+
+/// Init → host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Event {
+    /// The root filesystem is built and init accepts requests.
+    Ready,
+    /// Building the VM failed; init exits after sending this.
+    SetupFailed { message: String },
+    Spawned { id: u64, pid: i32 },
+    SpawnFailed { id: u64, message: String },
+    /// A process started by `Spawn` ended: its exit code, or 128+signal.
+    Exited { pid: i32, code: i32 },
+    /// Part of the answer to `ListProcesses`; `last` marks the final part.
+    Processes { id: u64, entries: Vec<ProcessEntry>, last: bool },
+}
+
+/// Splits an encoded message into datagrams, each starting with the more-fragments flag.
+pub fn encode<T: Serialize>(message: &T) -> io::Result<Vec<Vec<u8>>> {
+    let body = serde_json::to_vec(message).map_err(io::Error::other)?;
+    if body.len() > MAX_MESSAGE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("control message of {} bytes exceeds the {} byte limit", body.len(), MAX_MESSAGE),
+        ));
+    }
+    let chunks: Vec<&[u8]> = if body.is_empty() { vec![&[][..]] } else { body.chunks(FRAGMENT_PAYLOAD).collect() };
+    let last = chunks.len() - 1;
+    Ok(chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut datagram = Vec::with_capacity(chunk.len() + 1);
+            datagram.push(if i == last { LAST } else { MORE });
+            datagram.extend_from_slice(chunk);
+            datagram
+        })
+        .collect())
+}
+
+/// Sends one datagram, with `fds` attached when non-empty. Follows the socket's blocking mode.
+pub fn send_datagram(socket: BorrowedFd<'_>, datagram: &[u8], fds: &[RawFd]) -> nix::Result<()> {
+    let iov = [IoSlice::new(datagram)];
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+    sendmsg::<()>(socket.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None)?;
+    Ok(())
+}
+
+/// Reassembles messages from datagrams received on one socket.
+#[derive(Default)]
+pub struct Receiver {
+    partial: Vec<u8>,
+    fds: Vec<OwnedFd>,
+    buffer: Vec<u8>,
+}
+
+/// What one call to [`Receiver::receive`] produced.
+pub enum Received<T> {
+    /// A complete message and the descriptors that came with it.
+    Message(T, Vec<OwnedFd>),
+    /// A fragment was consumed; more are needed.
+    Partial,
+    /// The peer closed the socket.
+    Closed,
+}
+
+impl Receiver {
+    pub fn new() -> Self {
+        Receiver { partial: Vec::new(), fds: Vec::new(), buffer: vec![0; FRAGMENT_PAYLOAD + 1] }
+    }
+
+    /// Reads one datagram (following the socket's blocking mode). Received descriptors are
+    /// close-on-exec.
+    pub fn receive<T: for<'de> Deserialize<'de>>(&mut self, socket: BorrowedFd<'_>) -> io::Result<Received<T>> {
+        let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS]);
+        let (len, truncated, fds) = {
+            let mut iov = [IoSliceMut::new(&mut self.buffer)];
+            let msg = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut cmsg_space), MsgFlags::MSG_CMSG_CLOEXEC)
+                .map_err(io::Error::from)?;
+            let mut fds = Vec::new();
+            for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+                if let ControlMessageOwned::ScmRights(raw) = cmsg {
+                    // SAFETY: the kernel just installed these descriptors for us; nobody else owns them.
+                    fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                }
+            }
+            let truncated = msg.flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
+            (msg.bytes, truncated, fds)
+        };
+        if len == 0 {
+            return Ok(Received::Closed);
+        }
+        if truncated {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "control datagram truncated"));
+        }
+        self.fds.extend(fds);
+        let more = self.buffer[0] == MORE;
+        if self.partial.len() + len - 1 > MAX_MESSAGE {
+            self.partial.clear();
+            self.fds.clear();
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "control message exceeds the size limit"));
+        }
+        self.partial.extend_from_slice(&self.buffer[1..len]);
+        if more {
+            return Ok(Received::Partial);
+        }
+        let body = std::mem::take(&mut self.partial);
+        let fds = std::mem::take(&mut self.fds);
+        let message = serde_json::from_slice(&body)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad control message: {e}")))?;
+        Ok(Received::Message(message, fds))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    use std::os::fd::AsFd;
+
+    fn pair() -> (OwnedFd, OwnedFd) {
+        socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).unwrap()
+    }
+
+    #[test]
+    fn large_message_round_trips_in_fragments_with_fds() {
+        let (a, b) = pair();
+        let request = Request::Spawn(SpawnRequest {
+            id: 7,
+            argv: vec!["echo".into(), "x".repeat(100_000)],
+            env: vec!["A=b".into()],
+            cwd: "/".into(),
+            stdio: Stdio::Pipes,
+        });
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let datagrams = encode(&request).unwrap();
+        assert!(datagrams.len() > 3);
+        let writer = std::thread::spawn({
+            let a = a.try_clone().unwrap();
+            let fds = [r.as_raw_fd(), w.as_raw_fd()];
+            move || {
+                for (i, d) in datagrams.iter().enumerate() {
+                    send_datagram(a.as_fd(), d, if i == 0 { &fds } else { &[] }).unwrap();
+                }
+            }
+        });
+        let mut receiver = Receiver::new();
+        let (message, fds) = loop {
+            match receiver.receive::<Request>(b.as_fd()).unwrap() {
+                Received::Message(m, fds) => break (m, fds),
+                Received::Partial => continue,
+                Received::Closed => panic!("closed"),
+            }
+        };
+        writer.join().unwrap();
+        assert_eq!(fds.len(), 2);
+        match message {
+            Request::Spawn(s) => assert_eq!(s.argv[1].len(), 100_000),
+            other => panic!("unexpected {other:?}"),
+        }
+        drop(a);
+        assert!(matches!(receiver.receive::<Request>(b.as_fd()).unwrap(), Received::Closed));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let (a, b) = pair();
+        send_datagram(a.as_fd(), b"\0{not json", &[]).unwrap();
+        let mut receiver = Receiver::new();
+        assert!(receiver.receive::<Request>(b.as_fd()).is_err());
+    }
+}
