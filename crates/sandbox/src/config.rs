@@ -19,11 +19,14 @@ pub struct InitConfig {
 }
 
 /// Host paths that make up the root filesystem.
+///
+/// Init does not open `base`, `upper` and `work` by path: in privileged mode it runs as an
+/// unprivileged host uid that may not traverse the data directory. The launched child opens
+/// them before it drops to init's ids and leaves them at [`crate::launch::LAYER_FDS`], in
+/// [`RootfsSpec::LAYER_ORDER`] order.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RootfsSpec {
-    /// Empty directory where the root overlay is mounted before `pivot_root`.
-    pub mountpoint: PathBuf,
     /// Read-only lower layer: the shared base tree (see [`crate::base`]).
     pub base: PathBuf,
     /// The VM's own writable layer: its durable state.
@@ -35,6 +38,11 @@ pub struct RootfsSpec {
     pub readonly_binds: Vec<Bind>,
     /// Most terminals the VM's own devpts instance may hand out.
     pub max_ptys: u32,
+}
+
+impl RootfsSpec {
+    /// Order of the layer descriptors attached to the configuration message.
+    pub const LAYER_ORDER: [&'static str; 3] = ["base", "upper", "work"];
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -62,6 +62,25 @@ pub struct InitProcess {
 /// The byte that releases the child once ids and cgroups are set.
 const GO: u8 = 0x47;
 
+/// Descriptors at which init finds the base, upper and work directories (`O_PATH`).
+pub const LAYER_FDS: [RawFd; 3] = [4, 5, 6];
+
+/// Exit code of the child when a layer directory cannot be opened.
+const EXIT_LAYER_OPEN: i32 = 107;
+
+/// Explains an exit of the VM's first process before init reported `Ready`.
+pub fn describe_early_exit(status: i32) -> String {
+    match status {
+        101 => "the VM process lost its host before start".into(),
+        102 => "the VM process could not set up its descriptors".into(),
+        103 | 104 => "the VM process could not take its user and group ids (check the uid/gid maps)".into(),
+        105 => "the VM process could not keep its capabilities (rootless mode)".into(),
+        106 => "the init program could not be executed (check the path to the agentvm binary)".into(),
+        EXIT_LAYER_OPEN => "the VM's layer directories (base, upper, work) could not be opened".into(),
+        other => format!("init exited with status {other} before the VM was ready"),
+    }
+}
+
 /// `struct clone_args` from `<linux/sched.h>` (the libc crate does not export it).
 #[repr(C)]
 #[derive(Default)]
@@ -87,6 +106,8 @@ struct ChildPlan {
     program: CString,
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
+    /// Base, upper and work directories, opened by the child (see [`child_after_clone`]).
+    layers: [CString; 3],
     clear_groups: bool,
     ids: Option<(u32, u32)>,
     raise_ambient_up_to: Option<u32>,
@@ -111,7 +132,13 @@ pub fn launch(spec: &LaunchSpec<'_>) -> io::Result<InitProcess> {
     let mut envp: Vec<*const libc::c_char> = env_strings.iter().map(|a| a.as_ptr()).collect();
     envp.push(std::ptr::null());
 
+    let rootfs = &spec.config.rootfs;
+    let layer_path = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "layer path contains a NUL byte"))
+    };
     let plan = ChildPlan {
+        layers: [layer_path(&rootfs.base)?, layer_path(&rootfs.upper)?, layer_path(&rootfs.work)?],
         control: child_end.as_raw_fd(),
         devnull: devnull.as_raw_fd(),
         program,
@@ -198,6 +225,18 @@ unsafe fn child_after_clone(plan: &ChildPlan) -> ! {
     }
     if libc::dup2(plan.devnull, 0) < 0 || libc::dup2(plan.devnull, 1) < 0 || libc::dup2(plan.control, CONTROL_FD) < 0 {
         libc::_exit(102);
+    }
+    // Open the layer directories now: we are in the VM's mount namespace (overlayfs only accepts
+    // layers from the mounter's own namespace) and still host uid 0, so root-owned 0700
+    // directories on the way to the data directory can be traversed as their owner.
+    for (path, target) in plan.layers.iter().zip(LAYER_FDS) {
+        let fd = libc::open(path.as_ptr(), libc::O_PATH | libc::O_DIRECTORY);
+        if fd < 0 {
+            libc::_exit(EXIT_LAYER_OPEN);
+        }
+        if fd != target && (libc::dup2(fd, target) < 0 || libc::close(fd) < 0) {
+            libc::_exit(EXIT_LAYER_OPEN);
+        }
     }
     if plan.clear_groups && libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) != 0 {
         libc::_exit(103);

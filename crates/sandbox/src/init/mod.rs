@@ -71,7 +71,13 @@ fn run() -> io::Result<()> {
             Received::Closed => return Ok(()),
         }
     };
-    if let Err(message) = setup(&config) {
+    // SAFETY: the launcher opened these descriptors for init and nothing else owns them.
+    let layers: Vec<OwnedFd> = crate::launch::LAYER_FDS.iter().map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) }).collect();
+    for fd in &layers {
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
+    }
+    let setup_result = setup(&config, layers);
+    if let Err(message) = setup_result {
         send(control.as_fd(), &Event::SetupFailed { message: message.clone() });
         return Err(io::Error::other(message));
     }
@@ -82,9 +88,9 @@ fn run() -> io::Result<()> {
 }
 
 /// Everything between exec and the first request: namespaces, filesystem, network, identity.
-fn setup(config: &InitConfig) -> Result<(), String> {
+fn setup(config: &InitConfig, layers: Vec<OwnedFd>) -> Result<(), String> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("unshare(cgroup namespace): {e}"))?;
-    rootfs::build(config)?;
+    rootfs::build(config, &layers)?;
     net::loopback_up().map_err(|e| format!("bringing up loopback: {e}"))?;
     nix::unistd::sethostname(&config.hostname).map_err(|e| format!("sethostname: {e}"))?;
     Ok(())

@@ -2,7 +2,8 @@
 //!
 //! Steps, in order (each one's failure names the step):
 //! 1. make every mount private, so nothing propagates back to the host;
-//! 2. overlay at the mount point: lower = the shared base layer, upper = the VM's own directory;
+//! 2. overlay on [`NEW_ROOT`]: lower = the shared base layer, upper = the VM's own directory,
+//!    both named through the `O_PATH` descriptors the launcher sent (`/proc/self/fd/N`);
 //! 3. read-only, nosuid, nodev binds of the host's system directories (`/usr`...);
 //! 4. `/proc` for the VM's PID namespace — mounted *before* `pivot_root`, because inside a user
 //!    namespace the kernel refuses a new procfs once no fully visible one remains;
@@ -14,6 +15,7 @@
 //!    reachable except the read-only binds.
 
 use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{chown, symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -23,24 +25,34 @@ use nix::sys::statvfs::{statvfs, FsFlags};
 use crate::base::hosts_file;
 use crate::config::InitConfig;
 
+/// Where the new root is assembled before `pivot_root`: any directory every uid may traverse
+/// works, since this mount namespace is private; `/tmp` exists on every Linux system.
+const NEW_ROOT: &str = "/tmp";
+
 /// Host device nodes a VM gets.
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
-pub fn build(config: &InitConfig) -> Result<(), String> {
+/// Builds the root from the layer descriptors (`base`, `upper`, `work`) and pivots into it.
+pub fn build(config: &InitConfig, layers: &[OwnedFd]) -> Result<(), String> {
     let spec = &config.rootfs;
-    let root = spec.mountpoint.as_path();
+    let [base, upper, work] = layers else {
+        return Err(format!("expected {} layer descriptors, got {}", spec_layers(), layers.len()));
+    };
+    let root = Path::new(NEW_ROOT);
     step("making mounts private", mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>))?;
 
+    let fd_path = |fd: &OwnedFd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
     let options = format!(
         "lowerdir={},upperdir={},workdir={},userxattr",
-        escape(&spec.base),
-        escape(&spec.upper),
-        escape(&spec.work)
+        escape(&fd_path(base)),
+        escape(&fd_path(upper)),
+        escape(&fd_path(work))
     );
     step(
         "mounting the root overlay",
         mount(Some("overlay"), root, Some("overlay"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(options.as_str())),
-    )?;
+    )
+    .map_err(|e| format!("{e} (upper layer {})", spec.upper.display()))?;
 
     for bind in &spec.readonly_binds {
         bind_readonly(&bind.source, &inside(root, &bind.target))?;
@@ -136,6 +148,10 @@ fn bind_readonly(source: &Path, target: &Path) -> Result<(), String> {
         }
     }
     step(&what, mount(None::<&str>, target, None::<&str>, flags, None::<&str>))
+}
+
+fn spec_layers() -> usize {
+    crate::config::RootfsSpec::LAYER_ORDER.len()
 }
 
 /// A path inside the new root for an absolute VM path.
