@@ -47,9 +47,9 @@ fn launch_and_run_a_command() {
         init_is_root: ids.init_is_root(),
     };
     let t = std::time::Instant::now();
-    let init = launch(&LaunchSpec { init_program: Path::new(env!("CARGO_BIN_EXE_agentvm")), ids, cgroup: None, config: &config }).unwrap();
+    let agentvm_sandbox::launch::Launched { init, control } = launch(&LaunchSpec { init_program: Path::new(env!("CARGO_BIN_EXE_agentvm")), ids, cgroup: None, config: &config }).unwrap();
     let mut rx = protocol::Receiver::new();
-    match next_event(&mut rx, &init.control) {
+    match next_event(&mut rx, &control) {
         Event::Ready => {}
         other => panic!("{other:?}"),
     }
@@ -66,10 +66,10 @@ fn launch_and_run_a_command() {
     });
     for (i, d) in protocol::encode(&request).unwrap().iter().enumerate() {
         let fds = [in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
-        protocol::send_datagram(init.control.as_fd(), d, if i == 0 { &fds } else { &[] }).unwrap();
+        protocol::send_datagram(control.as_fd(), d, if i == 0 { &fds } else { &[] }).unwrap();
     }
     drop((in_r, out_w, err_w, in_w));
-    let pid = match next_event(&mut rx, &init.control) {
+    let pid = match next_event(&mut rx, &control) {
         Event::Spawned { pid, .. } => pid,
         other => panic!("{other:?}"),
     };
@@ -78,7 +78,7 @@ fn launch_and_run_a_command() {
     let mut err = String::new();
     std::fs::File::from(err_r).read_to_string(&mut err).unwrap();
     eprintln!("pid {pid}\nstdout:\n{out}\nstderr:\n{err}");
-    match next_event(&mut rx, &init.control) {
+    match next_event(&mut rx, &control) {
         Event::Exited { code, .. } => assert_eq!(code, 0),
         other => panic!("{other:?}"),
     }

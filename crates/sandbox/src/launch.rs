@@ -49,13 +49,19 @@ pub struct LaunchSpec<'a> {
     pub config: &'a InitConfig,
 }
 
-/// A started init. The VM lives as long as this process; it ends when the control socket closes.
+/// A started init: the VM lives as long as this process.
 #[derive(Debug)]
 pub struct InitProcess {
     /// Host pid of the VM's PID 1.
     pub host_pid: i32,
     pub pidfd: OwnedFd,
-    /// Host end of the control socket (blocking mode).
+}
+
+/// What [`launch`] returns.
+#[derive(Debug)]
+pub struct Launched {
+    pub init: InitProcess,
+    /// Host end of the control socket (blocking mode). Init ends the VM when it closes.
     pub control: OwnedFd,
 }
 
@@ -115,7 +121,7 @@ struct ChildPlan {
 
 /// Starts init in new namespaces and hands it its configuration. Returns once init has been
 /// released; the caller reads [`protocol::Event::Ready`] from `control`.
-pub fn launch(spec: &LaunchSpec<'_>) -> io::Result<InitProcess> {
+pub fn launch(spec: &LaunchSpec<'_>) -> io::Result<Launched> {
     let (host_end, child_end) =
         socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).map_err(io::Error::from)?;
     // Keep the child's descriptors away from 0..=3, the numbers it dup2()s onto.
@@ -182,18 +188,18 @@ pub fn launch(spec: &LaunchSpec<'_>) -> io::Result<InitProcess> {
     let host_pid = ret as i32;
     // SAFETY: with CLONE_PIDFD the kernel stored a new descriptor owned by nobody else.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    let init = InitProcess { host_pid, pidfd, control: host_end };
+    let init = InitProcess { host_pid, pidfd };
 
-    if let Err(e) = configure_child(spec, &init) {
+    if let Err(e) = configure_child(spec, &init, &host_end) {
         init.kill();
         let _ = init.wait_blocking();
         return Err(e);
     }
-    Ok(init)
+    Ok(Launched { init, control: host_end })
 }
 
 /// Host side of the handshake: id maps, cgroups, release, configuration.
-fn configure_child(spec: &LaunchSpec<'_>, init: &InitProcess) -> io::Result<()> {
+fn configure_child(spec: &LaunchSpec<'_>, init: &InitProcess, control: &OwnedFd) -> io::Result<()> {
     let proc_dir = format!("/proc/{}", init.host_pid);
     let write = |file: &str, content: &str| {
         fs::write(format!("{proc_dir}/{file}"), content)
@@ -207,9 +213,9 @@ fn configure_child(spec: &LaunchSpec<'_>, init: &InitProcess) -> io::Result<()> 
     if let Some(cgroup) = spec.cgroup {
         cgroup.attach(init.host_pid)?;
     }
-    protocol::send_datagram(init.control.as_fd(), &[GO], &[]).map_err(io::Error::from)?;
+    protocol::send_datagram(control.as_fd(), &[GO], &[]).map_err(io::Error::from)?;
     for datagram in protocol::encode(spec.config)? {
-        protocol::send_datagram(init.control.as_fd(), &datagram, &[]).map_err(io::Error::from)?;
+        protocol::send_datagram(control.as_fd(), &datagram, &[]).map_err(io::Error::from)?;
     }
     Ok(())
 }

@@ -1,1 +1,36 @@
-//! placeholder
+//! # agentvm-vm
+//!
+//! agentvm VMs as async handles. A [`VmHost`] owns a data directory and creates [`Vm`]s; a
+//! `Vm` runs programs with the process API of the reference product (agentOS "Processes &
+//! Shell"): [`Vm::exec`], [`Vm::spawn`], stdin, wait, list, signals, [`Vm::all_processes`] and
+//! [`Vm::process_tree`], and an event stream ([`Vm::subscribe`]) of `processOutput` and
+//! `processExit`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), agentvm_vm::VmError> {
+//! use agentvm_vm::{ExecOptions, HostConfig, VmHost, VmOptions};
+//! let host = VmHost::new(HostConfig::new("/var/lib/agentvm", "/usr/local/bin/agentvm"))?;
+//! let vm = host.create_vm("my-agent", VmOptions::default()).await?;
+//! let result = vm.exec("echo hello && ls /home/user", ExecOptions::default()).await?;
+//! assert_eq!(result.stdout, "hello\n");
+//! # Ok(()) }
+//! ```
+//!
+//! Isolation itself (namespaces, root filesystem, cgroups, init) lives in `agentvm-sandbox`.
+
+mod control;
+pub mod error;
+pub mod events;
+mod host;
+pub mod process;
+mod pump;
+mod tree;
+pub mod types;
+mod vm;
+
+pub use error::{Result, VmError};
+pub use events::{EventLog, Item, Retention, SequencedEvent, Subscription, VmEvent};
+pub use host::{validate_id, HostConfig, VmHost, VM_USER_NAME};
+pub use process::OutputChunk;
+pub use types::*;
+pub use vm::{Vm, DEFAULT_PATH};

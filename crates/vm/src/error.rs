@@ -1,0 +1,35 @@
+//! Errors of the VM API. Their `Display` texts are what clients see, so they follow the
+//! reference product's wording (`Process not found: <pid>`) and the POSIX-code style
+//! (`ENOENT: ...`) where a system error is the cause.
+
+use std::io;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("Process not found: {0}")]
+    ProcessNotFound(i32),
+    /// The program could not be started (text starts with the POSIX code, e.g. `ENOENT: ...`).
+    #[error("{0}")]
+    SpawnFailed(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The operation does not apply in the current state (e.g. stdin already closed).
+    #[error("{0}")]
+    InvalidState(String),
+    /// The VM could not be created.
+    #[error("creating VM {vm}: {message}")]
+    CreateFailed { vm: String, message: String },
+    /// The VM has stopped (shut down, or its init died).
+    #[error("VM {0} is not running")]
+    Stopped(String),
+    #[error("{context}: {source}")]
+    Io { context: String, source: io::Error },
+}
+
+impl VmError {
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> VmError {
+        VmError::Io { context: context.into(), source }
+    }
+}
+
+pub type Result<T, E = VmError> = std::result::Result<T, E>;

@@ -1,0 +1,200 @@
+//! A host of VMs: one data directory, one base layer, one cgroup layout, many VMs.
+//!
+//! Data directory layout:
+//!
+//! ```text
+//! <data>/lock            held (flock) while a host uses the directory
+//! <data>/base/           the shared read-only base layer, rebuilt at every start
+//! <data>/vms/<id>/upper  the VM's writable layer: its durable state
+//! <data>/vms/<id>/work   overlayfs scratch space
+//! ```
+
+use std::fs;
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use agentvm_sandbox::base::{self, BaseLayer, BaseOptions};
+use agentvm_sandbox::cgroup::CgroupHost;
+use agentvm_sandbox::config::UserSpec;
+use agentvm_sandbox::idmap::{IdMapping, DEFAULT_PRIVILEGED_BASE, VM_USER_ID};
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::error::{Result, VmError};
+use crate::types::VmOptions;
+use crate::vm::Vm;
+
+/// Name of the unprivileged account inside every VM.
+pub const VM_USER_NAME: &str = "user";
+
+/// Settings of a [`VmHost`].
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    pub data_dir: PathBuf,
+    /// The agentvm binary, which runs as each VM's init (`agentvm vm-init`).
+    pub init_program: PathBuf,
+    /// First host uid/gid of the VM id range when running as root.
+    pub uid_base: u32,
+}
+
+impl HostConfig {
+    pub fn new(data_dir: impl Into<PathBuf>, init_program: impl Into<PathBuf>) -> Self {
+        HostConfig { data_dir: data_dir.into(), init_program: init_program.into(), uid_base: DEFAULT_PRIVILEGED_BASE }
+    }
+}
+
+/// Creates VMs. Cheap to clone.
+#[derive(Clone)]
+pub struct VmHost {
+    pub(crate) inner: Arc<HostInner>,
+}
+
+pub(crate) struct HostInner {
+    pub vms_dir: PathBuf,
+    pub base: BaseLayer,
+    pub ids: IdMapping,
+    pub cgroups: CgroupHost,
+    pub init_program: PathBuf,
+    pub user: UserSpec,
+    _lock: Flock<fs::File>,
+}
+
+impl VmHost {
+    /// Takes the data directory (refusing one another host is using), rebuilds the base layer,
+    /// detects cgroups and removes cgroups left by servers that died.
+    pub fn new(config: HostConfig) -> Result<VmHost> {
+        let data = &config.data_dir;
+        fs::create_dir_all(data).map_err(|e| VmError::io(format!("creating data directory {}", data.display()), e))?;
+        let lock_path = data.join("lock");
+        let lock_file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| VmError::io(format!("opening {}", lock_path.display()), e))?;
+        let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+            VmError::io(
+                format!("data directory {} is in use by another agentvm process", data.display()),
+                std::io::Error::from(e),
+            )
+        })?;
+        if !config.init_program.is_file() {
+            return Err(VmError::InvalidArgument(format!(
+                "init program {} does not exist (it must be the agentvm binary)",
+                config.init_program.display()
+            )));
+        }
+        let ids = IdMapping::for_current_process(config.uid_base);
+        let base = base::build(
+            &data.join("base"),
+            &BaseOptions {
+                host_root: Path::new("/"),
+                owner: ids.host_ids_of_vm_owner(),
+                user_name: VM_USER_NAME,
+                user_id: VM_USER_ID,
+            },
+        )
+        .map_err(|e| VmError::io("building the base layer", e))?;
+        let vms_dir = data.join("vms");
+        fs::create_dir_all(&vms_dir).map_err(|e| VmError::io(format!("creating {}", vms_dir.display()), e))?;
+        let _ = fs::set_permissions(data, fs::Permissions::from_mode(0o700));
+        let cgroups = CgroupHost::detect();
+        cgroups.sweep_stale();
+        let user = UserSpec {
+            name: VM_USER_NAME.into(),
+            uid: VM_USER_ID,
+            gid: VM_USER_ID,
+            home: format!("/home/{VM_USER_NAME}"),
+        };
+        Ok(VmHost {
+            inner: Arc::new(HostInner {
+                vms_dir,
+                base,
+                ids,
+                cgroups,
+                init_program: config.init_program,
+                user,
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// Boots the VM `id`, reusing its directory (and so its files) if it exists.
+    pub async fn create_vm(&self, id: &str, options: VmOptions) -> Result<Vm> {
+        validate_id(id)?;
+        Vm::create(self.clone(), id.to_string(), options).await
+    }
+
+    /// The directory holding the VM's durable state.
+    pub fn vm_dir(&self, id: &str) -> PathBuf {
+        self.inner.vms_dir.join(id)
+    }
+
+    /// Deletes a VM's directory. The VM must not be running.
+    pub fn remove_vm_data(&self, id: &str) -> Result<()> {
+        validate_id(id)?;
+        match fs::remove_dir_all(self.vm_dir(id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(VmError::io(format!("removing VM {id}"), e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// How VM ids map to host ids on this host.
+    pub fn id_mapping(&self) -> IdMapping {
+        self.inner.ids
+    }
+
+    /// Creates `<vms>/<id>/{upper,work}` owned by the VM's root.
+    pub(crate) fn prepare_vm_dir(&self, id: &str) -> Result<(PathBuf, PathBuf)> {
+        let dir = self.vm_dir(id);
+        let (uid, gid) = self.inner.ids.host_ids_of_vm_owner();
+        let mut made = Vec::new();
+        for name in ["upper", "work"] {
+            let path = dir.join(name);
+            fs::create_dir_all(&path).map_err(|e| VmError::io(format!("creating {}", path.display()), e))?;
+            chown(&path, Some(uid), Some(gid)).map_err(|e| VmError::io(format!("owning {}", path.display()), e))?;
+            made.push(path);
+        }
+        let work = made.pop().expect("two dirs");
+        let upper = made.pop().expect("two dirs");
+        Ok((upper, work))
+    }
+
+    /// A cgroup name unique among all VMs of all hosts of this process, and (through the pid)
+    /// among concurrent agentvm processes.
+    pub(crate) fn next_cgroup_name(&self) -> String {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        format!("agentvm-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// VM ids name directories: 1 to 128 of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`.
+pub fn validate_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with(['.', '-'])
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(VmError::InvalidArgument(format!(
+            "invalid VM id {id:?}: use 1 to 128 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_that_could_escape_the_data_dir_are_refused() {
+        for bad in ["", ".", "..", "../x", "a/b", "-x", "a b", &"x".repeat(129)] {
+            assert!(validate_id(bad).is_err(), "{bad:?}");
+        }
+        for good in ["a", "my-agent", "A.b_c-1"] {
+            assert!(validate_id(good).is_ok(), "{good:?}");
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The host's record of each process it started in a VM: identity, stdin, exit status, and
+//! output (a replay log for spawned processes, a capture buffer for `exec`).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::net::unix::pipe;
+use tokio::sync::{oneshot, watch};
+
+use crate::types::{OutputStream, SpawnedProcessInfo};
+
+/// Most output `exec` keeps per stream; later output is read and discarded.
+pub const EXEC_CAPTURE_LIMIT: usize = 64 << 20;
+/// Exited spawned processes kept for `listProcesses` / `getProcess` / `waitProcess`.
+pub const EXITED_RETENTION: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Started by `spawn`: output becomes events and goes to the replay log.
+    Spawned,
+    /// Started by `exec`: output is captured for the result.
+    Exec,
+}
+
+/// A chunk of a process's output, with the sequence number of its event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutputChunk {
+    pub seq: u64,
+    pub stream: OutputStream,
+    pub data: Bytes,
+}
+
+/// The most recent output of one process, bounded in bytes (oldest chunks dropped first).
+#[derive(Debug, Default)]
+pub(crate) struct OutputLog {
+    chunks: VecDeque<OutputChunk>,
+    bytes: usize,
+    limit: usize,
+}
+
+impl OutputLog {
+    fn new(limit: usize) -> Self {
+        OutputLog { chunks: VecDeque::new(), bytes: 0, limit }
+    }
+
+    fn push(&mut self, chunk: OutputChunk) {
+        self.bytes += chunk.data.len();
+        self.chunks.push_back(chunk);
+        while self.bytes > self.limit {
+            let Some(old) = self.chunks.pop_front() else { break };
+            self.bytes -= old.data.len();
+        }
+    }
+
+    fn since(&self, after: Option<u64>) -> Vec<OutputChunk> {
+        self.chunks.iter().filter(|c| after.is_none_or(|a| c.seq > a)).cloned().collect()
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Capture {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+pub(crate) struct ProcessRecord {
+    pub pid: i32,
+    pub command: String,
+    pub args: Vec<String>,
+    pub kind: Kind,
+    /// Write end of the process's stdin; `None` once closed.
+    pub stdin: tokio::sync::Mutex<Option<pipe::Sender>>,
+    /// The exit code, set only after all the process's output was delivered.
+    exit: watch::Sender<Option<i32>>,
+    /// Delivers init's exit report to the output pump.
+    init_exit: Mutex<Option<oneshot::Sender<i32>>>,
+    output: Mutex<OutputLog>,
+    capture: Mutex<Capture>,
+}
+
+impl ProcessRecord {
+    pub fn new(
+        pid: i32,
+        command: String,
+        args: Vec<String>,
+        kind: Kind,
+        stdin: pipe::Sender,
+        log_limit: usize,
+    ) -> (Arc<ProcessRecord>, oneshot::Receiver<i32>) {
+        let (exit_tx, exit_rx) = oneshot::channel();
+        let record = ProcessRecord {
+            pid,
+            command,
+            args,
+            kind,
+            stdin: tokio::sync::Mutex::new(Some(stdin)),
+            exit: watch::Sender::new(None),
+            init_exit: Mutex::new(Some(exit_tx)),
+            output: Mutex::new(OutputLog::new(if kind == Kind::Spawned { log_limit } else { 0 })),
+            capture: Mutex::new(Capture::default()),
+        };
+        (Arc::new(record), exit_rx)
+    }
+
+    /// Init reported the exit; the pump finishes delivering output, then publishes it.
+    pub fn report_exit(&self, code: i32) {
+        if let Some(tx) = self.init_exit.lock().unwrap().take() {
+            let _ = tx.send(code);
+        }
+    }
+
+    /// The VM is gone: the process died with it (the pump reports SIGKILL).
+    pub fn abandon(&self) {
+        self.init_exit.lock().unwrap().take();
+    }
+
+    pub fn exit_code(&self) -> Option<i32> {
+        *self.exit.borrow()
+    }
+
+    pub fn publish_exit(&self, code: i32) {
+        self.exit.send_replace(Some(code));
+    }
+
+    /// Waits until the exit is published.
+    pub async fn wait(&self) -> i32 {
+        let mut rx = self.exit.subscribe();
+        let code = *rx.wait_for(Option::is_some).await.expect("the record owns the sender");
+        code.expect("waited for Some")
+    }
+
+    pub fn log_output(&self, chunk: OutputChunk) {
+        self.output.lock().unwrap().push(chunk);
+    }
+
+    pub fn output_since(&self, after: Option<u64>) -> Vec<OutputChunk> {
+        self.output.lock().unwrap().since(after)
+    }
+
+    pub fn capture(&self, stream: OutputStream, data: &[u8]) {
+        let mut capture = self.capture.lock().unwrap();
+        let buffer = match stream {
+            OutputStream::Stdout => &mut capture.stdout,
+            OutputStream::Stderr => &mut capture.stderr,
+        };
+        let room = EXEC_CAPTURE_LIMIT.saturating_sub(buffer.len());
+        buffer.extend_from_slice(&data[..data.len().min(room)]);
+    }
+
+    pub fn take_capture(&self) -> Capture {
+        std::mem::take(&mut self.capture.lock().unwrap())
+    }
+
+    pub fn info(&self) -> SpawnedProcessInfo {
+        let exit_code = self.exit_code();
+        SpawnedProcessInfo {
+            pid: self.pid,
+            command: self.command.clone(),
+            args: self.args.clone(),
+            running: exit_code.is_none(),
+            exit_code,
+        }
+    }
+}
+
+/// Every process the host started in one VM and has not forgotten yet.
+#[derive(Default)]
+pub(crate) struct ProcessTable {
+    records: HashMap<i32, Arc<ProcessRecord>>,
+    /// Exited spawned processes, oldest first, for bounded retention.
+    exited: VecDeque<Arc<ProcessRecord>>,
+}
+
+impl ProcessTable {
+    pub fn insert(&mut self, record: Arc<ProcessRecord>) {
+        self.records.insert(record.pid, record);
+    }
+
+    pub fn get(&self, pid: i32) -> Option<Arc<ProcessRecord>> {
+        self.records.get(&pid).cloned()
+    }
+
+    /// Spawned processes, by pid.
+    pub fn spawned(&self) -> Vec<Arc<ProcessRecord>> {
+        let mut list: Vec<_> = self.records.values().filter(|r| r.kind == Kind::Spawned).cloned().collect();
+        list.sort_by_key(|r| r.pid);
+        list
+    }
+
+    pub fn all(&self) -> Vec<Arc<ProcessRecord>> {
+        self.records.values().cloned().collect()
+    }
+
+    /// Called when a process's exit is published: spawned records stay (up to the retention),
+    /// exec records are dropped once `exec` has read them (see [`ProcessTable::remove`]).
+    pub fn retire(&mut self, record: &Arc<ProcessRecord>) {
+        if record.kind != Kind::Spawned {
+            return;
+        }
+        self.exited.push_back(Arc::clone(record));
+        while self.exited.len() > EXITED_RETENTION {
+            let old = self.exited.pop_front().expect("non-empty");
+            self.remove(&old);
+        }
+    }
+
+    /// Forgets `record` if the pid still refers to it (pids can be reused).
+    pub fn remove(&mut self, record: &Arc<ProcessRecord>) {
+        if self.records.get(&record.pid).is_some_and(|r| Arc::ptr_eq(r, record)) {
+            self.records.remove(&record.pid);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_log_drops_oldest_beyond_its_limit() {
+        let mut log = OutputLog::new(10);
+        for seq in 0..5 {
+            log.push(OutputChunk { seq, stream: OutputStream::Stdout, data: Bytes::from_static(b"abcd") });
+        }
+        let kept: Vec<u64> = log.since(None).iter().map(|c| c.seq).collect();
+        assert_eq!(kept, [3, 4]);
+        let after: Vec<u64> = log.since(Some(3)).iter().map(|c| c.seq).collect();
+        assert_eq!(after, [4]);
+    }
+}

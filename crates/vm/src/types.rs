@@ -1,0 +1,121 @@
+//! Options and results of the process API. Field names serialize in camelCase, as the
+//! reference product's clients expect (`exitCode`, `startTime`...).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use agentvm_sandbox::cgroup::CgroupLimits;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Options of [`crate::Vm::exec`].
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    /// Added to (and overriding) the VM's default environment.
+    pub env: BTreeMap<String, String>,
+    /// Absolute working directory; default `/home/user`.
+    pub cwd: Option<String>,
+    /// Written to the command's stdin, which is then closed. Without it stdin is empty.
+    pub stdin: Option<Bytes>,
+    /// Kill the command (SIGKILL to its process group) after this long.
+    pub timeout: Option<Duration>,
+}
+
+/// Result of [`crate::Vm::exec`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecResult {
+    /// The exit code, or 128+signal; 137 after a timeout.
+    pub exit_code: i32,
+    /// Output decoded as UTF-8 (invalid sequences replaced).
+    pub stdout: String,
+    pub stderr: String,
+    /// `true` when the command was killed because it ran past its timeout.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timed_out: bool,
+}
+
+/// Options of [`crate::Vm::spawn`].
+#[derive(Debug, Clone, Default)]
+pub struct SpawnOptions {
+    pub env: BTreeMap<String, String>,
+    pub cwd: Option<String>,
+}
+
+/// A process started with `spawn`, as `listProcesses` / `getProcess` report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpawnedProcessInfo {
+    pub pid: i32,
+    pub command: String,
+    pub args: Vec<String>,
+    pub running: bool,
+    pub exit_code: Option<i32>,
+}
+
+/// Any process of the VM, as `allProcesses` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessInfo {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    /// How the process runs: always `"native"` (a real Linux process) in agentvm.
+    pub driver: String,
+    pub command: String,
+    pub args: Vec<String>,
+    pub cwd: String,
+    /// `"running"` or `"exited"` (a zombie not yet reaped by its parent).
+    pub status: String,
+    pub exit_code: Option<i32>,
+    /// Milliseconds since the Unix epoch.
+    pub start_time: u64,
+}
+
+/// A node of `processTree`: a process and the processes whose parent it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessTreeNode {
+    #[serde(flatten)]
+    pub info: ProcessInfo,
+    pub children: Vec<ProcessTreeNode>,
+}
+
+/// Which output stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// Per-VM settings.
+#[derive(Debug, Clone)]
+pub struct VmOptions {
+    /// Host name inside the VM; default: the VM id, cut to 63 characters.
+    pub hostname: Option<String>,
+    pub limits: CgroupLimits,
+    /// Most terminals the VM may open at once.
+    pub max_ptys: u32,
+    /// Output kept per process for replay (bytes).
+    pub process_log_bytes: usize,
+    /// Event log retention for subscribers (see [`crate::EventLog`]).
+    pub event_log: crate::events::Retention,
+}
+
+/// Default limits: 1 GiB of memory, 512 processes/threads, one CPU core.
+pub const DEFAULT_LIMITS: CgroupLimits =
+    CgroupLimits { memory_bytes: Some(1 << 30), pids: Some(512), cpu_millicores: Some(1000) };
+
+impl Default for VmOptions {
+    fn default() -> Self {
+        VmOptions {
+            hostname: None,
+            limits: DEFAULT_LIMITS,
+            max_ptys: 256,
+            process_log_bytes: 1 << 20,
+            event_log: crate::events::Retention::default(),
+        }
+    }
+}

@@ -1,0 +1,625 @@
+//! A running VM and its process API.
+//!
+//! Data flows one way: a call on [`Vm`] becomes a request to init (with the stdio descriptors it
+//! needs); init's answers come back on the reader task, which registers processes and starts
+//! their output pumps; pumps turn output into events and exit codes. No call holds a lock while
+//! it waits, so a long `waitProcess` or `exec` never delays other calls on the same VM.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use agentvm_sandbox::cgroup::VmCgroup;
+use agentvm_sandbox::config::{InitConfig, RootfsSpec};
+use agentvm_sandbox::launch::{describe_early_exit, launch, InitProcess, LaunchSpec, Launched};
+use agentvm_sandbox::protocol::{Event, ProcessEntry, Request, SpawnRequest, Stdio};
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::pipe;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::control::{self, Outgoing};
+use crate::error::{Result, VmError};
+use crate::events::{EventLog, Subscription};
+use crate::host::VmHost;
+use crate::process::{Kind, OutputChunk, ProcessRecord, ProcessTable};
+use crate::pump::Pump;
+use crate::tree::build_tree;
+use crate::types::{
+    ExecOptions, ExecResult, ProcessInfo, ProcessTreeNode, SpawnOptions, SpawnedProcessInfo, VmOptions,
+};
+
+/// `PATH` of every VM process unless overridden.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A handle on a running VM. Cloning is cheap; when the last handle is dropped the VM is torn
+/// down (every process killed, cgroups removed). Its files stay in its directory.
+#[derive(Clone)]
+pub struct Vm {
+    inner: Arc<VmInner>,
+}
+
+struct VmInner {
+    shared: Arc<Shared>,
+    outgoing: mpsc::UnboundedSender<Outgoing>,
+    init: InitProcess,
+    cgroup: Option<VmCgroup>,
+    env: BTreeMap<String, String>,
+    home: String,
+    torn_down: AtomicBool,
+}
+
+/// State shared with the reader task and the pumps.
+struct Shared {
+    id: String,
+    events: Arc<EventLog>,
+    processes: Mutex<ProcessTable>,
+    pending: Mutex<HashMap<u64, Pending>>,
+    next_request: AtomicU64,
+    alive: AtomicBool,
+    ready: Mutex<Option<oneshot::Sender<Result<(), String>>>>,
+    /// Set once the control channel exists; used to kill exec processes whose caller left.
+    outgoing: OnceLock<mpsc::UnboundedSender<Outgoing>>,
+    process_log_bytes: usize,
+}
+
+/// A request waiting for init's answer.
+enum Pending {
+    Spawn {
+        kind: Kind,
+        command: String,
+        args: Vec<String>,
+        stdin: pipe::Sender,
+        stdout: pipe::Receiver,
+        stderr: pipe::Receiver,
+        reply: oneshot::Sender<Result<Arc<ProcessRecord>>>,
+    },
+    List {
+        entries: Vec<ProcessEntry>,
+        reply: oneshot::Sender<Vec<ProcessEntry>>,
+    },
+}
+
+impl Vm {
+    pub(crate) async fn create(host: VmHost, id: String, options: VmOptions) -> Result<Vm> {
+        let create_failed = |message: String| VmError::CreateFailed { vm: id.clone(), message };
+        let (upper, work) = host.prepare_vm_dir(&id)?;
+        let inner = &host.inner;
+        let hostname = options.hostname.clone().unwrap_or_else(|| hostname_for(&id));
+        let config = InitConfig {
+            hostname: hostname.clone(),
+            rootfs: RootfsSpec {
+                base: inner.base.dir.clone(),
+                upper,
+                work,
+                readonly_binds: inner.base.readonly_binds.clone(),
+                max_ptys: options.max_ptys,
+            },
+            user: inner.user.clone(),
+            init_is_root: inner.ids.init_is_root(),
+        };
+
+        // Creating cgroups and launching are a few blocking system calls.
+        let launch_host = host.clone();
+        let limits = options.limits;
+        let (launched, cgroup) = tokio::task::spawn_blocking(move || -> Result<(Launched, Option<VmCgroup>)> {
+            let h = &launch_host.inner;
+            let cgroup = h
+                .cgroups
+                .create(&launch_host.next_cgroup_name(), &limits)
+                .map_err(|e| VmError::io("creating the VM's cgroups", e))?;
+            let spec = LaunchSpec { init_program: &h.init_program, ids: h.ids, cgroup: cgroup.as_ref(), config: &config };
+            match launch(&spec) {
+                Ok(launched) => Ok((launched, cgroup)),
+                Err(e) => {
+                    if let Some(cg) = &cgroup {
+                        let _ = cg.remove();
+                    }
+                    Err(VmError::io("starting the VM", e))
+                }
+            }
+        })
+        .await
+        .map_err(|e| create_failed(format!("launcher task failed: {e}")))??;
+        let Launched { init, control } = launched;
+
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let shared = Arc::new(Shared {
+            id: id.clone(),
+            events: EventLog::new(options.event_log),
+            processes: Mutex::new(ProcessTable::default()),
+            pending: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(1),
+            alive: AtomicBool::new(true),
+            ready: Mutex::new(Some(ready_tx)),
+            outgoing: OnceLock::new(),
+            process_log_bytes: options.process_log_bytes,
+        });
+        let started = nix::fcntl::fcntl(&control, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))
+            .map_err(std::io::Error::from)
+            .and_then(|_| {
+                let on_event = Arc::clone(&shared);
+                let on_close = Arc::clone(&shared);
+                control::start(control, move |e, fds| on_event.handle(e, fds), move || on_close.init_gone())
+            });
+        let outgoing = match started {
+            Ok(tx) => tx,
+            Err(e) => {
+                teardown(&init, cgroup.as_ref());
+                return Err(VmError::io("watching the VM's control socket", e));
+            }
+        };
+        let _ = shared.outgoing.set(outgoing.clone());
+
+        let mut env = BTreeMap::new();
+        let user = &inner.user;
+        for (k, v) in [
+            ("HOME", user.home.as_str()),
+            ("USER", user.name.as_str()),
+            ("LOGNAME", user.name.as_str()),
+            ("SHELL", inner.base.shell.as_str()),
+            ("PATH", DEFAULT_PATH),
+            ("LANG", "C.UTF-8"),
+            ("HOSTNAME", hostname.as_str()),
+        ] {
+            env.insert(k.to_string(), v.to_string());
+        }
+        let vm = Vm {
+            inner: Arc::new(VmInner {
+                shared,
+                outgoing,
+                init,
+                cgroup,
+                env,
+                home: user.home.clone(),
+                torn_down: AtomicBool::new(false),
+            }),
+        };
+        match ready_rx.await {
+            Ok(Ok(())) => Ok(vm),
+            Ok(Err(message)) => {
+                vm.inner.teardown();
+                Err(create_failed(message))
+            }
+            Err(_) => {
+                // Init exited before it was ready; its exit status says why.
+                let status = vm.inner.init.wait_blocking().ok().flatten();
+                vm.inner.teardown();
+                Err(create_failed(status.map_or_else(|| "init exited before the VM was ready".into(), describe_early_exit)))
+            }
+        }
+    }
+
+    /// The VM's id (the name of its directory).
+    pub fn id(&self) -> &str {
+        &self.inner.shared.id
+    }
+
+    /// Host pid of the VM's init, for diagnostics.
+    pub fn host_pid(&self) -> i32 {
+        self.inner.init.host_pid
+    }
+
+    /// The VM's cgroup directories on the host (empty without cgroups), for diagnostics.
+    pub fn cgroup_dirs(&self) -> Vec<std::path::PathBuf> {
+        self.inner.cgroup.as_ref().map(|c| c.dirs().to_vec()).unwrap_or_default()
+    }
+
+    /// `false` once the VM has stopped or its init died.
+    pub fn is_running(&self) -> bool {
+        self.inner.shared.alive.load(Ordering::Acquire)
+    }
+
+    /// Runs `command` with `/bin/sh -c` to completion and returns its exit code and output.
+    pub async fn exec(&self, command: &str, options: ExecOptions) -> Result<ExecResult> {
+        let argv = vec!["/bin/sh".to_string(), "-c".to_string(), command.to_string()];
+        let record = self.start(Kind::Exec, argv, &options.env, options.cwd.as_deref()).await?;
+        // If the caller stops waiting (dropped future), the command is killed.
+        let guard = KillOnDrop { vm: self, record: &record };
+        let stdin = record.stdin.lock().await.take();
+        if let (Some(mut stdin), Some(data)) = (stdin, options.stdin) {
+            tokio::spawn(async move {
+                // EPIPE when the command exits without reading everything: nothing to report.
+                let _ = stdin.write_all(&data).await;
+            });
+        }
+        let finished = match options.timeout {
+            Some(limit) => tokio::time::timeout(limit, record.wait()).await.ok(),
+            None => Some(record.wait().await),
+        };
+        let (exit_code, timed_out) = match finished {
+            Some(code) => (code, false),
+            None => {
+                self.signal(&record, libc::SIGKILL);
+                (record.wait().await, true)
+            }
+        };
+        std::mem::forget(guard);
+        let capture = record.take_capture();
+        Ok(ExecResult {
+            exit_code,
+            stdout: String::from_utf8_lossy(&capture.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&capture.stderr).into_owned(),
+            timed_out,
+        })
+    }
+
+    /// Starts `command` with `args` (no shell) in the background; returns its pid in the VM.
+    /// Its output arrives as `processOutput` events, its end as `processExit`.
+    pub async fn spawn(&self, command: &str, args: &[String], options: SpawnOptions) -> Result<i32> {
+        let mut argv = Vec::with_capacity(args.len() + 1);
+        argv.push(command.to_string());
+        argv.extend(args.iter().cloned());
+        let record = self.start(Kind::Spawned, argv, &options.env, options.cwd.as_deref()).await?;
+        Ok(record.pid)
+    }
+
+    /// Writes to a process's stdin. Data for a process that has exited is dropped, as in the
+    /// reference product; writing after `closeProcessStdin` is an error.
+    pub async fn write_process_stdin(&self, pid: i32, data: &[u8]) -> Result<()> {
+        let record = self.record(pid)?;
+        if record.exit_code().is_some() {
+            return Ok(());
+        }
+        let mut stdin = record.stdin.lock().await;
+        let Some(pipe) = stdin.as_mut() else {
+            return Err(VmError::InvalidState(format!("stdin of process {pid} is closed")));
+        };
+        match pipe.write_all(data).await {
+            Ok(()) => Ok(()),
+            // The process closed its stdin or exited meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            Err(e) => Err(VmError::io(format!("writing to stdin of process {pid}"), e)),
+        }
+    }
+
+    /// Closes a process's stdin (the process reads end of file). Idempotent.
+    pub async fn close_process_stdin(&self, pid: i32) -> Result<()> {
+        let record = self.record(pid)?;
+        record.stdin.lock().await.take();
+        Ok(())
+    }
+
+    /// Waits for a process to exit; returns its exit code (128+signal for a signal death).
+    pub async fn wait_process(&self, pid: i32) -> Result<i32> {
+        Ok(self.record(pid)?.wait().await)
+    }
+
+    /// Processes started with `spawn`, exited ones included (the most recent
+    /// [`crate::process::EXITED_RETENTION`]).
+    pub fn list_processes(&self) -> Vec<SpawnedProcessInfo> {
+        self.inner.shared.processes.lock().unwrap().spawned().iter().map(|r| r.info()).collect()
+    }
+
+    pub fn get_process(&self, pid: i32) -> Result<SpawnedProcessInfo> {
+        Ok(self.record(pid)?.info())
+    }
+
+    /// SIGTERM to the process's group. No-op once it has exited.
+    pub fn stop_process(&self, pid: i32) -> Result<()> {
+        let record = self.record(pid)?;
+        self.signal(&record, libc::SIGTERM);
+        Ok(())
+    }
+
+    /// SIGKILL to the process's group. No-op once it has exited.
+    pub fn kill_process(&self, pid: i32) -> Result<()> {
+        let record = self.record(pid)?;
+        self.signal(&record, libc::SIGKILL);
+        Ok(())
+    }
+
+    /// Sends `signal` to the process group of a process agentvm started.
+    pub fn signal_process(&self, pid: i32, signal: i32) -> Result<()> {
+        if !(1..=64).contains(&signal) {
+            return Err(VmError::InvalidArgument(format!("invalid signal number {signal}")));
+        }
+        let record = self.record(pid)?;
+        self.signal(&record, signal);
+        Ok(())
+    }
+
+    /// Recent output of a process with sequence number above `after` (all retained if `None`).
+    pub fn process_output(&self, pid: i32, after: Option<u64>) -> Result<Vec<OutputChunk>> {
+        Ok(self.record(pid)?.output_since(after))
+    }
+
+    /// Every process in the VM (including those started by shells and their children), except
+    /// agentvm's init.
+    pub async fn all_processes(&self) -> Result<Vec<ProcessInfo>> {
+        let (reply, answer) = oneshot::channel();
+        let id = self.inner.shared.next_request.fetch_add(1, Ordering::Relaxed);
+        self.inner.shared.pending.lock().unwrap().insert(id, Pending::List { entries: Vec::new(), reply });
+        self.send(Request::ListProcesses { id }, Vec::new(), id)?;
+        let entries = answer.await.map_err(|_| self.stopped())?;
+        Ok(entries
+            .into_iter()
+            .map(|e| ProcessInfo {
+                pid: e.pid,
+                ppid: e.ppid,
+                pgid: e.pgid,
+                sid: e.sid,
+                driver: "native".into(),
+                command: e.command,
+                args: e.args,
+                cwd: e.cwd,
+                status: if e.exited { "exited" } else { "running" }.into(),
+                exit_code: e.exit_code,
+                start_time: e.start_time_ms,
+            })
+            .collect())
+    }
+
+    /// [`Vm::all_processes`] as a forest by parent pid.
+    pub async fn process_tree(&self) -> Result<Vec<ProcessTreeNode>> {
+        Ok(build_tree(self.all_processes().await?))
+    }
+
+    /// Reads the event stream from `from` (replaying retained events) or from now on.
+    pub fn subscribe(&self, from: Option<u64>) -> Subscription {
+        self.inner.shared.events.subscribe(from)
+    }
+
+    pub fn events(&self) -> &Arc<EventLog> {
+        &self.inner.shared.events
+    }
+
+    /// Stops the VM: SIGTERM to every process, up to `grace` for them to exit, then SIGKILL to
+    /// what is left; removes its cgroups. Files stay. Idempotent.
+    pub async fn shutdown(&self, grace: Duration) {
+        if self.is_running() {
+            let grace_ms = grace.as_millis().min(u64::MAX as u128) as u64;
+            let _ = self.inner.outgoing.send(Outgoing { request: Request::Shutdown { grace_ms }, fds: Vec::new() });
+            let inner = Arc::clone(&self.inner);
+            let waited = tokio::task::spawn_blocking(move || inner.init.wait_blocking());
+            let _ = tokio::time::timeout(grace + Duration::from_secs(1), waited).await;
+        }
+        let inner = Arc::clone(&self.inner);
+        let _ = tokio::task::spawn_blocking(move || inner.teardown()).await;
+    }
+
+    async fn start(
+        &self,
+        kind: Kind,
+        argv: Vec<String>,
+        env: &BTreeMap<String, String>,
+        cwd: Option<&str>,
+    ) -> Result<Arc<ProcessRecord>> {
+        let shared = &self.inner.shared;
+        if !self.is_running() {
+            return Err(self.stopped());
+        }
+        let cwd = cwd.unwrap_or(&self.inner.home);
+        if !cwd.starts_with('/') {
+            return Err(VmError::InvalidArgument(format!("cwd must be an absolute path: {cwd}")));
+        }
+        if argv[0].is_empty() {
+            return Err(VmError::InvalidArgument("command must not be empty".into()));
+        }
+        let mut full_env = self.inner.env.clone();
+        for (key, value) in env {
+            if key.is_empty() || key.contains(['=', '\0']) {
+                return Err(VmError::InvalidArgument(format!("invalid environment variable name: {key:?}")));
+            }
+            full_env.insert(key.clone(), value.clone());
+        }
+        full_env.insert("PWD".into(), cwd.to_string());
+
+        let (stdin_read, stdin_write) = pipe_pair()?;
+        let (stdout_read, stdout_write) = pipe_pair()?;
+        let (stderr_read, stderr_write) = pipe_pair()?;
+        let io = |e| VmError::io("setting up process pipes", e);
+        let stdin = pipe::Sender::from_owned_fd(stdin_write).map_err(io)?;
+        let stdout = pipe::Receiver::from_owned_fd(stdout_read).map_err(io)?;
+        let stderr = pipe::Receiver::from_owned_fd(stderr_read).map_err(io)?;
+
+        let id = shared.next_request.fetch_add(1, Ordering::Relaxed);
+        let (reply, answer) = oneshot::channel();
+        shared.pending.lock().unwrap().insert(
+            id,
+            Pending::Spawn {
+                kind,
+                command: argv[0].clone(),
+                args: argv[1..].to_vec(),
+                stdin,
+                stdout,
+                stderr,
+                reply,
+            },
+        );
+        let request = Request::Spawn(SpawnRequest {
+            id,
+            argv,
+            env: full_env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            cwd: cwd.to_string(),
+            stdio: Stdio::Pipes,
+        });
+        self.send(request, vec![stdin_read, stdout_write, stderr_write], id)?;
+        answer.await.map_err(|_| self.stopped())?
+    }
+
+    fn send(&self, request: Request, fds: Vec<OwnedFd>, id: u64) -> Result<()> {
+        if self.inner.outgoing.send(Outgoing { request, fds }).is_err() {
+            self.inner.shared.pending.lock().unwrap().remove(&id);
+            return Err(self.stopped());
+        }
+        Ok(())
+    }
+
+    fn signal(&self, record: &ProcessRecord, signal: i32) {
+        if record.exit_code().is_none() {
+            let _ = self
+                .inner
+                .outgoing
+                .send(Outgoing { request: Request::Signal { pid: record.pid, signal }, fds: Vec::new() });
+        }
+    }
+
+    fn record(&self, pid: i32) -> Result<Arc<ProcessRecord>> {
+        self.inner.shared.processes.lock().unwrap().get(pid).ok_or(VmError::ProcessNotFound(pid))
+    }
+
+    fn stopped(&self) -> VmError {
+        VmError::Stopped(self.inner.shared.id.clone())
+    }
+}
+
+/// Kills an `exec` command whose caller stopped waiting for it.
+struct KillOnDrop<'a> {
+    vm: &'a Vm,
+    record: &'a Arc<ProcessRecord>,
+}
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        self.vm.signal(self.record, libc::SIGKILL);
+    }
+}
+
+impl Shared {
+    /// Handles one event from init (runs on the reader task).
+    fn handle(self: &Arc<Self>, event: Event, _fds: Vec<OwnedFd>) {
+        match event {
+            Event::Ready => self.answer_ready(Ok(())),
+            Event::SetupFailed { message } => self.answer_ready(Err(message)),
+            Event::Spawned { id, pid } => {
+                let Some(Pending::Spawn { kind, command, args, stdin, stdout, stderr, reply }) =
+                    self.pending.lock().unwrap().remove(&id)
+                else {
+                    return;
+                };
+                let (record, init_exit) = ProcessRecord::new(pid, command, args, kind, stdin, self.process_log_bytes);
+                self.processes.lock().unwrap().insert(Arc::clone(&record));
+                let table = Arc::clone(self);
+                tokio::spawn(
+                    Pump {
+                        record: Arc::clone(&record),
+                        events: Arc::clone(&self.events),
+                        stdout,
+                        stderr,
+                        init_exit,
+                        on_exit: Box::new(move |record| {
+                            let mut processes = table.processes.lock().unwrap();
+                            match record.kind {
+                                Kind::Spawned => processes.retire(record),
+                                Kind::Exec => processes.remove(record),
+                            }
+                        }),
+                    }
+                    .run(),
+                );
+                if reply.send(Ok(Arc::clone(&record))).is_err() && kind == Kind::Exec {
+                    // Nobody waits for this command any more.
+                    if let Some(outgoing) = self.outgoing.get() {
+                        let _ = outgoing.send(Outgoing { request: Request::Signal { pid, signal: libc::SIGKILL }, fds: Vec::new() });
+                    }
+                }
+            }
+            Event::SpawnFailed { id, message } => {
+                if let Some(Pending::Spawn { reply, .. }) = self.pending.lock().unwrap().remove(&id) {
+                    let _ = reply.send(Err(VmError::SpawnFailed(message)));
+                }
+            }
+            Event::Exited { pid, code } => {
+                if let Some(record) = self.processes.lock().unwrap().get(pid) {
+                    record.report_exit(code);
+                }
+            }
+            Event::Processes { id, entries, last } => {
+                let mut pending = self.pending.lock().unwrap();
+                if let Some(Pending::List { entries: collected, .. }) = pending.get_mut(&id) {
+                    collected.extend(entries);
+                }
+                if last {
+                    if let Some(Pending::List { entries, reply }) = pending.remove(&id) {
+                        let _ = reply.send(entries);
+                    }
+                }
+            }
+        }
+    }
+
+    fn answer_ready(&self, result: Result<(), String>) {
+        if let Some(tx) = self.ready.lock().unwrap().take() {
+            let _ = tx.send(result);
+        }
+    }
+
+    /// The control socket closed: init and every process of the VM are gone.
+    fn init_gone(&self) {
+        self.alive.store(false, Ordering::Release);
+        self.ready.lock().unwrap().take();
+        self.pending.lock().unwrap().clear();
+        for record in self.processes.lock().unwrap().all() {
+            record.abandon();
+        }
+    }
+}
+
+impl VmInner {
+    fn teardown(&self) {
+        if self.torn_down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.shared.alive.store(false, Ordering::Release);
+        teardown(&self.init, self.cgroup.as_ref());
+        self.shared.events.close();
+    }
+}
+
+impl Drop for VmInner {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+/// Kills init (and with it every process of the VM), reaps it and removes the cgroups.
+fn teardown(init: &InitProcess, cgroup: Option<&VmCgroup>) {
+    init.kill();
+    if let Err(e) = init.wait_blocking() {
+        tracing::warn!("reaping a VM's init: {e}");
+    }
+    if let Some(cgroup) = cgroup {
+        if let Err(e) = cgroup.remove() {
+            tracing::warn!("removing a VM's cgroups: {e}");
+        }
+    }
+}
+
+fn pipe_pair() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| VmError::io("creating a pipe", e.into()))
+}
+
+/// A valid host name from a VM id: at most 63 characters of letters, digits and `-`.
+fn hostname_for(id: &str) -> String {
+    let name: String = id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .take(63)
+        .collect();
+    let name = name.trim_matches('-').to_string();
+    if name.is_empty() {
+        "agentvm".into()
+    } else {
+        name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostnames_are_valid() {
+        assert_eq!(hostname_for("My_Agent.1"), "my-agent-1");
+        assert_eq!(hostname_for("___"), "agentvm");
+        assert_eq!(hostname_for(&"a".repeat(100)).len(), 63);
+    }
+
+    #[allow(dead_code)]
+    fn handles_are_send_and_sync() {
+        fn is<T: Send + Sync>() {}
+        is::<Vm>();
+    }
+}
