@@ -40,8 +40,11 @@ pub(crate) fn start(
             let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
             for (i, datagram) in datagrams.iter().enumerate() {
                 let attach: &[RawFd] = if i == 0 { &raw } else { &[] };
-                if send(&writer_socket, datagram, attach).await.is_err() {
-                    // Init is gone; the reader notices the closed socket and cleans up.
+                if let Err(e) = send(&writer_socket, datagram, attach).await {
+                    // Init is gone, or the channel is unusable: close it both ways so the reader
+                    // (and init) see the end and every waiter fails cleanly.
+                    tracing::debug!("control socket write failed: {e}");
+                    let _ = nix::sys::socket::shutdown(writer_socket.get_ref().as_raw_fd(), nix::sys::socket::Shutdown::Both);
                     return;
                 }
             }

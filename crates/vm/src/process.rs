@@ -12,7 +12,7 @@ use tokio::sync::{oneshot, watch};
 use crate::types::{OutputStream, SpawnedProcessInfo};
 
 /// Most output `exec` keeps per stream; later output is read and discarded.
-pub const EXEC_CAPTURE_LIMIT: usize = 64 << 20;
+pub const EXEC_CAPTURE_LIMIT: usize = 256 << 20;
 /// Exited spawned processes kept for `listProcesses` / `getProcess` / `waitProcess`.
 pub const EXITED_RETENTION: usize = 1024;
 

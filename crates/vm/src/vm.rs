@@ -329,8 +329,7 @@ impl Vm {
     /// agentvm's init.
     pub async fn all_processes(&self) -> Result<Vec<ProcessInfo>> {
         let (reply, answer) = oneshot::channel();
-        let id = self.inner.shared.next_request.fetch_add(1, Ordering::Relaxed);
-        self.inner.shared.pending.lock().unwrap().insert(id, Pending::List { entries: Vec::new(), reply });
+        let id = self.register(Pending::List { entries: Vec::new(), reply })?;
         self.send(Request::ListProcesses { id }, Vec::new(), id)?;
         let entries = answer.await.map_err(|_| self.stopped())?;
         Ok(entries
@@ -386,7 +385,6 @@ impl Vm {
         env: &BTreeMap<String, String>,
         cwd: Option<&str>,
     ) -> Result<Arc<ProcessRecord>> {
-        let shared = &self.inner.shared;
         if !self.is_running() {
             return Err(self.stopped());
         }
@@ -414,20 +412,16 @@ impl Vm {
         let stdout = pipe::Receiver::from_owned_fd(stdout_read).map_err(io)?;
         let stderr = pipe::Receiver::from_owned_fd(stderr_read).map_err(io)?;
 
-        let id = shared.next_request.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
-        shared.pending.lock().unwrap().insert(
-            id,
-            Pending::Spawn {
-                kind,
-                command: argv[0].clone(),
-                args: argv[1..].to_vec(),
-                stdin,
-                stdout,
-                stderr,
-                reply,
-            },
-        );
+        let id = self.register(Pending::Spawn {
+            kind,
+            command: argv[0].clone(),
+            args: argv[1..].to_vec(),
+            stdin,
+            stdout,
+            stderr,
+            reply,
+        })?;
         let request = Request::Spawn(SpawnRequest {
             id,
             argv,
@@ -437,6 +431,19 @@ impl Vm {
         });
         self.send(request, vec![stdin_read, stdout_write, stderr_write], id)?;
         answer.await.map_err(|_| self.stopped())?
+    }
+
+    /// Records a request that awaits init's answer. Refused once init is gone: the check and
+    /// the insertion happen under the lock [`Shared::init_gone`] takes to fail everything.
+    fn register(&self, pending: Pending) -> Result<u64> {
+        let shared = &self.inner.shared;
+        let mut table = shared.pending.lock().unwrap();
+        if !shared.alive.load(Ordering::Acquire) {
+            return Err(self.stopped());
+        }
+        let id = shared.next_request.fetch_add(1, Ordering::Relaxed);
+        table.insert(id, pending);
+        Ok(id)
     }
 
     fn send(&self, request: Request, fds: Vec<OwnedFd>, id: u64) -> Result<()> {
@@ -548,9 +555,12 @@ impl Shared {
 
     /// The control socket closed: init and every process of the VM are gone.
     fn init_gone(&self) {
-        self.alive.store(false, Ordering::Release);
+        {
+            let mut pending = self.pending.lock().unwrap();
+            self.alive.store(false, Ordering::Release);
+            pending.clear();
+        }
         self.ready.lock().unwrap().take();
-        self.pending.lock().unwrap().clear();
         for record in self.processes.lock().unwrap().all() {
             record.abandon();
         }
@@ -562,7 +572,11 @@ impl VmInner {
         if self.torn_down.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.shared.alive.store(false, Ordering::Release);
+        {
+            let mut pending = self.shared.pending.lock().unwrap();
+            self.shared.alive.store(false, Ordering::Release);
+            pending.clear();
+        }
         teardown(&self.init, self.cgroup.as_ref());
         self.shared.events.close();
     }
