@@ -10,7 +10,9 @@ use common::*;
 
 /// Host pids of processes in the VM's pid namespace, and its pid and net namespace ids.
 fn vm_footprint(vm: &Vm) -> (String, String) {
-    let ns = |kind: &str| std::fs::read_link(format!("/proc/{}/ns/{kind}", vm.host_pid())).unwrap().to_string_lossy().into_owned();
+    let ns = |kind: &str| {
+        std::fs::read_link(format!("/proc/{}/ns/{kind}", vm.host_pid())).unwrap().to_string_lossy().into_owned()
+    };
     (ns("pid"), ns("net"))
 }
 
@@ -86,7 +88,10 @@ async fn helper_vm_owner_process() {
     let vm = host.create_vm("orphan", Default::default()).await.unwrap();
     vm.spawn("sleep", &["300".into()], SpawnOptions::default()).await.unwrap();
     let (pid_ns, net_ns) = vm_footprint(&vm);
-    println!("FOOTPRINT {pid_ns} {net_ns} {}", vm.cgroup_dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(","));
+    println!(
+        "FOOTPRINT {pid_ns} {net_ns} {}",
+        vm.cgroup_dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(",")
+    );
     tokio::time::sleep(Duration::from_secs(300)).await;
 }
 
@@ -101,7 +106,8 @@ async fn when_the_host_process_is_killed_its_vms_die_with_it() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let footprint = lines.find_map(|l| l.ok()?.strip_prefix("FOOTPRINT ").map(str::to_string)).expect("helper printed its VM");
+    let footprint =
+        lines.find_map(|l| l.ok()?.strip_prefix("FOOTPRINT ").map(str::to_string)).expect("helper printed its VM");
     let parts: Vec<&str> = footprint.split(' ').collect();
     let (pid_ns, net_ns) = (parts[0], parts[1]);
     assert!(!processes_in(pid_ns).is_empty());
@@ -111,7 +117,9 @@ async fn when_the_host_process_is_killed_its_vms_die_with_it() {
     assert_eq!(processes_in(net_ns), Vec::<u32>::new());
     // Its cgroups are orphaned (no destructor ran); the next host on this machine sweeps them.
     let cgroups: Vec<&str> = parts.get(2).map(|c| c.split(',').filter(|s| !s.is_empty()).collect()).unwrap_or_default();
-    let _next = agentvm_vm::VmHost::new(agentvm_vm::HostConfig::new(dir.path().join("next"), env!("CARGO_BIN_EXE_agentvm"))).unwrap();
+    let _next =
+        agentvm_vm::VmHost::new(agentvm_vm::HostConfig::new(dir.path().join("next"), env!("CARGO_BIN_EXE_agentvm")))
+            .unwrap();
     for cg in cgroups {
         assert!(!Path::new(cg).exists(), "stale cgroup {cg} was not swept");
     }

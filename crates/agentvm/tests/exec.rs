@@ -24,7 +24,8 @@ async fn exec_returns_output_and_exit_code() {
 async fn exec_feeds_stdin_then_closes_it() {
     let h = host();
     let vm = h.vm("exec-stdin").await;
-    let r = vm.exec("cat", ExecOptions { stdin: Some(Bytes::from_static(b"abc")), ..Default::default() }).await.unwrap();
+    let r =
+        vm.exec("cat", ExecOptions { stdin: Some(Bytes::from_static(b"abc")), ..Default::default() }).await.unwrap();
     assert_eq!((r.exit_code, r.stdout.as_str()), (0, "abc"));
     // Without stdin, the command reads end of file at once instead of hanging.
     assert_eq!(run(&vm, "cat; echo done").await.stdout, "done\n");
@@ -40,7 +41,10 @@ async fn exec_past_its_timeout_is_killed_and_says_so() {
     let vm = h.vm("exec-timeout").await;
     let started = Instant::now();
     let r = vm
-        .exec("echo started; sleep 30; echo never", ExecOptions { timeout: Some(Duration::from_millis(300)), ..Default::default() })
+        .exec(
+            "echo started; sleep 30; echo never",
+            ExecOptions { timeout: Some(Duration::from_millis(300)), ..Default::default() },
+        )
         .await
         .unwrap();
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -51,7 +55,8 @@ async fn exec_past_its_timeout_is_killed_and_says_so() {
     let left = sh(&vm, "ps -eo comm= | grep -c '^sleep$' || true").await;
     assert_eq!(left.trim(), "0");
     // A command that finishes in time is not marked.
-    let r = vm.exec("true", ExecOptions { timeout: Some(Duration::from_secs(30)), ..Default::default() }).await.unwrap();
+    let r =
+        vm.exec("true", ExecOptions { timeout: Some(Duration::from_secs(30)), ..Default::default() }).await.unwrap();
     assert!(!r.timed_out);
 }
 

@@ -47,7 +47,13 @@ fn launch_and_run_a_command() {
         init_is_root: ids.init_is_root(),
     };
     let t = std::time::Instant::now();
-    let agentvm_sandbox::launch::Launched { init, control } = launch(&LaunchSpec { init_program: Path::new(env!("CARGO_BIN_EXE_agentvm")), ids, cgroup: None, config: &config }).unwrap();
+    let agentvm_sandbox::launch::Launched { init, control } = launch(&LaunchSpec {
+        init_program: Path::new(env!("CARGO_BIN_EXE_agentvm")),
+        ids,
+        cgroup: None,
+        config: &config,
+    })
+    .unwrap();
     let mut rx = protocol::Receiver::new();
     match next_event(&mut rx, &control) {
         Event::Ready => {}
@@ -59,7 +65,11 @@ fn launch_and_run_a_command() {
     let (err_r, err_w) = nix::unistd::pipe().unwrap();
     let request = Request::Spawn(SpawnRequest {
         id: 1,
-        argv: vec!["/bin/sh".into(), "-c".into(), "echo hello; id; hostname; pwd; ls /; echo $$; ip link 2>/dev/null || cat /proc/net/dev".into()],
+        argv: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "echo hello; id; hostname; pwd; ls /; echo $$; ip link 2>/dev/null || cat /proc/net/dev".into(),
+        ],
         env: vec!["PATH=/usr/bin:/bin".into(), "HOME=/home/user".into()],
         cwd: "/home/user".into(),
         stdio: Stdio::Pipes,

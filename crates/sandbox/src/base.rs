@@ -257,11 +257,9 @@ mod tests {
 
         let out = tempfile::tempdir().unwrap();
         let me = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
-        let base = build(
-            &out.path().join("base"),
-            &BaseOptions { host_root: h, owner: me, user_name: "user", user_id: 1000 },
-        )
-        .unwrap();
+        let base =
+            build(&out.path().join("base"), &BaseOptions { host_root: h, owner: me, user_name: "user", user_id: 1000 })
+                .unwrap();
         let etc = base.dir.join("etc");
         assert!(fs::read_to_string(etc.join("passwd")).unwrap().contains("user:x:1000:1000:user:/home/user:/bin/sh"));
         assert_eq!(fs::read_to_string(etc.join("profile")).unwrap(), "umask 022");

@@ -248,7 +248,9 @@ unsafe fn child_after_clone(plan: &ChildPlan) -> ! {
         libc::_exit(103);
     }
     if let Some((uid, gid)) = plan.ids {
-        if libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0 || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0 {
+        if libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
+            || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
+        {
             libc::_exit(104);
         }
     }
@@ -321,7 +323,13 @@ impl InitProcess {
     pub fn kill(&self) {
         // SAFETY: pidfd_send_signal on our own pidfd; no memory is passed.
         unsafe {
-            libc::syscall(libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), libc::SIGKILL, std::ptr::null::<()>(), 0);
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<()>(),
+                0,
+            );
         }
     }
 
@@ -340,7 +348,8 @@ impl InitProcess {
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         loop {
             // SAFETY: P_PIDFD (3) waits on our own pidfd and writes into `info`.
-            let r = unsafe { libc::waitid(3 as libc::idtype_t, self.pidfd.as_raw_fd() as libc::id_t, &mut info, options) };
+            let r =
+                unsafe { libc::waitid(3 as libc::idtype_t, self.pidfd.as_raw_fd() as libc::id_t, &mut info, options) };
             if r == 0 {
                 break;
             }

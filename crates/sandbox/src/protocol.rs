@@ -95,13 +95,28 @@ pub enum Event {
     /// The root filesystem is built and init accepts requests.
     Ready,
     /// Building the VM failed; init exits after sending this.
-    SetupFailed { message: String },
-    Spawned { id: u64, pid: i32 },
-    SpawnFailed { id: u64, message: String },
+    SetupFailed {
+        message: String,
+    },
+    Spawned {
+        id: u64,
+        pid: i32,
+    },
+    SpawnFailed {
+        id: u64,
+        message: String,
+    },
     /// A process started by `Spawn` ended: its exit code, or 128+signal.
-    Exited { pid: i32, code: i32 },
+    Exited {
+        pid: i32,
+        code: i32,
+    },
     /// Part of the answer to `ListProcesses`; `last` marks the final part.
-    Processes { id: u64, entries: Vec<ProcessEntry>, last: bool },
+    Processes {
+        id: u64,
+        entries: Vec<ProcessEntry>,
+        last: bool,
+    },
 }
 
 /// Splits an encoded message into datagrams, each starting with the more-fragments flag.

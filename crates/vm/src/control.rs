@@ -44,7 +44,10 @@ pub(crate) fn start(
                     // Init is gone, or the channel is unusable: close it both ways so the reader
                     // (and init) see the end and every waiter fails cleanly.
                     tracing::debug!("control socket write failed: {e}");
-                    let _ = nix::sys::socket::shutdown(writer_socket.get_ref().as_raw_fd(), nix::sys::socket::Shutdown::Both);
+                    let _ = nix::sys::socket::shutdown(
+                        writer_socket.get_ref().as_raw_fd(),
+                        nix::sys::socket::Shutdown::Both,
+                    );
                     return;
                 }
             }

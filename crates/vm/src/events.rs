@@ -71,7 +71,9 @@ impl Default for Retention {
 pub enum Item {
     Event(Arc<SequencedEvent>),
     /// `missed` events were dropped before this subscriber read them.
-    Lagged { missed: u64 },
+    Lagged {
+        missed: u64,
+    },
 }
 
 /// The bounded, sequenced event log of one VM.
@@ -93,7 +95,13 @@ struct State {
 impl EventLog {
     pub fn new(retention: Retention) -> Arc<EventLog> {
         Arc::new(EventLog {
-            state: Mutex::new(State { events: VecDeque::new(), bytes: 0, next_seq: 0, cursors: Vec::new(), closed: false }),
+            state: Mutex::new(State {
+                events: VecDeque::new(),
+                bytes: 0,
+                next_seq: 0,
+                cursors: Vec::new(),
+                closed: false,
+            }),
             notify: Notify::new(),
             retention,
         })

@@ -134,7 +134,10 @@ impl VmHost {
     /// Deletes a VM's directory. The VM must not be running.
     pub fn remove_vm_data(&self, id: &str) -> Result<()> {
         validate_id(id)?;
-        match fs::remove_dir_all(self.vm_dir(id)) {
+        let dir = self.vm_dir(id);
+        // overlayfs leaves a mode-000 directory in `work`; without root we must open it up first.
+        make_owner_writable(&dir);
+        match fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(VmError::io(format!("removing VM {id}"), e)),
             _ => Ok(()),
         }
@@ -166,6 +169,20 @@ impl VmHost {
     pub(crate) fn next_cgroup_name(&self) -> String {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         format!("agentvm-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Gives the owner full access to every directory below `dir` that it owns (best effort).
+fn make_owner_writable(dir: &Path) {
+    let Ok(meta) = fs::symlink_metadata(dir) else { return };
+    if !meta.is_dir() {
+        return;
+    }
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode((meta.permissions().mode() | 0o700) & 0o7777));
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            make_owner_writable(&entry.path());
+        }
     }
 }
 

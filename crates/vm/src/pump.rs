@@ -23,6 +23,9 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Exit code reported when the VM ended before the process did (it was killed with the VM).
 const KILLED_WITH_VM: i32 = 128 + libc::SIGKILL;
 
+/// Called once a process's exit is published (to update the process table).
+pub(crate) type OnExit = Box<dyn FnOnce(&Arc<ProcessRecord>) + Send>;
+
 pub(crate) struct Pump {
     pub record: Arc<ProcessRecord>,
     pub events: Arc<EventLog>,
@@ -30,7 +33,7 @@ pub(crate) struct Pump {
     pub stderr: pipe::Receiver,
     pub init_exit: oneshot::Receiver<i32>,
     /// Called once the exit is published.
-    pub on_exit: Box<dyn FnOnce(&Arc<ProcessRecord>) + Send>,
+    pub on_exit: OnExit,
 }
 
 struct Stream {
@@ -106,8 +109,13 @@ fn read_available(stream: &mut Stream, buffer: &mut [u8], deliver: &dyn Fn(Outpu
     loop {
         let result = if drain {
             // SAFETY: reading into our own buffer from a descriptor the pipe owns.
-            let n = unsafe { libc::read(stream.pipe.as_raw_fd(), buffer.as_mut_ptr() as *mut libc::c_void, buffer.len()) };
-            if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+            let n =
+                unsafe { libc::read(stream.pipe.as_raw_fd(), buffer.as_mut_ptr() as *mut libc::c_void, buffer.len()) };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
         } else {
             stream.pipe.try_read(buffer)
         };

@@ -109,7 +109,8 @@ impl Vm {
                 .cgroups
                 .create(&launch_host.next_cgroup_name(), &limits)
                 .map_err(|e| VmError::io("creating the VM's cgroups", e))?;
-            let spec = LaunchSpec { init_program: &h.init_program, ids: h.ids, cgroup: cgroup.as_ref(), config: &config };
+            let spec =
+                LaunchSpec { init_program: &h.init_program, ids: h.ids, cgroup: cgroup.as_ref(), config: &config };
             match launch(&spec) {
                 Ok(launched) => Ok((launched, cgroup)),
                 Err(e) => {
@@ -186,7 +187,9 @@ impl Vm {
                 // Init exited before it was ready; its exit status says why.
                 let status = vm.inner.init.wait_blocking().ok().flatten();
                 vm.inner.teardown();
-                Err(create_failed(status.map_or_else(|| "init exited before the VM was ready".into(), describe_early_exit)))
+                Err(create_failed(
+                    status.map_or_else(|| "init exited before the VM was ready".into(), describe_early_exit),
+                ))
             }
         }
     }
@@ -519,7 +522,10 @@ impl Shared {
                 if reply.send(Ok(Arc::clone(&record))).is_err() && kind == Kind::Exec {
                     // Nobody waits for this command any more.
                     if let Some(outgoing) = self.outgoing.get() {
-                        let _ = outgoing.send(Outgoing { request: Request::Signal { pid, signal: libc::SIGKILL }, fds: Vec::new() });
+                        let _ = outgoing.send(Outgoing {
+                            request: Request::Signal { pid, signal: libc::SIGKILL },
+                            fds: Vec::new(),
+                        });
                     }
                 }
             }
@@ -607,11 +613,8 @@ fn pipe_pair() -> Result<(OwnedFd, OwnedFd)> {
 
 /// A valid host name from a VM id: at most 63 characters of letters, digits and `-`.
 fn hostname_for(id: &str) -> String {
-    let name: String = id
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
-        .take(63)
-        .collect();
+    let name: String =
+        id.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).take(63).collect();
     let name = name.trim_matches('-').to_string();
     if name.is_empty() {
         "agentvm".into()

@@ -41,12 +41,14 @@ pub(super) fn detect() -> Result<CgroupHost, String> {
         let (_, path) = v1_paths.iter().find(|(cs, _)| cs.iter().any(|c| c == controller))?;
         own_dir(mount, path)
     };
-    let unified = mounts
-        .iter()
-        .find(|m| m.fstype == "cgroup2")
-        .and_then(|m| own_dir(m, v2_path.as_deref()?));
+    let unified = mounts.iter().find(|m| m.fstype == "cgroup2").and_then(|m| own_dir(m, v2_path.as_deref()?));
 
-    let hierarchies = v1::Hierarchies { memory: v1_dir("memory"), pids: v1_dir("pids"), cpu: v1_dir("cpu"), unified: unified.clone() };
+    let hierarchies = v1::Hierarchies {
+        memory: v1_dir("memory"),
+        pids: v1_dir("pids"),
+        cpu: v1_dir("cpu"),
+        unified: unified.clone(),
+    };
     let has_v1 = hierarchies.memory.is_some() || hierarchies.pids.is_some() || hierarchies.cpu.is_some();
     if has_v1 {
         return Ok(CgroupHost::V1(hierarchies));
@@ -65,7 +67,12 @@ fn parse_mount(line: &str) -> Option<Mount> {
     let fstype = rest.next()?.to_string();
     let _source = rest.next()?;
     let super_options = rest.next().unwrap_or("").split(',').map(str::to_string).collect();
-    Some(Mount { root: unescape(fields.get(3)?), mountpoint: PathBuf::from(unescape(fields.get(4)?)), fstype, super_options })
+    Some(Mount {
+        root: unescape(fields.get(3)?),
+        mountpoint: PathBuf::from(unescape(fields.get(4)?)),
+        fstype,
+        super_options,
+    })
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.

@@ -33,7 +33,11 @@ impl Hierarchies {
                 writes.push(LimitWrite { dir: dir.clone(), file: "memory.limit_in_bytes", value: bytes.to_string() });
                 // RAM + swap together, where the kernel accounts swap: no escape into swap.
                 if parent.join("memory.memsw.limit_in_bytes").exists() {
-                    writes.push(LimitWrite { dir: dir.clone(), file: "memory.memsw.limit_in_bytes", value: bytes.to_string() });
+                    writes.push(LimitWrite {
+                        dir: dir.clone(),
+                        file: "memory.memsw.limit_in_bytes",
+                        value: bytes.to_string(),
+                    });
                 }
             }
             dirs.push(dir);
@@ -49,7 +53,11 @@ impl Hierarchies {
             let dir = parent.join(name);
             if let Some(millicores) = limits.cpu_millicores {
                 let quota = (millicores * CPU_PERIOD_US / 1000).max(1000);
-                writes.push(LimitWrite { dir: dir.clone(), file: "cpu.cfs_period_us", value: CPU_PERIOD_US.to_string() });
+                writes.push(LimitWrite {
+                    dir: dir.clone(),
+                    file: "cpu.cfs_period_us",
+                    value: CPU_PERIOD_US.to_string(),
+                });
                 writes.push(LimitWrite { dir: dir.clone(), file: "cpu.cfs_quota_us", value: quota.to_string() });
             }
             dirs.push(dir);

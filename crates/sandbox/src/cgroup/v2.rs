@@ -50,7 +50,11 @@ impl Hierarchy {
         if let Some(millicores) = limits.cpu_millicores {
             if has("cpu") {
                 let quota = (millicores * CPU_PERIOD_US / 1000).max(1000);
-                writes.push(LimitWrite { dir: dir.clone(), file: "cpu.max", value: format!("{quota} {CPU_PERIOD_US}") });
+                writes.push(LimitWrite {
+                    dir: dir.clone(),
+                    file: "cpu.max",
+                    value: format!("{quota} {CPU_PERIOD_US}"),
+                });
             } else {
                 missing.push("cpu");
             }

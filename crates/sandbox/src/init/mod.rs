@@ -83,13 +83,15 @@ fn run() -> io::Result<()> {
     }
     let signals = block_signals()?;
     send(control.as_fd(), &Event::Ready);
-    let mut init = Init { control, signals, receiver, ids: spawn::Identity::from_config(&config), tracked: HashSet::new() };
+    let mut init =
+        Init { control, signals, receiver, ids: spawn::Identity::from_config(&config), tracked: HashSet::new() };
     init.serve()
 }
 
 /// Everything between exec and the first request: namespaces, filesystem, network, identity.
 fn setup(config: &InitConfig, layers: Vec<OwnedFd>) -> Result<(), String> {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("unshare(cgroup namespace): {e}"))?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+        .map_err(|e| format!("unshare(cgroup namespace): {e}"))?;
     rootfs::build(config, &layers)?;
     net::loopback_up().map_err(|e| format!("bringing up loopback: {e}"))?;
     nix::unistd::sethostname(&config.hostname).map_err(|e| format!("sethostname: {e}"))?;
@@ -265,11 +267,6 @@ fn signal_group(pid: i32, signal: i32) {
 fn send(control: BorrowedFd<'_>, event: &Event) {
     let Ok(datagrams) = protocol::encode(event) else { return };
     for datagram in datagrams {
-        loop {
-            match protocol::send_datagram(control, &datagram, &[]) {
-                Err(Errno::EINTR) => continue,
-                _ => break,
-            }
-        }
+        while let Err(Errno::EINTR) = protocol::send_datagram(control, &datagram, &[]) {}
     }
 }

@@ -39,7 +39,10 @@ pub fn build(config: &InitConfig, layers: &[OwnedFd]) -> Result<(), String> {
         return Err(format!("expected {} layer descriptors, got {}", spec_layers(), layers.len()));
     };
     let root = Path::new(NEW_ROOT);
-    step("making mounts private", mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>))?;
+    step(
+        "making mounts private",
+        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>),
+    )?;
 
     let fd_path = |fd: &OwnedFd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
     let options = format!(
@@ -71,7 +74,13 @@ pub fn build(config: &InitConfig, layers: &[OwnedFd]) -> Result<(), String> {
     build_dev(root, spec.max_ptys)?;
     step(
         "mounting /tmp",
-        mount(Some("tmpfs"), &root.join("tmp"), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777")),
+        mount(
+            Some("tmpfs"),
+            &root.join("tmp"),
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=1777"),
+        ),
     )?;
 
     let user = &config.user;
@@ -110,7 +119,13 @@ fn build_dev(root: &Path, max_ptys: u32) -> Result<(), String> {
     let pts_options = format!("newinstance,ptmxmode=0666,mode=0620,max={max_ptys}");
     step(
         "mounting devpts",
-        mount(Some("devpts"), &pts, Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some(pts_options.as_str())),
+        mount(
+            Some("devpts"),
+            &pts,
+            Some("devpts"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some(pts_options.as_str()),
+        ),
     )?;
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
@@ -136,7 +151,8 @@ fn bind_readonly(source: &Path, target: &Path) -> Result<(), String> {
     let what = format!("binding {} read-only", source.display());
     step(&what, mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>))?;
     let existing = statvfs(source).map_err(|e| format!("{what}: statvfs: {e}"))?.flags();
-    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    let mut flags =
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     for (have, keep) in [
         (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
         (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
