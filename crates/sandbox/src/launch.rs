@@ -109,7 +109,9 @@ struct CloneArgs {
 struct ChildPlan {
     control: RawFd,
     devnull: RawFd,
-    program: CString,
+    /// `O_PATH` descriptor of the init binary, executed with `execveat(AT_EMPTY_PATH)`.
+    program: RawFd,
+    empty_path: *const libc::c_char,
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
     /// Base, upper and work directories, opened by the child (see [`child_after_clone`]).
@@ -128,8 +130,15 @@ pub fn launch(spec: &LaunchSpec<'_>) -> io::Result<Launched> {
     let child_end = dup_above(child_end.as_raw_fd(), 10)?;
     let devnull = dup_above(fs::OpenOptions::new().read(true).write(true).open("/dev/null")?.as_raw_fd(), 10)?;
 
-    let program = CString::new(spec.init_program.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "init program path contains a NUL byte"))?;
+    // Executed through a descriptor: after it takes init's ids the child may not be allowed to
+    // traverse the directories leading to the binary (a 0700 checkout, for example).
+    let program = nix::fcntl::open(
+        spec.init_program,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("init program {}: {e}", spec.init_program.display())))?;
+    let empty_path = CString::default();
     // These strings must outlive the clone: the child's argv/envp point into them.
     let arg_strings = [CString::new("agentvm").unwrap(), CString::new(SUBCOMMAND).unwrap()];
     let env_strings = [CString::new("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin").unwrap()];
@@ -147,7 +156,8 @@ pub fn launch(spec: &LaunchSpec<'_>) -> io::Result<Launched> {
         layers: [layer_path(&rootfs.base)?, layer_path(&rootfs.upper)?, layer_path(&rootfs.work)?],
         control: child_end.as_raw_fd(),
         devnull: devnull.as_raw_fd(),
-        program,
+        program: program.as_raw_fd(),
+        empty_path: empty_path.as_ptr(),
         argv,
         envp,
         clear_groups: spec.ids.init_is_root(),
@@ -185,6 +195,7 @@ pub fn launch(spec: &LaunchSpec<'_>) -> io::Result<Launched> {
     drop(plan);
     drop(arg_strings);
     drop(env_strings);
+    drop(program);
     let host_pid = ret as i32;
     // SAFETY: with CLONE_PIDFD the kernel stored a new descriptor owned by nobody else.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
@@ -259,7 +270,14 @@ unsafe fn child_after_clone(plan: &ChildPlan) -> ! {
             libc::_exit(105);
         }
     }
-    libc::execve(plan.program.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr());
+    libc::syscall(
+        libc::SYS_execveat,
+        plan.program,
+        plan.empty_path,
+        plan.argv.as_ptr(),
+        plan.envp.as_ptr(),
+        libc::AT_EMPTY_PATH,
+    );
     libc::_exit(106);
 }
 
