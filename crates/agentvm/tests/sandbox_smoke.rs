@@ -55,9 +55,13 @@ fn launch_and_run_a_command() {
     })
     .unwrap();
     let mut rx = protocol::Receiver::new();
-    match next_event(&mut rx, &control) {
-        Event::Ready => {}
-        other => panic!("{other:?}"),
+    match rx.receive::<Event>(control.as_fd()) {
+        Ok(Received::Message(Event::Ready, _)) => {}
+        Ok(Received::Message(other, _)) => panic!("{other:?}"),
+        _ => {
+            let status = init.wait_blocking().unwrap().unwrap_or(-1);
+            panic!("init ended before it was ready: {}", agentvm_sandbox::launch::describe_early_exit(status));
+        }
     }
     eprintln!("ready after {:?}", t.elapsed());
     let (in_r, in_w) = nix::unistd::pipe().unwrap();

@@ -126,7 +126,7 @@ struct ChildPlan {
 pub fn launch(spec: &LaunchSpec<'_>) -> io::Result<Launched> {
     let (host_end, child_end) =
         socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).map_err(io::Error::from)?;
-    // Keep the child's descriptors away from 0..=3, the numbers it dup2()s onto.
+    // Keep the child's descriptors away from 0..=6, the numbers it dup2()s onto.
     let child_end = dup_above(child_end.as_raw_fd(), 10)?;
     let devnull = dup_above(fs::OpenOptions::new().read(true).write(true).open("/dev/null")?.as_raw_fd(), 10)?;
 
@@ -138,6 +138,7 @@ pub fn launch(spec: &LaunchSpec<'_>) -> io::Result<Launched> {
         nix::sys::stat::Mode::empty(),
     )
     .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("init program {}: {e}", spec.init_program.display())))?;
+    let program = dup_above(program.as_raw_fd(), 10)?;
     let empty_path = CString::default();
     // These strings must outlive the clone: the child's argv/envp point into them.
     let arg_strings = [CString::new("agentvm").unwrap(), CString::new(SUBCOMMAND).unwrap()];
