@@ -137,7 +137,9 @@ pub fn launch(spec: &LaunchSpec<'_>) -> io::Result<Launched> {
         nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("init program {}: {e}", spec.init_program.display())))?;
+    .map_err(|e| {
+        io::Error::new(io::Error::from(e).kind(), format!("init program {}: {e}", spec.init_program.display()))
+    })?;
     let program = dup_above(program.as_raw_fd(), 10)?;
     let empty_path = CString::default();
     // These strings must outlive the clone: the child's argv/envp point into them.

@@ -33,9 +33,10 @@ const LAST: u8 = 0;
 pub enum Stdio {
     /// Three descriptors are attached: stdin, stdout, stderr.
     Pipes,
-    /// One descriptor is attached: a terminal (PTY slave) that becomes the process's
-    /// controlling terminal and its stdin, stdout and stderr.
-    Terminal,
+    /// No descriptor is attached: init opens a new terminal in the VM's own devpts, with this
+    /// window size, makes its slave the process's controlling terminal and stdin, stdout and
+    /// stderr, and returns the master with [`Event::Spawned`].
+    Terminal { cols: u16, rows: u16 },
 }
 
 /// A request to start a program inside the VM.
@@ -63,6 +64,10 @@ pub enum Request {
     /// Send `signal` to the process group led by `pid`, a process started by `Spawn` that has
     /// not been reported as exited. Unknown or exited pids are ignored.
     Signal { pid: i32, signal: i32 },
+    /// Send `signal` (and SIGCONT, so stopped jobs see it) to every process of the session led
+    /// by `pid`, a terminal process started by `Spawn` — including its background jobs, and
+    /// even after the leader itself exited.
+    SignalSession { pid: i32, signal: i32 },
     /// Describe every process of the VM except init itself.
     ListProcesses { id: u64 },
     /// Send SIGTERM to every process, wait up to `grace_ms`, then end the VM.

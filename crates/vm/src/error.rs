@@ -8,6 +8,8 @@ use std::io;
 pub enum VmError {
     #[error("Process not found: {0}")]
     ProcessNotFound(i32),
+    #[error("Shell not found: {0}")]
+    ShellNotFound(String),
     /// The program could not be started (text starts with the POSIX code, e.g. `ENOENT: ...`).
     #[error("{0}")]
     SpawnFailed(String),

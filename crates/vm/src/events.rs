@@ -31,14 +31,20 @@ pub enum VmEvent {
     /// A spawned process ended; sent after all of its output.
     #[serde(rename_all = "camelCase")]
     ProcessExit { pid: i32, exit_code: i32 },
+    /// Output of an interactive shell's terminal (stdout and stderr merged, as displayed).
+    #[serde(rename_all = "camelCase")]
+    ShellData { shell_id: String, data: Bytes },
+    /// A shell ended; sent after all of its output.
+    #[serde(rename_all = "camelCase")]
+    ShellExit { shell_id: String, exit_code: i32 },
 }
 
 impl VmEvent {
     /// Approximate memory an event holds, for retention accounting.
     fn weight(&self) -> usize {
         64 + match self {
-            VmEvent::ProcessOutput { data, .. } => data.len(),
-            VmEvent::ProcessExit { .. } => 0,
+            VmEvent::ProcessOutput { data, .. } | VmEvent::ShellData { data, .. } => data.len(),
+            VmEvent::ProcessExit { .. } | VmEvent::ShellExit { .. } => 0,
         }
     }
 }

@@ -2,6 +2,8 @@
 //! output (a replay log for spawned processes, a capture buffer for `exec`).
 
 use std::collections::{HashMap, VecDeque};
+
+use crate::replay_log::{Chunk, ReplayLog};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -32,30 +34,12 @@ pub struct OutputChunk {
     pub data: Bytes,
 }
 
-/// The most recent output of one process, bounded in bytes (oldest chunks dropped first).
-#[derive(Debug, Default)]
-pub(crate) struct OutputLog {
-    chunks: VecDeque<OutputChunk>,
-    bytes: usize,
-    limit: usize,
-}
-
-impl OutputLog {
-    fn new(limit: usize) -> Self {
-        OutputLog { chunks: VecDeque::new(), bytes: 0, limit }
+impl Chunk for OutputChunk {
+    fn seq(&self) -> u64 {
+        self.seq
     }
-
-    fn push(&mut self, chunk: OutputChunk) {
-        self.bytes += chunk.data.len();
-        self.chunks.push_back(chunk);
-        while self.bytes > self.limit {
-            let Some(old) = self.chunks.pop_front() else { break };
-            self.bytes -= old.data.len();
-        }
-    }
-
-    fn since(&self, after: Option<u64>) -> Vec<OutputChunk> {
-        self.chunks.iter().filter(|c| after.is_none_or(|a| c.seq > a)).cloned().collect()
+    fn bytes(&self) -> usize {
+        self.data.len()
     }
 }
 
@@ -76,7 +60,7 @@ pub(crate) struct ProcessRecord {
     exit: watch::Sender<Option<i32>>,
     /// Delivers init's exit report to the output pump.
     init_exit: Mutex<Option<oneshot::Sender<i32>>>,
-    output: Mutex<OutputLog>,
+    output: Mutex<ReplayLog<OutputChunk>>,
     capture: Mutex<Capture>,
 }
 
@@ -98,7 +82,7 @@ impl ProcessRecord {
             stdin: tokio::sync::Mutex::new(Some(stdin)),
             exit: watch::Sender::new(None),
             init_exit: Mutex::new(Some(exit_tx)),
-            output: Mutex::new(OutputLog::new(if kind == Kind::Spawned { log_limit } else { 0 })),
+            output: Mutex::new(ReplayLog::new(if kind == Kind::Spawned { log_limit } else { 0 })),
             capture: Mutex::new(Capture::default()),
         };
         (Arc::new(record), exit_rx)
@@ -211,22 +195,5 @@ impl ProcessTable {
         if self.records.get(&record.pid).is_some_and(|r| Arc::ptr_eq(r, record)) {
             self.records.remove(&record.pid);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn output_log_drops_oldest_beyond_its_limit() {
-        let mut log = OutputLog::new(10);
-        for seq in 0..5 {
-            log.push(OutputChunk { seq, stream: OutputStream::Stdout, data: Bytes::from_static(b"abcd") });
-        }
-        let kept: Vec<u64> = log.since(None).iter().map(|c| c.seq).collect();
-        assert_eq!(kept, [3, 4]);
-        let after: Vec<u64> = log.since(Some(3)).iter().map(|c| c.seq).collect();
-        assert_eq!(after, [4]);
     }
 }

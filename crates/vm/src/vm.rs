@@ -25,6 +25,7 @@ use crate::events::{EventLog, Subscription};
 use crate::host::VmHost;
 use crate::process::{Kind, OutputChunk, ProcessRecord, ProcessTable};
 use crate::pump::Pump;
+use crate::shell::{self, ShellChunk, ShellOptions, ShellTable};
 use crate::tree::build_tree;
 use crate::types::{
     ExecOptions, ExecResult, ProcessInfo, ProcessTreeNode, SpawnOptions, SpawnedProcessInfo, VmOptions,
@@ -47,6 +48,8 @@ struct VmInner {
     cgroup: Option<VmCgroup>,
     env: BTreeMap<String, String>,
     home: String,
+    /// `/bin/bash` or `/bin/sh`: the default program of `open_shell`.
+    login_shell: String,
     torn_down: AtomicBool,
 }
 
@@ -55,6 +58,7 @@ struct Shared {
     id: String,
     events: Arc<EventLog>,
     processes: Mutex<ProcessTable>,
+    shells: Arc<Mutex<ShellTable>>,
     pending: Mutex<HashMap<u64, Pending>>,
     next_request: AtomicU64,
     alive: AtomicBool,
@@ -74,6 +78,10 @@ enum Pending {
         stdout: pipe::Receiver,
         stderr: pipe::Receiver,
         reply: oneshot::Sender<Result<Arc<ProcessRecord>>>,
+    },
+    Shell {
+        shell_id: String,
+        reply: oneshot::Sender<Result<Arc<shell::ShellRecord>>>,
     },
     List {
         entries: Vec<ProcessEntry>,
@@ -130,6 +138,7 @@ impl Vm {
             id: id.clone(),
             events: EventLog::new(options.event_log),
             processes: Mutex::new(ProcessTable::default()),
+            shells: Arc::new(Mutex::new(ShellTable::default())),
             pending: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
             alive: AtomicBool::new(true),
@@ -155,6 +164,7 @@ impl Vm {
 
         let mut env = BTreeMap::new();
         let user = &inner.user;
+        let login_shell = inner.base.shell.clone();
         for (k, v) in [
             ("HOME", user.home.as_str()),
             ("USER", user.name.as_str()),
@@ -174,6 +184,7 @@ impl Vm {
                 cgroup,
                 env,
                 home: user.home.clone(),
+                login_shell,
                 torn_down: AtomicBool::new(false),
             }),
         };
@@ -391,21 +402,11 @@ impl Vm {
         if !self.is_running() {
             return Err(self.stopped());
         }
-        let cwd = cwd.unwrap_or(&self.inner.home);
-        if !cwd.starts_with('/') {
-            return Err(VmError::InvalidArgument(format!("cwd must be an absolute path: {cwd}")));
-        }
         if argv[0].is_empty() {
             return Err(VmError::InvalidArgument("command must not be empty".into()));
         }
-        let mut full_env = self.inner.env.clone();
-        for (key, value) in env {
-            if key.is_empty() || key.contains(['=', '\0']) {
-                return Err(VmError::InvalidArgument(format!("invalid environment variable name: {key:?}")));
-            }
-            full_env.insert(key.clone(), value.clone());
-        }
-        full_env.insert("PWD".into(), cwd.to_string());
+        let cwd = self.working_dir(cwd)?;
+        let full_env = self.environment(env, &[], cwd)?;
 
         let (stdin_read, stdin_write) = pipe_pair()?;
         let (stdout_read, stdout_write) = pipe_pair()?;
@@ -425,15 +426,122 @@ impl Vm {
             stderr,
             reply,
         })?;
-        let request = Request::Spawn(SpawnRequest {
-            id,
-            argv,
-            env: full_env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
-            cwd: cwd.to_string(),
-            stdio: Stdio::Pipes,
-        });
+        let request =
+            Request::Spawn(SpawnRequest { id, argv, env: full_env, cwd: cwd.to_string(), stdio: Stdio::Pipes });
         self.send(request, vec![stdin_read, stdout_write, stderr_write], id)?;
         answer.await.map_err(|_| self.stopped())?
+    }
+
+    /// The working directory for a new program: absolute, default the user's home.
+    fn working_dir<'a>(&'a self, cwd: Option<&'a str>) -> Result<&'a str> {
+        let cwd = cwd.unwrap_or(&self.inner.home);
+        if !cwd.starts_with('/') {
+            return Err(VmError::InvalidArgument(format!("cwd must be an absolute path: {cwd}")));
+        }
+        Ok(cwd)
+    }
+
+    /// The VM's default environment, then `fixed`, then the caller's `env`, as `KEY=value`.
+    fn environment(&self, env: &BTreeMap<String, String>, fixed: &[(&str, String)], cwd: &str) -> Result<Vec<String>> {
+        let mut full = self.inner.env.clone();
+        for (key, value) in fixed {
+            full.insert(key.to_string(), value.clone());
+        }
+        for (key, value) in env {
+            if key.is_empty() || key.contains(['=', '\0']) {
+                return Err(VmError::InvalidArgument(format!("invalid environment variable name: {key:?}")));
+            }
+            full.insert(key.clone(), value.clone());
+        }
+        full.insert("PWD".into(), cwd.to_string());
+        Ok(full.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
+    }
+
+    /// Opens an interactive shell on a new terminal; returns its id (`shell-<n>`).
+    pub async fn open_shell(&self, options: ShellOptions) -> Result<String> {
+        if !self.is_running() {
+            return Err(self.stopped());
+        }
+        let cols = options.cols.unwrap_or(shell::DEFAULT_COLS);
+        let rows = options.rows.unwrap_or(shell::DEFAULT_ROWS);
+        shell::validate_size(cols, rows)?;
+        let mut argv = match &options.command {
+            Some(command) if command.is_empty() => {
+                return Err(VmError::InvalidArgument("command must not be empty".into()));
+            }
+            Some(command) => vec![command.clone()],
+            None if self.inner.login_shell == "/bin/bash" => vec!["bash".to_string()],
+            None => vec!["sh".to_string()],
+        };
+        match options.args {
+            Some(args) => argv.extend(args),
+            None if options.command.is_none() && argv[0] == "bash" => argv.push("-l".into()),
+            None => {}
+        }
+        let cwd = self.working_dir(options.cwd.as_deref())?;
+        let fixed =
+            [("TERM", "xterm-256color".to_string()), ("COLUMNS", cols.to_string()), ("LINES", rows.to_string())];
+        let env = self.environment(&options.env, &fixed, cwd)?;
+        let shell_id = self.inner.shared.shells.lock().unwrap().next_id();
+        let (reply, answer) = oneshot::channel();
+        let id = self.register(Pending::Shell { shell_id, reply })?;
+        let request =
+            Request::Spawn(SpawnRequest { id, argv, env, cwd: cwd.to_string(), stdio: Stdio::Terminal { cols, rows } });
+        self.send(request, Vec::new(), id)?;
+        let record = answer.await.map_err(|_| self.stopped())??;
+        Ok(record.id.clone())
+    }
+
+    /// Writes to a shell's terminal (what a user types). An error once the shell has exited.
+    pub async fn write_shell(&self, shell_id: &str, data: &[u8]) -> Result<()> {
+        self.shell(shell_id)?.write(data).await
+    }
+
+    /// Sets a shell's window size; the program in the foreground gets SIGWINCH.
+    pub fn resize_shell(&self, shell_id: &str, cols: u16, rows: u16) -> Result<()> {
+        shell::validate_size(cols, rows)?;
+        self.shell(shell_id)?.resize(cols, rows)
+    }
+
+    /// Hangs a shell up: SIGHUP to its whole session, then, after a short grace
+    /// ([`shell::CLOSE_GRACE`]), SIGKILL to whatever of the session is left. Idempotent.
+    pub async fn close_shell(&self, shell_id: &str) -> Result<()> {
+        let record = self.shell(shell_id)?;
+        let pid = record.pid;
+        let session = |signal| Outgoing { request: Request::SignalSession { pid, signal }, fds: Vec::new() };
+        if record.exit_code().is_none() {
+            let _ = self.inner.outgoing.send(session(libc::SIGHUP));
+            let _ = tokio::time::timeout(shell::CLOSE_GRACE, record.wait()).await;
+        }
+        // Background jobs that ignore SIGHUP belong to the shell too.
+        let _ = self.inner.outgoing.send(session(libc::SIGKILL));
+        record.wait().await;
+        Ok(())
+    }
+
+    /// Waits for a shell to end; returns its exit code.
+    pub async fn wait_shell(&self, shell_id: &str) -> Result<i32> {
+        Ok(self.shell(shell_id)?.wait().await)
+    }
+
+    /// Recent terminal output of a shell with sequence number above `after`.
+    pub fn shell_output(&self, shell_id: &str, after: Option<u64>) -> Result<Vec<ShellChunk>> {
+        Ok(self.shell(shell_id)?.output_since(after))
+    }
+
+    /// Ids of the shells that are open.
+    pub fn open_shells(&self) -> Vec<String> {
+        self.inner.shared.shells.lock().unwrap().open_ids()
+    }
+
+    fn shell(&self, shell_id: &str) -> Result<Arc<shell::ShellRecord>> {
+        self.inner
+            .shared
+            .shells
+            .lock()
+            .unwrap()
+            .get(shell_id)
+            .ok_or_else(|| VmError::ShellNotFound(shell_id.to_string()))
     }
 
     /// Records a request that awaits init's answer. Refused once init is gone: the check and
@@ -489,15 +597,28 @@ impl Drop for KillOnDrop<'_> {
 
 impl Shared {
     /// Handles one event from init (runs on the reader task).
-    fn handle(self: &Arc<Self>, event: Event, _fds: Vec<OwnedFd>) {
+    fn handle(self: &Arc<Self>, event: Event, fds: Vec<OwnedFd>) {
         match event {
             Event::Ready => self.answer_ready(Ok(())),
             Event::SetupFailed { message } => self.answer_ready(Err(message)),
             Event::Spawned { id, pid } => {
-                let Some(Pending::Spawn { kind, command, args, stdin, stdout, stderr, reply }) =
-                    self.pending.lock().unwrap().remove(&id)
-                else {
-                    return;
+                let pending = self.pending.lock().unwrap().remove(&id);
+                let (kind, command, args, stdin, stdout, stderr, reply) = match pending {
+                    Some(Pending::Spawn { kind, command, args, stdin, stdout, stderr, reply }) => {
+                        (kind, command, args, stdin, stdout, stderr, reply)
+                    }
+                    Some(Pending::Shell { shell_id, reply }) => {
+                        let Some(master) = fds.into_iter().next() else {
+                            let _ = reply.send(Err(VmError::SpawnFailed("init sent no terminal".into())));
+                            return;
+                        };
+                        let started =
+                            shell::start(&self.shells, &self.events, shell_id, pid, master, self.process_log_bytes)
+                                .map_err(|e| VmError::io("watching the terminal", e));
+                        let _ = reply.send(started);
+                        return;
+                    }
+                    _ => return,
                 };
                 let (record, init_exit) = ProcessRecord::new(pid, command, args, kind, stdin, self.process_log_bytes);
                 self.processes.lock().unwrap().insert(Arc::clone(&record));
@@ -529,14 +650,20 @@ impl Shared {
                     }
                 }
             }
-            Event::SpawnFailed { id, message } => {
-                if let Some(Pending::Spawn { reply, .. }) = self.pending.lock().unwrap().remove(&id) {
+            Event::SpawnFailed { id, message } => match self.pending.lock().unwrap().remove(&id) {
+                Some(Pending::Spawn { reply, .. }) => {
                     let _ = reply.send(Err(VmError::SpawnFailed(message)));
                 }
-            }
+                Some(Pending::Shell { reply, .. }) => {
+                    let _ = reply.send(Err(VmError::SpawnFailed(message)));
+                }
+                _ => {}
+            },
             Event::Exited { pid, code } => {
                 if let Some(record) = self.processes.lock().unwrap().get(pid) {
                     record.report_exit(code);
+                } else if let Some(shell) = self.shells.lock().unwrap().by_pid(pid) {
+                    shell.report_exit(code);
                 }
             }
             Event::Processes { id, entries, last } => {
@@ -569,6 +696,9 @@ impl Shared {
         self.ready.lock().unwrap().take();
         for record in self.processes.lock().unwrap().all() {
             record.abandon();
+        }
+        for shell in self.shells.lock().unwrap().all() {
+            shell.abandon();
         }
     }
 }

@@ -15,10 +15,11 @@ mod net;
 mod procfs;
 mod rootfs;
 mod spawn;
+mod terminal;
 
 use std::collections::HashSet;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -29,7 +30,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::config::InitConfig;
-use crate::protocol::{self, Event, Received, Request};
+use crate::protocol::{self, Event, Received, Request, Stdio};
 
 pub use spawn::exit_code_of;
 
@@ -83,8 +84,14 @@ fn run() -> io::Result<()> {
     }
     let signals = block_signals()?;
     send(control.as_fd(), &Event::Ready);
-    let mut init =
-        Init { control, signals, receiver, ids: spawn::Identity::from_config(&config), tracked: HashSet::new() };
+    let mut init = Init {
+        control,
+        signals,
+        receiver,
+        ids: spawn::Identity::from_config(&config),
+        tracked: HashSet::new(),
+        sessions: HashSet::new(),
+    };
     init.serve()
 }
 
@@ -125,6 +132,8 @@ struct Init {
     ids: spawn::Identity,
     /// Programs started by `Spawn` whose exit has not been reported yet.
     tracked: HashSet<i32>,
+    /// Leaders of terminal sessions, until no process of their session is left.
+    sessions: HashSet<i32>,
 }
 
 impl Init {
@@ -170,18 +179,36 @@ impl Init {
         match request {
             Request::Spawn(spawn) => {
                 let id = spawn.id;
-                let event = match spawn::spawn(&spawn, fds, &self.ids) {
+                let (fds, master) = match spawn.stdio {
+                    Stdio::Pipes => (fds, None),
+                    Stdio::Terminal { cols, rows } => match terminal::open(cols, rows, (self.ids.uid, self.ids.gid)) {
+                        Ok((master, slave)) => (vec![slave], Some(master)),
+                        Err(message) => {
+                            self.send(&Event::SpawnFailed { id, message });
+                            return None;
+                        }
+                    },
+                };
+                match spawn::spawn(&spawn, fds, &self.ids) {
                     Ok(pid) => {
                         self.tracked.insert(pid);
-                        Event::Spawned { id, pid }
+                        if master.is_some() {
+                            self.sessions.insert(pid);
+                        }
+                        let attached: Vec<RawFd> = master.iter().map(|m| m.as_raw_fd()).collect();
+                        send_with(self.control.as_fd(), &Event::Spawned { id, pid }, &attached);
                     }
-                    Err(message) => Event::SpawnFailed { id, message },
-                };
-                self.send(&event);
+                    Err(message) => self.send(&Event::SpawnFailed { id, message }),
+                }
             }
             Request::Signal { pid, signal } => {
                 if self.tracked.contains(&pid) {
                     signal_group(pid, signal);
+                }
+            }
+            Request::SignalSession { pid, signal } => {
+                if self.sessions.contains(&pid) && !signal_session(pid, signal) {
+                    self.sessions.remove(&pid);
                 }
             }
             Request::ListProcesses { id } => {
@@ -263,10 +290,30 @@ fn signal_group(pid: i32, signal: i32) {
     }
 }
 
+/// Signals every process of session `sid` (plus SIGCONT, so stopped jobs act on it). Returns
+/// `false` when the session has no process left.
+fn signal_session(sid: i32, signal: i32) -> bool {
+    let Ok(signal) = Signal::try_from(signal) else { return true };
+    let members: Vec<i32> = procfs::list().into_iter().filter(|p| p.sid == sid && !p.exited).map(|p| p.pid).collect();
+    for &pid in &members {
+        let _ = kill(Pid::from_raw(pid), signal);
+        if signal != Signal::SIGKILL {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
+        }
+    }
+    !members.is_empty()
+}
+
 /// Sends one event; a failure means the host is gone, which the poll loop notices next.
 fn send(control: BorrowedFd<'_>, event: &Event) {
+    send_with(control, event, &[]);
+}
+
+/// Sends one event with descriptors attached to its first datagram.
+fn send_with(control: BorrowedFd<'_>, event: &Event, fds: &[RawFd]) {
     let Ok(datagrams) = protocol::encode(event) else { return };
-    for datagram in datagrams {
-        while let Err(Errno::EINTR) = protocol::send_datagram(control, &datagram, &[]) {}
+    for (i, datagram) in datagrams.iter().enumerate() {
+        let attach = if i == 0 { fds } else { &[] };
+        while let Err(Errno::EINTR) = protocol::send_datagram(control, datagram, attach) {}
     }
 }

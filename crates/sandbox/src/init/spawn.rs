@@ -23,8 +23,8 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 
 /// Who commands run as.
 pub struct Identity {
-    uid: u32,
-    gid: u32,
+    pub uid: u32,
+    pub gid: u32,
     /// Root mode: switch ids (which drops capabilities). Rootless: the ids are already right;
     /// drop the ambient capabilities init holds.
     switch_ids: bool,
@@ -60,7 +60,7 @@ pub fn exit_code_of(status: &WaitStatus) -> Option<i32> {
 pub fn spawn(request: &SpawnRequest, fds: Vec<OwnedFd>, identity: &Identity) -> Result<i32, String> {
     let expected = match request.stdio {
         Stdio::Pipes => 3,
-        Stdio::Terminal => 1,
+        Stdio::Terminal { .. } => 1,
     };
     if fds.len() != expected {
         return Err(format!("EINVAL: expected {expected} stdio descriptors, got {}", fds.len()));
@@ -161,14 +161,14 @@ fn child(
         }
         let targets: &[(usize, i32)] = match stdio {
             Stdio::Pipes => &[(0, 0), (1, 1), (2, 2)],
-            Stdio::Terminal => &[(0, 0), (0, 1), (0, 2)],
+            Stdio::Terminal { .. } => &[(0, 0), (0, 1), (0, 2)],
         };
         for &(index, target) in targets {
             if libc::dup2(fds[index].as_raw_fd(), target) < 0 {
                 return (Stage::Stdio, Errno::last());
             }
         }
-        if stdio == Stdio::Terminal && libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
+        if matches!(stdio, Stdio::Terminal { .. }) && libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
             return (Stage::Stdio, Errno::last());
         }
         // Everything else init has open (control socket, other processes' pipes) closes on exec.
