@@ -1,15 +1,37 @@
-//! The `agentvm` binary. It is also every VM's init: `agentvm vm-init` (hidden, started by the
-//! sandbox launcher) runs before anything else so that PID 1 of a VM stays small.
+//! The `agentvm` command. It is also every VM's init: `agentvm vm-init` (hidden, started by the
+//! sandbox launcher) is dispatched before anything else so that PID 1 of a VM stays small.
+
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "agentvm",
+    version,
+    about = "An operating system for AI agents: isolated Linux VMs with processes, shells and files"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: VMs as actors over the RivetKit protocol (HTTP actions, WebSocket events)
+    Serve(serve::ServeArgs),
+}
 
 fn main() {
     if std::env::args_os().nth(1).is_some_and(|a| a == agentvm_sandbox::init::SUBCOMMAND) {
         agentvm_sandbox::init::main();
     }
-    eprintln!(
-        "agentvm {}: an operating system for AI agents.\n\n\
-         This build provides the VM core (the agentvm-vm library) and the VM init.\n\
-         The server (`agentvm serve`) and the CLI are being built; see README.md.",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(2);
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("agentvm: {e:#}");
+        std::process::exit(1);
+    }
 }

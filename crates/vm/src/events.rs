@@ -98,6 +98,12 @@ struct State {
     closed: bool,
 }
 
+impl std::fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLog").field("next_seq", &self.next_seq()).finish_non_exhaustive()
+    }
+}
+
 impl EventLog {
     pub fn new(retention: Retention) -> Arc<EventLog> {
         Arc::new(EventLog {

@@ -102,6 +102,9 @@ pub struct VmOptions {
     pub process_log_bytes: usize,
     /// Event log retention for subscribers (see [`crate::EventLog`]).
     pub event_log: crate::events::Retention,
+    /// Write events into this log instead of a new one (a server keeps one stream per actor
+    /// across VM restarts). A log given here is not closed when the VM stops.
+    pub events: Option<std::sync::Arc<crate::events::EventLog>>,
 }
 
 /// Default limits: 1 GiB of memory, 512 processes/threads, one CPU core.
@@ -116,6 +119,7 @@ impl Default for VmOptions {
             max_ptys: 256,
             process_log_bytes: 1 << 20,
             event_log: crate::events::Retention::default(),
+            events: None,
         }
     }
 }

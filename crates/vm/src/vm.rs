@@ -57,6 +57,8 @@ struct VmInner {
 struct Shared {
     id: String,
     events: Arc<EventLog>,
+    /// Whether the event log ends with this VM (it does unless the caller supplied it).
+    owns_events: bool,
     processes: Mutex<ProcessTable>,
     shells: Arc<Mutex<ShellTable>>,
     pending: Mutex<HashMap<u64, Pending>>,
@@ -134,9 +136,11 @@ impl Vm {
         let Launched { init, control } = launched;
 
         let (ready_tx, ready_rx) = oneshot::channel();
+        let owns_events = options.events.is_none();
         let shared = Arc::new(Shared {
             id: id.clone(),
-            events: EventLog::new(options.event_log),
+            events: options.events.clone().unwrap_or_else(|| EventLog::new(options.event_log)),
+            owns_events,
             processes: Mutex::new(ProcessTable::default()),
             shells: Arc::new(Mutex::new(ShellTable::default())),
             pending: Mutex::new(HashMap::new()),
@@ -714,7 +718,9 @@ impl VmInner {
             pending.clear();
         }
         teardown(&self.init, self.cgroup.as_ref());
-        self.shared.events.close();
+        if self.shared.owns_events {
+            self.shared.events.close();
+        }
     }
 }
 

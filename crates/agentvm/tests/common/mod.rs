@@ -2,6 +2,8 @@
 //! the agentvm binary built by cargo as each VM's init.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::time::Duration;
 
 use agentvm_vm::{ExecOptions, HostConfig, Item, Subscription, Vm, VmEvent, VmHost, VmOptions};

@@ -1,0 +1,82 @@
+//! `agentvm serve`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use agentvm_server::{ServerConfig, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_MESSAGE_BYTES};
+use anyhow::Context;
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on. A non-loopback address requires --token.
+    #[arg(long, env = "AGENTVM_LISTEN", default_value = "127.0.0.1:6420")]
+    listen: SocketAddr,
+    /// Where VMs keep their files [default: /var/lib/agentvm as root, else ~/.local/share/agentvm]
+    #[arg(long, env = "AGENTVM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Token clients must send (x-rivet-token, Authorization: Bearer, rvt-token or @token)
+    #[arg(long, env = "AGENTVM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Largest HTTP request body, in bytes
+    #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+    /// Largest WebSocket message, in bytes
+    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    max_message_bytes: usize,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("AGENTVM_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let data_dir = match args.data_dir {
+        Some(dir) => dir,
+        None => default_data_dir()?,
+    };
+    let config = ServerConfig {
+        listen: args.listen,
+        data_dir: data_dir.clone(),
+        init_program: std::env::current_exe().context("finding the agentvm binary")?,
+        token: args.token.filter(|t| !t.is_empty()),
+        max_body_bytes: args.max_body_bytes,
+        max_message_bytes: args.max_message_bytes,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        agentvm_server::serve(
+            config,
+            |address| {
+                // A line scripts and tests can wait for (the port is useful with port 0).
+                println!("agentvm listening on http://{address} (data in {})", data_dir.display());
+                let _ = std::io::stdout().flush();
+            },
+            shutdown_signal(),
+        )
+        .await
+    })?;
+    Ok(())
+}
+
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    if nix::unistd::geteuid().is_root() {
+        return Ok(PathBuf::from("/var/lib/agentvm"));
+    }
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("agentvm"));
+    }
+    let home = std::env::var_os("HOME").context("HOME is not set: pass --data-dir")?;
+    Ok(PathBuf::from(home).join(".local/share/agentvm"))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,70 @@
+//! A real `agentvm serve` process on a random loopback port, for integration tests.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct TestServer {
+    pub url: String,
+    pub data: tempfile::TempDir,
+    child: Child,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        Self::start_with(&[])
+    }
+
+    /// Starts the server with extra arguments; waits until it listens.
+    pub fn start_with(extra: &[&str]) -> TestServer {
+        let data = tempfile::Builder::new().prefix("agentvm-test-").tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_agentvm"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path().join("data"))
+            .args(extra)
+            .env("AGENTVM_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting agentvm serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("agentvm listening on ") {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_string());
+                }
+            }
+        });
+        let url = rx.recv_timeout(Duration::from_secs(30)).expect("server did not start listening");
+        TestServer { url, data, child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the server with SIGTERM (graceful) and returns its exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        for _ in 0..200 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Stateless HTTP actions (protocol reference §5): `POST .../action/{name}`.
+//!
+//! | Encoding | Request body                          | Success body                      |
+//! |----------|---------------------------------------|-----------------------------------|
+//! | bare     | `u16` LE version + `{args: data}`     | `u16` LE version + `{output: data}` |
+//! | json     | `{"args":[...]}` (compat forms)       | `{"output":...}` (compat forms)   |
+//! | cbor     | CBOR map `{args: [...]}` (native)     | CBOR map `{output: ...}`          |
+//!
+//! Errors are always answered as JSON (`content-type: application/json`), which the client
+//! parses whatever the request encoding: `{"group","code","message","metadata"?,"actor"?}`.
+//!
+//! Besides the server side this module has the client side ([`encode_action_request`],
+//! [`decode_action_response`], [`decode_http_error_json`]) for tests and tools.
+
+use crate::bare::{Reader, Writer};
+use crate::compat::{self, Outgoing};
+use crate::encoding::Encoding;
+use crate::envelope::{self, Fields};
+use crate::error::ProtocolError;
+use crate::error_body;
+use crate::json;
+use crate::message::ErrorBody;
+use crate::payload;
+use crate::value::Value;
+
+/// The BARE version written when a request carried none (an empty body): byte-identical
+/// `HttpActionResponse` in every version, and accepted by every supported client.
+const DEFAULT_BARE_VERSION: u16 = 2;
+
+/// Decodes the body of `POST .../action/{name}`. Returns the BARE version prefix (`None` for
+/// json/cbor, and for an empty body) and the arguments.
+///
+/// An empty body, or an object without `args` (or with `args: null`), means no arguments.
+pub fn decode_action_request(encoding: Encoding, body: &[u8]) -> Result<(Option<u16>, Vec<Value>), ProtocolError> {
+    let empty = match encoding {
+        Encoding::Json => body.iter().all(u8::is_ascii_whitespace),
+        Encoding::Cbor | Encoding::Bare => body.is_empty(),
+    };
+    if empty {
+        return Ok((None, Vec::new()));
+    }
+    match encoding {
+        Encoding::Bare => {
+            let mut r = Reader::new(body);
+            let version = r.version()?;
+            let args = payload::decode_blob(r.data("action args")?, "args")?;
+            r.finish()?;
+            Ok((Some(version), payload::into_args(args)?))
+        }
+        Encoding::Json | Encoding::Cbor => {
+            let tree = envelope::read(encoding, body, encoding == Encoding::Json)?;
+            let mut fields = Fields::of(tree, "request body")?;
+            match fields.optional("args") {
+                Some(args) => Ok((None, payload::into_args(args)?)),
+                None => Ok((None, Vec::new())),
+            }
+        }
+    }
+}
+
+/// Encodes `{output}` for a successful action. `version` is the request's BARE version (ignored
+/// for json/cbor). In json an `undefined` output is sent as `null`: every client rejects a body
+/// without `output`.
+pub fn encode_action_response(encoding: Encoding, version: Option<u16>, output: &Value) -> Vec<u8> {
+    match encoding {
+        Encoding::Bare => {
+            let version = version.unwrap_or(DEFAULT_BARE_VERSION);
+            let mut w = Writer::with_version(version);
+            w.data(&payload::encode_blob(output, version));
+            w.finish()
+        }
+        Encoding::Json | Encoding::Cbor => envelope::write(
+            encoding,
+            &Value::object([("output", compat::encode_outgoing(output, Outgoing::for_encoding(encoding)))]),
+        ),
+    }
+}
+
+/// Encodes an HTTP error body as JSON: `{"group","code","message","metadata"?,"actor"?}`, with
+/// `metadata` compat-encoded. Send it with `content-type: application/json` whatever the request
+/// encoding.
+pub fn encode_http_error_json(error: &ErrorBody) -> Vec<u8> {
+    json::to_vec(&Value::Map(error_body::fields(Encoding::Json, error)))
+}
+
+/// Client side: encodes an action request body as the RivetKit client does.
+pub fn encode_action_request(encoding: Encoding, version: u16, args: &[Value]) -> Vec<u8> {
+    match encoding {
+        Encoding::Bare => {
+            let mut w = Writer::with_version(version);
+            w.data(&payload::encode_client_args_blob(args));
+            w.finish()
+        }
+        Encoding::Json => json::to_vec(&Value::object([("args", compat::encode_array(args))])),
+        Encoding::Cbor => envelope::write(encoding, &Value::object([("args", Value::Array(args.to_vec()))])),
+    }
+}
+
+/// Client side: decodes a success body. Returns the BARE version (`None` for json/cbor) and the
+/// output (`Undefined` when a json/cbor body has no `output`).
+pub fn decode_action_response(encoding: Encoding, body: &[u8]) -> Result<(Option<u16>, Value), ProtocolError> {
+    match encoding {
+        Encoding::Bare => {
+            let mut r = Reader::new(body);
+            let version = r.version()?;
+            let output = payload::decode_server_blob(r.data("action output")?, "output", version)?;
+            r.finish()?;
+            Ok((Some(version), output))
+        }
+        Encoding::Json | Encoding::Cbor => {
+            let mut fields = Fields::of(envelope::read(encoding, body, true)?, "response body")?;
+            Ok((None, fields.take("output").unwrap_or(Value::Undefined)))
+        }
+    }
+}
+
+/// Client side: decodes a JSON error body.
+pub fn decode_http_error_json(body: &[u8]) -> Result<ErrorBody, ProtocolError> {
+    let mut fields = Fields::of(envelope::read(Encoding::Json, body, true)?, "error body")?;
+    error_body::from_fields(&mut fields)
+}

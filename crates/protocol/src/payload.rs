@@ -1,0 +1,50 @@
+//! Payload values (`args`, `output`, `metadata`, event `args`) inside messages.
+//!
+//! In bare messages a payload is a `data` field holding CBOR of the compat-encoded value. In
+//! json and cbor messages it is part of the message tree: compat-encoded when the server sends
+//! it, revived by the caller when a json client sent it, native when a cbor client sent it.
+
+use crate::cbor;
+use crate::compat::{self, Outgoing};
+use crate::error::{malformed, Result};
+use crate::value::Value;
+
+/// A bare `data` blob the server sends to a client of BARE `version` (see [`Outgoing`]).
+pub(crate) fn encode_blob(value: &Value, version: u16) -> Vec<u8> {
+    cbor::encode(&compat::encode_outgoing(value, Outgoing::bare(version)))
+}
+
+/// A bare `data` blob of an argument list the server sends (a CBOR array).
+pub(crate) fn encode_args_blob(args: &[Value], version: u16) -> Vec<u8> {
+    cbor::encode(&compat::encode_outgoing_array(args, Outgoing::bare(version)))
+}
+
+/// Client side: a bare `data` blob of an argument list as the 2.3 client sends it (CBOR of the
+/// compat-encoded array).
+pub(crate) fn encode_client_args_blob(args: &[Value]) -> Vec<u8> {
+    cbor::encode(&compat::encode_array(args))
+}
+
+/// Client side: decodes a bare `data` blob the server sent to a client of `version`: clients
+/// 2.3+ (version 4) revive compat forms, older ones take the CBOR as it is.
+pub(crate) fn decode_server_blob(blob: &[u8], what: &str, version: u16) -> Result<Value> {
+    if version >= 4 {
+        decode_blob(blob, what)
+    } else {
+        cbor::decode(blob).map_err(|e| e.context(what))
+    }
+}
+
+/// Decodes a bare `data` blob: CBOR, then compat forms revived.
+pub(crate) fn decode_blob(blob: &[u8], what: &str) -> Result<Value> {
+    let value = cbor::decode(blob).map_err(|e| e.context(what))?;
+    compat::revive(value).map_err(|e| e.context(what))
+}
+
+/// The arguments of an action or event: must be an array.
+pub(crate) fn into_args(value: Value) -> Result<Vec<Value>> {
+    match value {
+        Value::Array(items) => Ok(items),
+        other => Err(malformed(format!("args must be an array, found {}", other.type_name()))),
+    }
+}

@@ -1,0 +1,141 @@
+//! One WebSocket connection: `Init` at once, then subscriptions, actions (answered by id, each
+//! in its own task so a long wait never blocks the others) and the actor's events, forwarded
+//! only when subscribed.
+//!
+//! Versions (bare encoding): `Init` goes out as version 2, which every client accepts; after
+//! that every frame uses the version of the client's latest frame.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+
+use agentvm_protocol::{decode_to_server, encode_to_client, Encoding, Frame, ToClient, ToServer};
+use agentvm_vm::Item;
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use crate::actions;
+use crate::actors::Actor;
+use crate::error::ApiError;
+use crate::events;
+use crate::AppState;
+
+/// BARE version of the `Init` frame (identical bytes in versions 2 to 4).
+const INIT_VERSION: u16 = 2;
+
+pub async fn run(socket: WebSocket, state: Arc<AppState>, actor: Arc<Actor>, encoding: Encoding) {
+    let (mut sink, mut stream) = socket.split();
+    let version = Arc::new(AtomicU16::new(INIT_VERSION));
+    let subscriptions: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let (replies, mut outgoing) = mpsc::unbounded_channel::<ToClient>();
+    let mut events = actor.subscribe();
+    let mut events_open = true;
+    let connection_id = uuid::Uuid::new_v4().to_string();
+    tracing::debug!(actor = %actor.id, connection = %connection_id, encoding = encoding.as_str(), "connection opened");
+
+    let init = ToClient::Init { actor_id: actor.id.clone(), connection_id: connection_id.clone() };
+    if send(&mut sink, encoding, INIT_VERSION, &init).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            message = stream.next() => match message {
+                Some(Ok(Message::Binary(payload))) => receive(&payload, encoding, &state, &actor, &version, &subscriptions, &replies),
+                Some(Ok(Message::Text(text))) => receive(text.as_bytes(), encoding, &state, &actor, &version, &subscriptions, &replies),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Err(e)) => {
+                    tracing::debug!(connection = %connection_id, "connection failed: {e}");
+                    break;
+                }
+            },
+            Some(reply) = outgoing.recv() => {
+                if send(&mut sink, encoding, version.load(Ordering::Relaxed), &reply).await.is_err() {
+                    break;
+                }
+            }
+            item = events.next(), if events_open => match item {
+                Some(Item::Event(event)) => {
+                    let (name, payload) = events::to_wire(&event.event);
+                    if subscriptions.lock().unwrap().contains(name) {
+                        let frame = ToClient::Event { name: name.to_string(), args: vec![payload] };
+                        if send(&mut sink, encoding, version.load(Ordering::Relaxed), &frame).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Some(Item::Lagged { missed }) => {
+                    tracing::warn!(connection = %connection_id, missed, "connection too slow: events were dropped");
+                }
+                None => events_open = false,
+            },
+        }
+    }
+    let _ = sink.close().await;
+    tracing::debug!(connection = %connection_id, "connection closed");
+}
+
+/// Handles one frame from the client.
+fn receive(
+    payload: &[u8],
+    encoding: Encoding,
+    state: &Arc<AppState>,
+    actor: &Arc<Actor>,
+    version: &AtomicU16,
+    subscriptions: &Mutex<HashSet<String>>,
+    replies: &mpsc::UnboundedSender<ToClient>,
+) {
+    let message = match decode_to_server(encoding, payload) {
+        Ok((frame_version, message)) => {
+            if let Some(v) = frame_version {
+                version.store(v, Ordering::Relaxed);
+            }
+            message
+        }
+        Err(e) => {
+            // A connection-level error: the connection stays open for the next frame.
+            let _ = replies.send(ToClient::Error { error: ApiError::from(e).body(), action_id: None });
+            return;
+        }
+    };
+    match message {
+        ToServer::SubscriptionRequest { event_name, subscribe } => {
+            let mut set = subscriptions.lock().unwrap();
+            if subscribe {
+                set.insert(event_name);
+            } else {
+                set.remove(&event_name);
+            }
+        }
+        ToServer::ActionRequest { id, name, args } => {
+            let (state, actor, replies) = (Arc::clone(state), Arc::clone(actor), replies.clone());
+            tokio::spawn(async move {
+                let reply = match actions::dispatch(&actor, &state.host, &name, &args).await {
+                    Ok(output) => ToClient::ActionResponse { id, output },
+                    Err(error) => ToClient::Error { error: error.body(), action_id: Some(id) },
+                };
+                let _ = replies.send(reply);
+            });
+        }
+    }
+}
+
+async fn send(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    encoding: Encoding,
+    version: u16,
+    message: &ToClient,
+) -> Result<(), axum::Error> {
+    let message = match encode_to_client(encoding, version, message) {
+        Frame::Text(text) => Message::Text(text.into()),
+        Frame::Binary(bytes) => Message::Binary(bytes.into()),
+    };
+    sink.send(message).await
+}
+
+/// Refuses a connection after the upgrade: close 1011 with `group.code` as the reason.
+pub async fn refuse(mut socket: WebSocket, error: &ApiError) {
+    let reason = format!("{}.{}", error.group, error.code);
+    let _ = socket.send(Message::Close(Some(CloseFrame { code: 1011, reason: reason.into() }))).await;
+}

@@ -1,0 +1,288 @@
+//! HTTP routes: manager endpoints (`/metadata`, `/actors`) and the gateway
+//! (`/gateway/{actor}/action/{name}`, `/gateway/{actor}/connect`).
+
+use std::sync::Arc;
+
+use agentvm_protocol::{decode_action_request, encode_action_response, Encoding};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+
+use crate::actions;
+use crate::actors::Actor;
+use crate::connection;
+use crate::error::ApiError;
+use crate::gateway::{self, Target, DEFAULT_NAMESPACE};
+use crate::keys;
+use crate::AppState;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let body_limit = state.config.max_body_bytes;
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_headers(AllowHeaders::mirror_request())
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS, Method::PATCH])
+        .expose_headers([
+            header::HeaderName::from_static("x-rivet-error"),
+            header::HeaderName::from_static("x-rivet-actor"),
+        ])
+        .max_age(std::time::Duration::from_secs(86400));
+    Router::new()
+        .route("/metadata", get(metadata))
+        .route("/health", get(health))
+        .route("/actors", get(list_actors).put(get_or_create_actor).post(create_actor))
+        .route("/actors/{id}", delete(destroy_actor))
+        .route("/gateway/{segment}/action/{name}", post(http_action))
+        .route("/gateway/{segment}/connect", get(connect))
+        .route("/gateway/{segment}/{*rest}", any(gateway_unsupported))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(cors)
+        .with_state(state)
+}
+
+/// What the RivetKit client reads first (and waits for before any other call).
+async fn metadata() -> Json<serde_json::Value> {
+    Json(json!({
+        "runtime": "rivetkit",
+        "version": "2.3.19",
+        "envoy": {"kind": {"normal": {}}},
+        "envoyProtocolVersion": 1,
+        "actorNames": {"vm": {"metadata": {}}},
+        "agentvm": {"version": env!("CARGO_PKG_VERSION")},
+    }))
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok", "runtime": "agentvm", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "request", "not_found", format!("no route for {method} {}", uri.path()))
+}
+
+async fn gateway_unsupported(Path((_, rest)): Path<(String, String)>) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "request",
+        "not_found",
+        format!("gateway path `/{rest}` is not supported: use `action/<name>` or `connect`"),
+    )
+}
+
+/// Checks the server token, when one is configured.
+pub fn authorize(state: &AppState, headers: &HeaderMap, given: Option<&str>) -> Result<(), ApiError> {
+    let Some(expected) = state.config.token.as_deref() else { return Ok(()) };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let bearer = header("authorization").and_then(|v| v.strip_prefix("Bearer "));
+    let offered = [given, header("x-rivet-token"), bearer];
+    if offered.into_iter().flatten().any(|t| constant_time_eq(t.as_bytes(), expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized())
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The actor a gateway request addresses (created by `getOrCreate`).
+pub fn resolve(state: &AppState, target: &Target) -> Result<Arc<Actor>, ApiError> {
+    match target {
+        Target::Name { namespace, name, key, create } => Ok(state.actors.resolve(namespace, name, key, *create)?.0),
+        Target::Id(id) => state.actors.by_id(id),
+    }
+}
+
+/// A stateless action: `POST /gateway/{actor}/action/{name}`.
+async fn http_action(
+    State(state): State<Arc<AppState>>,
+    Path((segment, name)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match run_http_action(&state, &segment, &name, query.as_deref(), &headers, body).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn run_http_action(
+    state: &AppState,
+    segment: &str,
+    name: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let addressed = gateway::parse(segment, query)?;
+    authorize(state, headers, addressed.token.as_deref())?;
+    // Without the header, JSON (so that plain curl works).
+    let encoding = match headers.get("x-rivet-encoding").and_then(|v| v.to_str().ok()) {
+        Some(value) => Encoding::parse(value)?,
+        None => Encoding::Json,
+    };
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(state.config.max_body_bytes)
+        } else {
+            ApiError::invalid_request(format!("reading the request body: {rejection}"))
+        }
+    })?;
+    let actor = resolve(state, &addressed.target)?;
+    let (version, args) = decode_action_request(encoding, &body)?;
+    let output = actions::dispatch(&actor, &state.host, name, &args).await?;
+    let bytes = encode_action_response(encoding, version, &output);
+    let content_type = if encoding == Encoding::Json { "application/json" } else { "application/octet-stream" };
+    let mut response = (StatusCode::OK, bytes).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(id) = HeaderValue::from_str(&actor.id) {
+        response.headers_mut().insert("x-rivet-actor", id);
+    }
+    Ok(response)
+}
+
+/// A WebSocket connection: `GET /gateway/{actor}/connect`.
+async fn connect(
+    State(state): State<Arc<AppState>>,
+    Path(segment): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let protocols: Vec<String> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .collect();
+    let subprotocol = |prefix: &str| protocols.iter().find_map(|p| p.strip_prefix(prefix)).map(str::to_string);
+    let opened = (|| {
+        let encoding = match subprotocol("rivet_encoding.") {
+            Some(e) => Encoding::parse(&e)?,
+            None => Encoding::Json,
+        };
+        let addressed = gateway::parse(&segment, query.as_deref())?;
+        let token = addressed.token.clone().or_else(|| subprotocol("rivet_token."));
+        authorize(&state, &headers, token.as_deref())?;
+        Ok::<_, ApiError>((encoding, resolve(&state, &addressed.target)?))
+    })();
+    let limit = state.config.max_message_bytes;
+    upgrade.protocols(["rivet"]).max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| async move {
+        match opened {
+            Ok((encoding, actor)) => connection::run(socket, state, actor, encoding).await,
+            // As the engine does: complete the upgrade, then close with the reason.
+            Err(error) => connection::refuse(socket, &error).await,
+        }
+    })
+}
+
+#[derive(Deserialize)]
+struct NamespaceQuery {
+    namespace: Option<String>,
+    name: Option<String>,
+    key: Option<String>,
+    actor_ids: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ActorRequest {
+    name: String,
+    key: Option<String>,
+}
+
+fn rest_namespace(query: &NamespaceQuery) -> &str {
+    query.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(DEFAULT_NAMESPACE)
+}
+
+fn parse_actor_request(body: &Bytes) -> Result<ActorRequest, ApiError> {
+    let request: ActorRequest =
+        serde_json::from_slice(body).map_err(|e| ApiError::invalid_request(format!("invalid actor request: {e}")))?;
+    if request.name.is_empty() {
+        return Err(ApiError::invalid_request("actor name must not be empty"));
+    }
+    Ok(request)
+}
+
+/// `PUT /actors`: get or create.
+async fn get_or_create_actor(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Query(query): axum::extract::Query<NamespaceQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&state, &headers, None)?;
+    let request = parse_actor_request(&body)?;
+    let key = keys::from_rest(request.key.as_deref().unwrap_or("/"));
+    let (actor, created) = state.actors.resolve(rest_namespace(&query), &request.name, &key, true)?;
+    Ok(Json(json!({"actor": actor.record(), "created": created})))
+}
+
+/// `POST /actors`: create; an existing actor with the same key is an error.
+async fn create_actor(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Query(query): axum::extract::Query<NamespaceQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&state, &headers, None)?;
+    let request = parse_actor_request(&body)?;
+    let key = keys::from_rest(request.key.as_deref().unwrap_or("/"));
+    let (actor, created) = state.actors.resolve(rest_namespace(&query), &request.name, &key, true)?;
+    if !created {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "actor",
+            "duplicate_key",
+            format!("an actor named {} with key {} already exists", request.name, keys::to_rest(&key)),
+        ));
+    }
+    Ok(Json(json!({"actor": actor.record()})))
+}
+
+/// `GET /actors`: by `actor_ids`, by `name` + `key`, or all of a `name`.
+async fn list_actors(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Query(query): axum::extract::Query<NamespaceQuery>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&state, &headers, None)?;
+    let namespace = rest_namespace(&query);
+    let actors: Vec<serde_json::Value> = if let Some(ids) = &query.actor_ids {
+        ids.split(',').filter_map(|id| state.actors.by_id(id.trim()).ok()).map(|a| a.record()).collect()
+    } else if let (Some(name), Some(key)) = (&query.name, &query.key) {
+        let key = keys::from_rest(key);
+        state.actors.resolve(namespace, name, &key, false).map(|(a, _)| vec![a.record()]).unwrap_or_default()
+    } else {
+        state.actors.list(namespace, query.name.as_deref()).iter().map(|a| a.record()).collect()
+    };
+    Ok(Json(json!({"actors": actors, "pagination": {"cursor": null}})))
+}
+
+/// `DELETE /actors/{id}`: stop the VM and delete its data.
+async fn destroy_actor(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&state, &headers, None)?;
+    let actor = state.actors.by_id(&id)?;
+    actor.stop(std::time::Duration::from_secs(1)).await;
+    state.actors.remove(&id);
+    let host = state.host.clone();
+    tokio::task::spawn_blocking(move || host.remove_vm_data(&id))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(Json(json!({})))
+}
