@@ -6,6 +6,10 @@
 //! - memory added per idle VM: `MemAvailable` before and after starting a batch of idle VMs,
 //!   divided by their number, and the average private memory (PSS) of one VM's init.
 //!
+//! Then the same create + first exec and warm exec through a real `agentvm serve` process:
+//! stateless HTTP actions (bare encoding, as the rivetkit client sends them by default) and a
+//! WebSocket connection (connect + Init + action for cold; actions on one connection for warm).
+//!
 //! Prints a Markdown report with the machine it ran on. The machine is shared and noisy:
 //! compare figures from one run, not across runs. Iterations: `AGENTVM_BENCH_ITERS` (default
 //! 100 cold, 5x that warm), idle batch `AGENTVM_BENCH_IDLE` (default 50).
@@ -108,6 +112,8 @@ async fn main() {
     let pss_avg = idle.iter().map(|vm| pss_kib(vm.host_pid())).sum::<u64>() as f64 / idle_count as f64;
     drop(idle);
 
+    let server = server_figures(iterations).await;
+
     println!("## VM core (library path)\n");
     println!("Machine: {}\n", machine());
     println!("| Measure | p50 | p95 | n |");
@@ -129,4 +135,130 @@ async fn main() {
     println!("|---|---|");
     println!("| host `MemAvailable` drop / VM | {per_vm_kib:.0} |");
     println!("| PSS of one VM's init (average) | {pss_avg:.0} |");
+    println!();
+    println!("## Through `agentvm serve` (loopback)\n");
+    println!("| Measure | p50 | p95 | n |");
+    println!("|---|---|---|---|");
+    for (name, mut samples) in server {
+        samples.sort();
+        println!("| {name} | {} | {} | {} |", ms(percentile(&samples, 0.5)), ms(percentile(&samples, 0.95)), samples.len());
+    }
+}
+
+/// Starts `agentvm serve` on a random port; returns the process and its base URL.
+fn start_server(data: &std::path::Path) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_agentvm"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .env("AGENTVM_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("agentvm listening on "))
+        .expect("server did not start");
+    let url = line.trim_start_matches("agentvm listening on ").split_whitespace().next().unwrap().to_string();
+    (child, url)
+}
+
+/// Cold and warm `exec("echo hello")` through HTTP actions and through a WebSocket.
+async fn server_figures(iterations: usize) -> Vec<(&'static str, Vec<Duration>)> {
+    use agentvm_protocol::{decode_action_response, decode_to_client, encode_action_request};
+    use agentvm_protocol::{Encoding, ToClient, Value};
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let dir = tempfile::Builder::new().prefix("agentvm-bench-").tempdir().unwrap();
+    let (mut child, url) = start_server(&dir.path().join("data"));
+    let http = reqwest::Client::new();
+    let body = encode_action_request(Encoding::Bare, 4, &[Value::from("echo hello")]);
+    let query = "rvt-namespace=default&rvt-method=getOrCreate&rvt-runner=default&rvt-crash-policy=sleep";
+    let http_exec = |key: String| {
+        let request = http
+            .post(format!("{url}/gateway/vm/action/exec?{query}&rvt-key={key}"))
+            .header("x-rivet-encoding", "bare")
+            .body(body.clone());
+        async move {
+            let bytes = request.send().await.unwrap().bytes().await.unwrap();
+            let (_, output) = decode_action_response(Encoding::Bare, &bytes).unwrap();
+            assert_eq!(output.get("stdout").and_then(Value::as_str), Some("hello\n"));
+        }
+    };
+    for i in 0..5 {
+        http_exec(format!("warmup-{i}")).await;
+    }
+    let mut http_cold = Vec::new();
+    for i in 0..iterations {
+        let started = Instant::now();
+        http_exec(format!("http-cold-{i}")).await;
+        http_cold.push(started.elapsed());
+    }
+    let mut http_warm = Vec::new();
+    for _ in 0..iterations * 5 {
+        let started = Instant::now();
+        http_exec("http-warm".into()).await;
+        http_warm.push(started.elapsed());
+    }
+
+    let ws_base = url.replacen("http://", "ws://", 1);
+    let connect = |key: String| {
+        let mut request = format!("{ws_base}/gateway/vm/connect?{query}&rvt-key={key}").into_client_request().unwrap();
+        request.headers_mut().insert("sec-websocket-protocol", "rivet,rivet_encoding.bare".parse().unwrap());
+        async move {
+            let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+            let init = socket.next().await.unwrap().unwrap().into_data();
+            assert!(matches!(decode_to_client(Encoding::Bare, &init).unwrap().1, ToClient::Init { .. }));
+            socket
+        }
+    };
+    let mut ws_cold = Vec::new();
+    for i in 0..iterations {
+        let started = Instant::now();
+        let mut socket = connect(format!("ws-cold-{i}")).await;
+        ws_exec(&mut socket, 0).await;
+        ws_cold.push(started.elapsed());
+        let _ = socket.close(None).await;
+    }
+    let mut socket = connect("ws-warm".into()).await;
+    let mut ws_warm = Vec::new();
+    for id in 0..(iterations * 5) as u64 {
+        let started = Instant::now();
+        ws_exec(&mut socket, id).await;
+        ws_warm.push(started.elapsed());
+    }
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let _ = child.wait();
+    vec![
+        ("HTTP action: create VM + first `exec`", http_cold),
+        ("HTTP action: warm `exec`", http_warm),
+        ("WebSocket: connect + create VM + first `exec`", ws_cold),
+        ("WebSocket: warm `exec` on an open connection", ws_warm),
+    ]
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One `exec("echo hello")` over an open connection (bare encoding).
+async fn ws_exec(socket: &mut Socket, id: u64) {
+    use agentvm_protocol::{decode_to_client, encode_to_server, Encoding, ToClient, ToServer, Value};
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let frame = encode_to_server(
+        Encoding::Bare,
+        4,
+        &ToServer::ActionRequest { id, name: "exec".into(), args: vec![Value::from("echo hello")] },
+    );
+    socket.send(Message::Binary(frame.into_bytes().into())).await.unwrap();
+    loop {
+        if let Message::Binary(bytes) = socket.next().await.unwrap().unwrap() {
+            if let ToClient::ActionResponse { id: got, output } = decode_to_client(Encoding::Bare, &bytes).unwrap().1 {
+                assert_eq!((got, output.get("stdout").and_then(Value::as_str)), (id, Some("hello\n")));
+                return;
+            }
+        }
+    }
 }
