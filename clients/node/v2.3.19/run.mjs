@@ -2,10 +2,10 @@
 // "rivetkit/client" is imported here (this directory's node_modules) and handed to the shared
 // scenario module.
 //
-//   ENDPOINT=http://127.0.0.1:PORT ENCODING=bare KEY=test [SCENARIO=seed|multiplayer] node run.mjs
+//   ENDPOINT=http://127.0.0.1:PORT ENCODING=bare KEY=test [SCENARIO=seed|multiplayer|files] node run.mjs
 import { createClient } from "rivetkit/client";
 
-const SCENARIOS = { seed: "../seed-examples.mjs", multiplayer: "../multiplayer.mjs" };
+const SCENARIOS = { seed: "../seed-examples.mjs", multiplayer: "../multiplayer.mjs", files: "../files.mjs" };
 const scenario = process.env.SCENARIO || "seed";
 if (!SCENARIOS[scenario]) {
 	console.error(`unknown SCENARIO ${scenario}; expected one of ${Object.keys(SCENARIOS).join(", ")}`);

@@ -141,7 +141,12 @@ async fn main() {
     println!("|---|---|---|---|");
     for (name, mut samples) in server {
         samples.sort();
-        println!("| {name} | {} | {} | {} |", ms(percentile(&samples, 0.5)), ms(percentile(&samples, 0.95)), samples.len());
+        println!(
+            "| {name} | {} | {} | {} |",
+            ms(percentile(&samples, 0.5)),
+            ms(percentile(&samples, 0.95)),
+            samples.len()
+        );
     }
 }
 

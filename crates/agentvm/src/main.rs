@@ -26,6 +26,9 @@ fn main() {
     if std::env::args_os().nth(1).is_some_and(|a| a == agentvm_sandbox::init::SUBCOMMAND) {
         agentvm_sandbox::init::main();
     }
+    if std::env::args_os().nth(1).is_some_and(|a| a == agentvm_sandbox::fsops::SUBCOMMAND) {
+        agentvm_sandbox::fsops::main();
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),

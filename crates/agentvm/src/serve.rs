@@ -4,7 +4,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use agentvm_server::{ServerConfig, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_MESSAGE_BYTES};
+use agentvm_server::{ServerConfig, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_MESSAGE_BYTES};
 use anyhow::Context;
 
 #[derive(clap::Args)]
@@ -24,6 +24,10 @@ pub struct ServeArgs {
     /// Largest WebSocket message, in bytes
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     max_message_bytes: usize,
+    /// Seconds without actions after which a VM with no running process and no open shell
+    /// sleeps (its files stay; the next action wakes it)
+    #[arg(long, env = "AGENTVM_IDLE_TIMEOUT", default_value_t = DEFAULT_IDLE_TIMEOUT.as_secs_f64())]
+    idle_timeout: f64,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -42,6 +46,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         token: args.token.filter(|t| !t.is_empty()),
         max_body_bytes: args.max_body_bytes,
         max_message_bytes: args.max_message_bytes,
+        idle_timeout: std::time::Duration::try_from_secs_f64(args.idle_timeout)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .context("--idle-timeout must be a positive number of seconds")?,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {

@@ -1,5 +1,5 @@
 //! The real `rivetkit` npm client (2.3.19 and 2.2.1) against `agentvm serve`: the seed page's
-//! examples in every encoding, and multiplayer. `scripts/test` installs the clients
+//! examples in every encoding, multiplayer, and the filesystem actions. `scripts/test` installs the clients
 //! (`npm install` in clients/node/v*); without them this test fails and says how to install them.
 mod common;
 
@@ -87,5 +87,17 @@ fn seed_examples_in_every_encoding_and_client_version() {
 fn multiplayer_events_with_every_client_version() {
     let server = TestServer::start();
     let runs = VERSIONS.iter().map(|v| start(&server, v, "bare", "multiplayer")).collect();
+    finish(runs);
+}
+
+#[test]
+fn filesystem_actions_in_every_encoding_and_client_version() {
+    let server = TestServer::start();
+    let mut runs = Vec::new();
+    for version in VERSIONS {
+        for encoding in ENCODINGS {
+            runs.push(start(&server, version, encoding, "files"));
+        }
+    }
     finish(runs);
 }

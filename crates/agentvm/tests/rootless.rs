@@ -22,6 +22,10 @@ async fn inner_rootless_checks() {
     assert_ne!(run(&vm, "touch /usr/x").await.exit_code, 0);
     assert_eq!(sh(&vm, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '").await, "lo\n");
     sh(&vm, "echo kept > /home/user/f").await;
+    // The filesystem API's helper runs in the VM through /proc/self/exe here too.
+    vm.write_file("/home/user/api", b"\0bytes\xff").await.unwrap();
+    assert_eq!(vm.read_file("/home/user/f").await.unwrap(), b"kept\n");
+    assert_eq!(sh(&vm, "od -An -c /home/user/api | tr -s ' '").await, " \\0 b y t e s 377\n");
     let pid = vm.spawn("sleep", &["100".into()], SpawnOptions::default()).await.unwrap();
     vm.stop_process(pid).unwrap();
     assert_eq!(vm.wait_process(pid).await.unwrap(), 143);

@@ -6,45 +6,10 @@ mod common;
 use std::time::Duration;
 
 use common::server::TestServer;
+use common::ws::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn open(server: &TestServer, key: &str, method: &str, encoding: &str) -> (Socket, Option<String>) {
-    let ws_url = server.url.replacen("http://", "ws://", 1);
-    let url = format!("{ws_url}/gateway/vm/connect?rvt-namespace=default&rvt-method={method}&rvt-runner=default&rvt-key={key}&rvt-crash-policy=sleep");
-    let mut request = url.into_client_request().unwrap();
-    request.headers_mut().insert("sec-websocket-protocol", format!("rivet,rivet_encoding.{encoding}").parse().unwrap());
-    let (socket, response) = tokio_tungstenite::connect_async(request).await.expect("websocket handshake");
-    let protocol = response.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap().to_string());
-    (socket, protocol)
-}
-
-async fn next_json(socket: &mut Socket) -> Value {
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(15), socket.next()).await.expect("no frame in time");
-        match message.expect("socket ended").expect("socket error") {
-            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("unexpected frame {other:?}"),
-        }
-    }
-}
-
-async fn send_json(socket: &mut Socket, value: Value) {
-    socket.send(Message::Text(value.to_string().into())).await.unwrap();
-}
-
-fn action(id: u64, name: &str, args: Value) -> Value {
-    json!({"body": {"tag": "ActionRequest", "val": {"id": ["$BigInt", id.to_string()], "name": name, "args": args}}})
-}
-
-fn subscribe(event: &str, on: bool) -> Value {
-    json!({"body": {"tag": "SubscriptionRequest", "val": {"eventName": event, "subscribe": on}}})
-}
 
 #[tokio::test]
 async fn json_connection_lifecycle() {

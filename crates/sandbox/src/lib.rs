@@ -10,11 +10,14 @@
 //! talks to init over the [`protocol`] socket: init forks programs with the stdio descriptors the
 //! host sends, reaps everything, and reports exits.
 //!
+//! [`fsops`] is `agentvm vm-fs`, the helper that executes the VM filesystem API inside a VM.
+//!
 //! The async process API built on top of this lives in the `agentvm-vm` crate.
 
 pub mod base;
 pub mod cgroup;
 pub mod config;
+pub mod fsops;
 pub mod idmap;
 pub mod init;
 pub mod launch;

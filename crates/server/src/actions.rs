@@ -4,11 +4,13 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use agentvm_protocol::Value;
-use agentvm_vm::{ExecOptions, ShellOptions, SpawnOptions, VmHost};
+use agentvm_vm::{ExecOptions, ShellOptions, SpawnOptions};
 use bytes::Bytes;
 
-use crate::actors::Actor;
+use crate::actors::{Actor, Actors};
 use crate::args::Args;
 use crate::error::ApiError;
 
@@ -30,19 +32,62 @@ pub const ACTIONS: &[&str] = &[
     "resizeShell",
     "closeShell",
     "waitShell",
+    "readFile",
+    "writeFile",
+    "readFiles",
+    "writeFiles",
+    "mkdir",
+    "readdir",
+    "readdirRecursive",
+    "stat",
+    "exists",
+    "move",
+    "deleteFile",
+    "getVmEvents",
+    "destroy",
 ];
+
+/// Most events `getVmEvents` returns at once.
+const MAX_EVENTS_PER_CALL: i64 = 10_000;
 
 /// Longest `exec` timeout a client may ask for (a day); longer is refused, not clamped.
 const MAX_TIMEOUT_MS: f64 = 86_400_000.0;
 
-pub async fn dispatch(actor: &Actor, host: &VmHost, name: &str, values: &[Value]) -> Result<Value, ApiError> {
+pub async fn dispatch(actors: &Actors, actor: &Arc<Actor>, name: &str, values: &[Value]) -> Result<Value, ApiError> {
     if !ACTIONS.contains(&name) {
         return Err(ApiError::action_not_found(name));
     }
     let args = Args::new(name, values);
     // Check the arguments before booting a VM for a call that cannot succeed.
     let call = Call::parse(name, &args)?;
-    let vm = actor.vm(host).await?;
+    let _active = actor.activity();
+    // Actions that never need the VM running.
+    match call {
+        Call::Destroy => {
+            actors.destroy(actor).await?;
+            return Ok(Value::Undefined);
+        }
+        Call::Events { since, limit } => {
+            let events = actor.events_after(since, limit).await?;
+            return Ok(Value::Array(
+                events
+                    .iter()
+                    .map(|e| {
+                        Value::object([
+                            ("seq", Value::from(e.seq)),
+                            ("name", Value::from(e.name.as_str())),
+                            ("data", crate::events::from_json(&e.payload)),
+                            ("createdAt", Value::from(e.created_ms)),
+                        ])
+                    })
+                    .collect(),
+            ));
+        }
+        _ => {}
+    }
+    // File actions work on a sleeping VM without waking it: it boots quietly (no `vmBooted`)
+    // and goes back to sleep quietly unless another action wakes it for real.
+    let vm = actor.vm(call.is_file_action()).await?;
     let undefined = |r: Result<(), agentvm_vm::VmError>| r.map(|()| Value::Undefined).map_err(ApiError::from);
     match call {
         Call::Exec(command, options) => to_value(&vm.exec(&command, options).await?),
@@ -67,6 +112,35 @@ pub async fn dispatch(actor: &Actor, host: &VmHost, name: &str, values: &[Value]
         Call::ResizeShell(id, cols, rows) => undefined(vm.resize_shell(&id, cols, rows)),
         Call::CloseShell(id) => undefined(vm.close_shell(&id).await),
         Call::WaitShell(id) => Ok(Value::Int(vm.wait_shell(&id).await?.into())),
+        Call::ReadFile(path) => Ok(Value::Bytes(vm.read_file(&path).await?)),
+        Call::WriteFile(path, content) => undefined(vm.write_file(&path, &content).await),
+        Call::ReadFiles(paths) => Ok(Value::Array(
+            vm.read_files(&paths)
+                .await
+                .into_iter()
+                .map(|r| {
+                    let mut entry = vec![
+                        ("path".to_string(), Value::from(r.path)),
+                        ("content".to_string(), r.content.map_or(Value::Null, Value::Bytes)),
+                    ];
+                    if let Some(error) = r.error {
+                        entry.push(("error".to_string(), Value::from(error)));
+                    }
+                    Value::Map(entry)
+                })
+                .collect(),
+        )),
+        Call::WriteFiles(entries) => to_value(&vm.write_files(entries).await),
+        Call::Mkdir(path, recursive) => undefined(vm.mkdir(&path, recursive).await),
+        Call::Readdir(path) => to_value(&vm.readdir(&path).await?),
+        Call::ReaddirRecursive(path, max_depth, exclude) => {
+            to_value(&vm.readdir_recursive(&path, max_depth, &exclude).await?)
+        }
+        Call::Stat(path) => to_value(&vm.stat(&path).await?),
+        Call::Exists(path) => Ok(Value::Bool(vm.exists(&path).await?)),
+        Call::Move(from, to) => undefined(vm.move_path(&from, &to).await),
+        Call::Delete(path, recursive) => undefined(vm.delete_path(&path, recursive).await),
+        Call::Destroy | Call::Events { .. } => unreachable!("handled before the VM boots"),
     }
 }
 
@@ -88,9 +162,43 @@ enum Call {
     ResizeShell(String, u16, u16),
     CloseShell(String),
     WaitShell(String),
+    ReadFile(String),
+    WriteFile(String, Vec<u8>),
+    ReadFiles(Vec<String>),
+    WriteFiles(Vec<(String, Vec<u8>)>),
+    Mkdir(String, bool),
+    Readdir(String),
+    ReaddirRecursive(String, Option<u32>, Vec<String>),
+    Stat(String),
+    Exists(String),
+    Move(String, String),
+    Delete(String, bool),
+    /// `getVmEvents({since?, limit?})`: the VM's durable event log after `since`.
+    Events {
+        since: Option<u64>,
+        limit: usize,
+    },
+    Destroy,
 }
 
 impl Call {
+    fn is_file_action(&self) -> bool {
+        matches!(
+            self,
+            Call::ReadFile(..)
+                | Call::WriteFile(..)
+                | Call::ReadFiles(..)
+                | Call::WriteFiles(..)
+                | Call::Mkdir(..)
+                | Call::Readdir(..)
+                | Call::ReaddirRecursive(..)
+                | Call::Stat(..)
+                | Call::Exists(..)
+                | Call::Move(..)
+                | Call::Delete(..)
+        )
+    }
+
     fn parse(name: &str, args: &Args<'_>) -> Result<Call, ApiError> {
         Ok(match name {
             "exec" => {
@@ -101,9 +209,11 @@ impl Call {
                     Some(ms) if ms.is_finite() && ms > 0.0 && ms <= MAX_TIMEOUT_MS => {
                         Some(Duration::from_secs_f64(ms / 1000.0))
                     }
-                    Some(ms) => return Err(ApiError::invalid_arguments(format!(
+                    Some(ms) => {
+                        return Err(ApiError::invalid_arguments(format!(
                         "exec: option `timeout` must be a number of milliseconds from 1 to {MAX_TIMEOUT_MS}, got {ms}"
-                    ))),
+                    )))
+                    }
                 };
                 Call::Exec(
                     command,
@@ -145,6 +255,56 @@ impl Call {
             "resizeShell" => Call::ResizeShell(args.string(0, "shellId")?, args.u16(1, "cols")?, args.u16(2, "rows")?),
             "closeShell" => Call::CloseShell(args.string(0, "shellId")?),
             "waitShell" => Call::WaitShell(args.string(0, "shellId")?),
+            "getVmEvents" => {
+                let options = args.options(0)?;
+                let since = match options.number("since")? {
+                    None => None,
+                    Some(n) if n >= 0.0 && n.fract() == 0.0 => Some(n as u64),
+                    Some(n) => {
+                        return Err(ApiError::invalid_arguments(format!(
+                            "getVmEvents: option `since` must be a sequence number, got {n}"
+                        )))
+                    }
+                };
+                let limit = match options.number("limit")? {
+                    None => 1000,
+                    Some(n) if n >= 1.0 && n <= MAX_EVENTS_PER_CALL as f64 => n as usize,
+                    Some(n) => {
+                        return Err(ApiError::invalid_arguments(format!(
+                            "getVmEvents: option `limit` must be from 1 to {MAX_EVENTS_PER_CALL}, got {n}"
+                        )))
+                    }
+                };
+                Call::Events { since, limit }
+            }
+            "destroy" => Call::Destroy,
+            "readFile" => Call::ReadFile(args.string(0, "path")?),
+            "writeFile" => Call::WriteFile(args.string(0, "path")?, args.data(1, "content")?),
+            "readFiles" => Call::ReadFiles(args.string_list(0, "paths")?),
+            "writeFiles" => Call::WriteFiles(args.entries(0)?),
+            "mkdir" => Call::Mkdir(args.string(0, "path")?, args.options(1)?.flag("recursive")?),
+            "readdir" => Call::Readdir(args.string(0, "path")?),
+            "readdirRecursive" => {
+                let options = args.options(1)?;
+                let max_depth = match options.number("maxDepth")? {
+                    None => None,
+                    Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= u32::MAX as f64 => Some(n as u32),
+                    Some(n) => {
+                        return Err(ApiError::invalid_arguments(format!(
+                            "readdirRecursive: option `maxDepth` must be a whole number from 0, got {n}"
+                        )))
+                    }
+                };
+                Call::ReaddirRecursive(
+                    args.string(0, "path")?,
+                    max_depth,
+                    options.string_list("exclude")?.unwrap_or_default(),
+                )
+            }
+            "stat" => Call::Stat(args.string(0, "path")?),
+            "exists" => Call::Exists(args.string(0, "path")?),
+            "move" => Call::Move(args.string(0, "from")?, args.string(1, "to")?),
+            "deleteFile" => Call::Delete(args.string(0, "path")?, args.options(1)?.flag("recursive")?),
             other => return Err(ApiError::action_not_found(other)),
         })
     }

@@ -76,6 +76,32 @@ impl<'a> Args<'a> {
         }
     }
 
+    /// `writeFiles` entries: `[{path, content}]`, content a string or bytes.
+    pub fn entries(&self, index: usize) -> Result<Vec<(String, Vec<u8>)>, ApiError> {
+        let Some(Value::Array(items)) = self.present(index) else {
+            return Err(self.wrong(index, "entries", "an array of {path, content}", self.present(index)));
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let path = item.get("path").and_then(Value::as_str);
+                let content = match item.get("content") {
+                    Some(Value::String(s)) => Some(s.clone().into_bytes()),
+                    Some(Value::Bytes(b)) => Some(b.clone()),
+                    _ => None,
+                };
+                match (path, content) {
+                    (Some(path), Some(content)) => Ok((path.to_string(), content)),
+                    _ => Err(ApiError::invalid_arguments(format!(
+                        "{}: entry {i} must be {{path: string, content: string | Uint8Array}}",
+                        self.action
+                    ))),
+                }
+            })
+            .collect()
+    }
+
     /// An optional options object.
     pub fn options(&self, index: usize) -> Result<Options<'a>, ApiError> {
         match self.present(index) {
@@ -111,6 +137,15 @@ impl Options<'_> {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(other) => Err(self.wrong(name, "a string", other)),
+        }
+    }
+
+    /// A boolean option, `false` when absent.
+    pub fn flag(&self, name: &str) -> Result<bool, ApiError> {
+        match self.field(name) {
+            None => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(other) => Err(self.wrong(name, "a boolean", other)),
         }
     }
 

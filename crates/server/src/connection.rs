@@ -111,7 +111,7 @@ fn receive(
         ToServer::ActionRequest { id, name, args } => {
             let (state, actor, replies) = (Arc::clone(state), Arc::clone(actor), replies.clone());
             tokio::spawn(async move {
-                let reply = match actions::dispatch(&actor, &state.host, &name, &args).await {
+                let reply = match actions::dispatch(&state.actors, &actor, &name, &args).await {
                     Ok(output) => ToClient::ActionResponse { id, output },
                     Err(error) => ToClient::Error { error: error.body(), action_id: Some(id) },
                 };

@@ -88,6 +88,14 @@ impl From<VmError> for ApiError {
             VmError::Stopped(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_running"),
             VmError::CreateFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "boot_failed"),
             VmError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "io_error"),
+            VmError::FileSystem(message) => {
+                // The text starts with the POSIX code (`ENOENT: ...`); clients get it as metadata too.
+                let errno = message.split(':').next().unwrap_or("EIO").to_string();
+                let status = if errno == "ENOENT" { StatusCode::NOT_FOUND } else { StatusCode::BAD_REQUEST };
+                let mut error = ApiError::new(status, "vm", "fs_error", message.clone());
+                error.metadata = Some(Value::object([("code", Value::from(errno))]));
+                return error;
+            }
         };
         ApiError::new(status, "vm", code, e.to_string())
     }

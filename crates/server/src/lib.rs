@@ -33,8 +33,6 @@ pub use error::ApiError;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 << 20;
 /// Largest WebSocket message accepted by default.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 32 << 20;
-/// How long VMs get to stop when the server shuts down.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -46,7 +44,12 @@ pub struct ServerConfig {
     pub token: Option<String>,
     pub max_body_bytes: usize,
     pub max_message_bytes: usize,
+    /// A VM with no action for this long, no running spawned process and no open shell sleeps.
+    pub idle_timeout: Duration,
 }
+
+/// Default [`ServerConfig::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -62,8 +65,7 @@ pub enum ServerError {
 
 pub struct AppState {
     pub config: ServerConfig,
-    pub host: VmHost,
-    pub actors: actors::Actors,
+    pub actors: Arc<actors::Actors>,
 }
 
 /// Runs the server until `shutdown` resolves, then stops every VM and returns. Calls
@@ -80,11 +82,15 @@ pub async fn serve(
     let host = tokio::task::spawn_blocking(move || VmHost::new(host_config))
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let lifecycle = actors::Lifecycle { idle_timeout: config.idle_timeout };
+    let actors =
+        actors::Actors::load(host, &config.data_dir, lifecycle).map_err(|e| std::io::Error::other(e.message))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
     let address = listener.local_addr()?;
-    let state = Arc::new(AppState { config, host, actors: actors::Actors::default() });
+    let idle = tokio::spawn(Arc::clone(&actors).sleep_idle_vms());
+    let state = Arc::new(AppState { config, actors });
     let app = routes::router(Arc::clone(&state));
     on_listening(address);
 
@@ -96,7 +102,8 @@ pub async fn serve(
     shutdown.await;
     tracing::info!("shutting down: stopping VMs");
     let _ = stop_tx.send(true);
-    let stops = state.actors.all().into_iter().map(|actor| async move { actor.stop(SHUTDOWN_GRACE).await });
+    idle.abort();
+    let stops = state.actors.all().into_iter().map(|actor| async move { actor.stop(Some("sleep")).await });
     futures_util::future::join_all(stops).await;
     // Requests still in flight end once their VM stopped; do not wait for stragglers forever.
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;

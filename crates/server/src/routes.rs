@@ -141,7 +141,7 @@ async fn run_http_action(
     })?;
     let actor = resolve(state, &addressed.target)?;
     let (version, args) = decode_action_request(encoding, &body)?;
-    let output = actions::dispatch(&actor, &state.host, name, &args).await?;
+    let output = actions::dispatch(&state.actors, &actor, name, &args).await?;
     let bytes = encode_action_response(encoding, version, &output);
     let content_type = if encoding == Encoding::Json { "application/json" } else { "application/octet-stream" };
     let mut response = (StatusCode::OK, bytes).into_response();
@@ -278,11 +278,6 @@ async fn destroy_actor(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     authorize(&state, &headers, None)?;
     let actor = state.actors.by_id(&id)?;
-    actor.stop(std::time::Duration::from_secs(1)).await;
-    state.actors.remove(&id);
-    let host = state.host.clone();
-    tokio::task::spawn_blocking(move || host.remove_vm_data(&id))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+    state.actors.destroy(&actor).await?;
     Ok(Json(json!({})))
 }

@@ -26,6 +26,10 @@ pub enum VmError {
     Stopped(String),
     #[error("{context}: {source}")]
     Io { context: String, source: io::Error },
+    /// A filesystem operation failed; the text starts with the POSIX code, in Node's style
+    /// (`ENOENT: no such file or directory, open '/home/user/x'`).
+    #[error("{0}")]
+    FileSystem(String),
 }
 
 impl VmError {

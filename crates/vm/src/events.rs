@@ -37,6 +37,10 @@ pub enum VmEvent {
     /// A shell ended; sent after all of its output.
     #[serde(rename_all = "camelCase")]
     ShellExit { shell_id: String, exit_code: i32 },
+    /// The VM finished booting (emitted by the host that boots it, not by the VM itself).
+    VmBooted,
+    /// The VM is stopping: `reason` is `sleep`, `destroy` or `error`.
+    VmShutdown { reason: String },
 }
 
 impl VmEvent {
@@ -44,7 +48,10 @@ impl VmEvent {
     fn weight(&self) -> usize {
         64 + match self {
             VmEvent::ProcessOutput { data, .. } | VmEvent::ShellData { data, .. } => data.len(),
-            VmEvent::ProcessExit { .. } | VmEvent::ShellExit { .. } => 0,
+            VmEvent::ProcessExit { .. }
+            | VmEvent::ShellExit { .. }
+            | VmEvent::VmBooted
+            | VmEvent::VmShutdown { .. } => 0,
         }
     }
 }
@@ -106,11 +113,17 @@ impl std::fmt::Debug for EventLog {
 
 impl EventLog {
     pub fn new(retention: Retention) -> Arc<EventLog> {
+        Self::starting_at(retention, 0)
+    }
+
+    /// A log whose first event gets sequence number `next_seq` (to continue a stream that was
+    /// persisted before a restart).
+    pub fn starting_at(retention: Retention, next_seq: u64) -> Arc<EventLog> {
         Arc::new(EventLog {
             state: Mutex::new(State {
                 events: VecDeque::new(),
                 bytes: 0,
-                next_seq: 0,
+                next_seq,
                 cursors: Vec::new(),
                 closed: false,
             }),

@@ -6,6 +6,9 @@
 //! [`Vm::process_tree`], and an event stream ([`Vm::subscribe`]) of `processOutput` and
 //! `processExit`.
 //!
+//! The filesystem API ([`files`]: [`Vm::read_file`], [`Vm::write_file`], [`Vm::readdir`],
+//! [`Vm::stat`], [`Vm::move_path`]...) runs inside the VM as the VM user.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), agentvm_vm::VmError> {
 //! use agentvm_vm::{ExecOptions, HostConfig, VmHost, VmOptions};
@@ -21,6 +24,7 @@
 mod control;
 pub mod error;
 pub mod events;
+pub mod files;
 mod host;
 pub mod process;
 mod pump;
@@ -32,6 +36,7 @@ mod vm;
 
 pub use error::{Result, VmError};
 pub use events::{EventLog, Item, Retention, SequencedEvent, Subscription, VmEvent};
+pub use files::{DirEntryInfo, EntryKind, FileStat, ReadFileResult, WriteFileResult};
 pub use host::{validate_id, HostConfig, VmHost, VM_USER_NAME};
 pub use process::OutputChunk;
 pub use shell::{ShellChunk, ShellOptions};

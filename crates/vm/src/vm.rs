@@ -64,6 +64,8 @@ struct Shared {
     pending: Mutex<HashMap<u64, Pending>>,
     next_request: AtomicU64,
     alive: AtomicBool,
+    /// Becomes `true` once the VM has stopped (shut down, or its init died).
+    stopped: tokio::sync::watch::Sender<bool>,
     ready: Mutex<Option<oneshot::Sender<Result<(), String>>>>,
     /// Set once the control channel exists; used to kill exec processes whose caller left.
     outgoing: OnceLock<mpsc::UnboundedSender<Outgoing>>,
@@ -146,6 +148,7 @@ impl Vm {
             pending: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
             alive: AtomicBool::new(true),
+            stopped: tokio::sync::watch::Sender::new(false),
             ready: Mutex::new(Some(ready_tx)),
             outgoing: OnceLock::new(),
             process_log_bytes: options.process_log_bytes,
@@ -227,6 +230,19 @@ impl Vm {
     /// `false` once the VM has stopped or its init died.
     pub fn is_running(&self) -> bool {
         self.inner.shared.alive.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the VM has stopped: shut down, dropped, or its init died.
+    pub async fn stopped(&self) {
+        let mut rx = self.inner.shared.stopped.subscribe();
+        let _ = rx.wait_for(|stopped| *stopped).await;
+    }
+
+    /// `true` while a spawned process runs or a shell is open (what keeps a VM from sleeping).
+    pub fn has_activity(&self) -> bool {
+        let shared = &self.inner.shared;
+        let processes = shared.processes.lock().unwrap().spawned().iter().any(|r| r.exit_code().is_none());
+        processes || !shared.shells.lock().unwrap().open_ids().is_empty()
     }
 
     /// Runs `command` with `/bin/sh -c` to completion and returns its exit code and output.
@@ -349,7 +365,7 @@ impl Vm {
         let (reply, answer) = oneshot::channel();
         let id = self.register(Pending::List { entries: Vec::new(), reply })?;
         self.send(Request::ListProcesses { id }, Vec::new(), id)?;
-        let entries = answer.await.map_err(|_| self.stopped())?;
+        let entries = answer.await.map_err(|_| self.stopped_error())?;
         Ok(entries
             .into_iter()
             .map(|e| ProcessInfo {
@@ -404,7 +420,7 @@ impl Vm {
         cwd: Option<&str>,
     ) -> Result<Arc<ProcessRecord>> {
         if !self.is_running() {
-            return Err(self.stopped());
+            return Err(self.stopped_error());
         }
         if argv[0].is_empty() {
             return Err(VmError::InvalidArgument("command must not be empty".into()));
@@ -433,7 +449,7 @@ impl Vm {
         let request =
             Request::Spawn(SpawnRequest { id, argv, env: full_env, cwd: cwd.to_string(), stdio: Stdio::Pipes });
         self.send(request, vec![stdin_read, stdout_write, stderr_write], id)?;
-        answer.await.map_err(|_| self.stopped())?
+        answer.await.map_err(|_| self.stopped_error())?
     }
 
     /// The working directory for a new program: absolute, default the user's home.
@@ -464,7 +480,7 @@ impl Vm {
     /// Opens an interactive shell on a new terminal; returns its id (`shell-<n>`).
     pub async fn open_shell(&self, options: ShellOptions) -> Result<String> {
         if !self.is_running() {
-            return Err(self.stopped());
+            return Err(self.stopped_error());
         }
         let cols = options.cols.unwrap_or(shell::DEFAULT_COLS);
         let rows = options.rows.unwrap_or(shell::DEFAULT_ROWS);
@@ -492,7 +508,7 @@ impl Vm {
         let request =
             Request::Spawn(SpawnRequest { id, argv, env, cwd: cwd.to_string(), stdio: Stdio::Terminal { cols, rows } });
         self.send(request, Vec::new(), id)?;
-        let record = answer.await.map_err(|_| self.stopped())??;
+        let record = answer.await.map_err(|_| self.stopped_error())??;
         Ok(record.id.clone())
     }
 
@@ -554,7 +570,7 @@ impl Vm {
         let shared = &self.inner.shared;
         let mut table = shared.pending.lock().unwrap();
         if !shared.alive.load(Ordering::Acquire) {
-            return Err(self.stopped());
+            return Err(self.stopped_error());
         }
         let id = shared.next_request.fetch_add(1, Ordering::Relaxed);
         table.insert(id, pending);
@@ -564,7 +580,7 @@ impl Vm {
     fn send(&self, request: Request, fds: Vec<OwnedFd>, id: u64) -> Result<()> {
         if self.inner.outgoing.send(Outgoing { request, fds }).is_err() {
             self.inner.shared.pending.lock().unwrap().remove(&id);
-            return Err(self.stopped());
+            return Err(self.stopped_error());
         }
         Ok(())
     }
@@ -582,8 +598,24 @@ impl Vm {
         self.inner.shared.processes.lock().unwrap().get(pid).ok_or(VmError::ProcessNotFound(pid))
     }
 
-    fn stopped(&self) -> VmError {
+    fn stopped_error(&self) -> VmError {
         VmError::Stopped(self.inner.shared.id.clone())
+    }
+
+    /// Runs `argv` (no shell, working directory `/`) to completion with `stdin` as its input;
+    /// returns its exit code, stdout and stderr. For agentvm's own helpers (`vm-fs`).
+    pub(crate) async fn run_capture(&self, argv: Vec<String>, stdin: bytes::Bytes) -> Result<(i32, Vec<u8>, Vec<u8>)> {
+        let record = self.start(Kind::Exec, argv, &BTreeMap::new(), Some("/")).await?;
+        // If the caller stops waiting (dropped future), the program is killed.
+        let guard = KillOnDrop { vm: self, record: &record };
+        if let Some(mut pipe) = record.stdin.lock().await.take() {
+            // EPIPE when the program exits without reading everything: its output says why.
+            tokio::spawn(async move { pipe.write_all(&stdin).await });
+        }
+        let exit_code = record.wait().await;
+        std::mem::forget(guard);
+        let capture = record.take_capture();
+        Ok((exit_code, capture.stdout, capture.stderr))
     }
 }
 
@@ -697,6 +729,7 @@ impl Shared {
             self.alive.store(false, Ordering::Release);
             pending.clear();
         }
+        self.stopped.send_replace(true);
         self.ready.lock().unwrap().take();
         for record in self.processes.lock().unwrap().all() {
             record.abandon();
@@ -718,6 +751,7 @@ impl VmInner {
             pending.clear();
         }
         teardown(&self.init, self.cgroup.as_ref());
+        self.shared.stopped.send_replace(true);
         if self.shared.owns_events {
             self.shared.events.close();
         }

@@ -18,7 +18,11 @@ impl TestServer {
 
     /// Starts the server with extra arguments; waits until it listens.
     pub fn start_with(extra: &[&str]) -> TestServer {
-        let data = tempfile::Builder::new().prefix("agentvm-test-").tempdir().unwrap();
+        Self::start_in(tempfile::Builder::new().prefix("agentvm-test-").tempdir().unwrap(), extra)
+    }
+
+    /// Starts a server on an existing data directory (a restart).
+    pub fn start_in(data: tempfile::TempDir, extra: &[&str]) -> TestServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_agentvm"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data.path().join("data"))
@@ -42,6 +46,21 @@ impl TestServer {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Kills the server with SIGKILL (no cleanup at all) and hands back its data directory.
+    pub fn kill_hard(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let data = tempfile::Builder::new().prefix("agentvm-test-").tempdir().unwrap();
+        std::mem::replace(&mut self.data, data)
+    }
+
+    /// Stops the server with SIGTERM and hands back its data directory for a restart.
+    pub fn stop_keep_data(mut self) -> tempfile::TempDir {
+        self.stop();
+        let data = tempfile::Builder::new().prefix("agentvm-test-").tempdir().unwrap();
+        std::mem::replace(&mut self.data, data)
     }
 
     /// Stops the server with SIGTERM (graceful) and returns its exit status.

@@ -1,0 +1,46 @@
+//! # agentvm-store
+//!
+//! agentvm's durable state, in embedded SQLite (WAL mode, `synchronous=NORMAL`: a committed
+//! transaction survives the server being killed, since it is in the WAL file before the call
+//! returns; only a machine crash can lose the last commits):
+//!
+//! - [`Registry`] (`<data>/registry.sqlite3`): which actors exist — namespace, name and key —
+//!   and the id of each one's VM;
+//! - [`EventStore`] (`<data>/vms/<id>/vm.sqlite3`): a VM's sequenced event log, bounded, read
+//!   back from a cursor by clients that reconnect or by anyone after a restart.
+
+mod events;
+mod registry;
+
+pub use events::{EventStore, StoredEvent, EVENT_RETENTION};
+pub use registry::{ActorRecord, Registry};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{context}: {source}")]
+pub struct StoreError {
+    pub context: String,
+    #[source]
+    pub source: rusqlite::Error,
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+pub(crate) trait Context<T> {
+    fn context(self, what: &str) -> Result<T>;
+}
+
+impl<T> Context<T> for rusqlite::Result<T> {
+    fn context(self, what: &str) -> Result<T> {
+        self.map_err(|source| StoreError { context: what.to_string(), source })
+    }
+}
+
+/// Opens (creating) a database with agentvm's settings.
+pub(crate) fn open(path: &std::path::Path) -> Result<rusqlite::Connection> {
+    let what = format!("opening {}", path.display());
+    let connection = rusqlite::Connection::open(path).context(&what)?;
+    connection
+        .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
+        .context(&what)?;
+    Ok(connection)
+}
