@@ -88,6 +88,8 @@ async fn destroy_removes_everything_and_the_key_gets_a_fresh_vm() {
     let listed: Value =
         reqwest::get(format!("{}/actors?name=vm&key=life-destroy", server.url)).await.unwrap().json().await.unwrap();
     assert_eq!(listed["actors"], json!([]));
+    let registry = agentvm_store::Registry::open(&server.data.path().join("data/registry.sqlite3")).unwrap();
+    assert_eq!(registry.row_count().unwrap(), 0, "the registry row remains");
 
     let (mut again, _) = open(&server, "life-destroy", "getOrCreate", "json").await;
     let init = next_json(&mut again).await;

@@ -1,8 +1,9 @@
 //! The actor registry: (namespace, name, key) → actor id, durable across restarts.
 //!
-//! Each address has a *generation*: destroying an actor keeps its row (marked destroyed) so that
-//! the next `getOrCreate` of the same address gets generation + 1 and with it a new actor id and
-//! a fresh VM, while clients that still hold the old id get "not found".
+//! Each address has a *generation*: destroying an actor deletes its row but remembers the
+//! address's last generation (table `generations`), so that the next `getOrCreate` of the same
+//! address gets generation + 1 and with it a new actor id and a fresh VM, while clients that
+//! still hold the old id get "not found".
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -35,7 +36,13 @@ CREATE TABLE IF NOT EXISTS actors (
     actor_id    TEXT NOT NULL UNIQUE,
     generation  INTEGER NOT NULL,
     created_ms  INTEGER NOT NULL,
-    destroyed   INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (namespace, name, key)
+);
+CREATE TABLE IF NOT EXISTS generations (
+    namespace   TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    last        INTEGER NOT NULL,
     PRIMARY KEY (namespace, name, key)
 );
 ";
@@ -53,7 +60,7 @@ impl Registry {
         let mut statement = connection
             .prepare(
                 "SELECT actor_id, namespace, name, key, generation, created_ms FROM actors
-                 WHERE destroyed = 0 ORDER BY created_ms, actor_id",
+                 ORDER BY created_ms, actor_id",
             )
             .context("listing actors")?;
         let rows = statement.query_map([], row_to_record).context("listing actors")?;
@@ -66,7 +73,7 @@ impl Registry {
         connection
             .query_row(
                 "SELECT actor_id, namespace, name, key, generation, created_ms FROM actors
-                 WHERE namespace = ?1 AND name = ?2 AND key = ?3 AND destroyed = 0",
+                 WHERE namespace = ?1 AND name = ?2 AND key = ?3",
                 params![namespace, name, key],
                 row_to_record,
             )
@@ -86,12 +93,11 @@ impl Registry {
     ) -> Result<(ActorRecord, bool)> {
         let mut connection = self.connection.lock().unwrap();
         let tx = connection.transaction().context("creating an actor")?;
-        let existing: Option<(String, u64, u64, bool)> = tx
+        let existing: Option<(String, u64, u64)> = tx
             .query_row(
-                "SELECT actor_id, generation, created_ms, destroyed FROM actors
-                 WHERE namespace = ?1 AND name = ?2 AND key = ?3",
+                "SELECT actor_id, generation, created_ms FROM actors WHERE namespace = ?1 AND name = ?2 AND key = ?3",
                 params![namespace, name, key],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? != 0)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()
             .context("creating an actor")?;
@@ -104,39 +110,50 @@ impl Registry {
             created_ms,
         };
         let (created, result) = match existing {
-            Some((actor_id, generation, created_ms, false)) => (false, record(actor_id, generation, created_ms)),
-            Some((_, generation, _, true)) => {
-                let generation = generation + 1;
+            Some((actor_id, generation, created_ms)) => (false, record(actor_id, generation, created_ms)),
+            None => {
+                let previous: Option<u64> = tx
+                    .query_row(
+                        "SELECT last FROM generations WHERE namespace = ?1 AND name = ?2 AND key = ?3",
+                        params![namespace, name, key],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .context("creating an actor")?;
+                let generation = previous.map_or(0, |g| g + 1);
                 let actor_id = make_id(generation);
                 tx.execute(
-                    "UPDATE actors SET actor_id = ?4, generation = ?5, created_ms = ?6, destroyed = 0
-                     WHERE namespace = ?1 AND name = ?2 AND key = ?3",
+                    "INSERT INTO actors (namespace, name, key, actor_id, generation, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![namespace, name, key, actor_id, generation, created_ms],
                 )
                 .context("creating an actor")?;
                 (true, record(actor_id, generation, created_ms))
-            }
-            None => {
-                let actor_id = make_id(0);
-                tx.execute(
-                    "INSERT INTO actors (namespace, name, key, actor_id, generation, created_ms) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
-                    params![namespace, name, key, actor_id, created_ms],
-                )
-                .context("creating an actor")?;
-                (true, record(actor_id, 0, created_ms))
             }
         };
         tx.commit().context("creating an actor")?;
         Ok((result, created))
     }
 
-    /// Marks an actor destroyed (its generation is kept for the next creation).
+    /// Deletes an actor's row, remembering its address's generation for the next creation.
     pub fn destroy(&self, actor_id: &str) -> Result<bool> {
+        let mut connection = self.connection.lock().unwrap();
+        let tx = connection.transaction().context("destroying an actor")?;
+        tx.execute(
+            "INSERT OR REPLACE INTO generations (namespace, name, key, last)
+             SELECT namespace, name, key, generation FROM actors WHERE actor_id = ?1",
+            params![actor_id],
+        )
+        .context("destroying an actor")?;
+        let deleted =
+            tx.execute("DELETE FROM actors WHERE actor_id = ?1", params![actor_id]).context("destroying an actor")?;
+        tx.commit().context("destroying an actor")?;
+        Ok(deleted > 0)
+    }
+
+    /// Number of actor rows (for diagnostics and tests).
+    pub fn row_count(&self) -> Result<u64> {
         let connection = self.connection.lock().unwrap();
-        let changed = connection
-            .execute("UPDATE actors SET destroyed = 1 WHERE actor_id = ?1 AND destroyed = 0", params![actor_id])
-            .context("destroying an actor")?;
-        Ok(changed > 0)
+        connection.query_row("SELECT COUNT(*) FROM actors", [], |r| r.get(0)).context("counting actors")
     }
 }
 
@@ -170,6 +187,7 @@ mod tests {
         assert!(registry.destroy("id-0").unwrap());
         assert!(!registry.destroy("id-0").unwrap());
         assert_eq!(registry.find("default", "vm", "k").unwrap(), None);
+        assert_eq!(registry.row_count().unwrap(), 0, "the row is gone");
         let (fresh, created) = registry.get_or_create("default", "vm", "k", 3, |g| format!("id-{g}")).unwrap();
         assert!(created);
         assert_eq!((fresh.actor_id.as_str(), fresh.generation), ("id-1", 1));
