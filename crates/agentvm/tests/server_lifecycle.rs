@@ -84,6 +84,18 @@ async fn destroy_removes_everything_and_the_key_gets_a_fresh_vm() {
     assert!(vm_dir.join("upper").is_dir());
     c.call("destroy", json!([])).await;
     assert_eq!(c.event("vmShutdown", Duration::from_secs(5)).await, json!({"reason": "destroy"}));
+    // Connections to the destroyed actor are closed, so clients reconnect to a fresh one.
+    loop {
+        use futures_util::StreamExt;
+        match tokio::time::timeout(Duration::from_secs(5), c.ws.next()).await.expect("the connection stayed open") {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame)))) => {
+                assert_eq!(frame.reason.as_str(), "actor.destroyed");
+                break;
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
     assert!(!vm_dir.exists(), "the VM's directory remains");
     let listed: Value =
         reqwest::get(format!("{}/actors?name=vm&key=life-destroy", server.url)).await.unwrap().json().await.unwrap();

@@ -224,7 +224,12 @@ impl Actor {
                 return Ok(vm.clone());
             }
         }
-        let options = VmOptions { events: Some(Arc::clone(&self.events)), ..VmOptions::default() };
+        let options = VmOptions {
+            // The key names the machine: `user@my-agent:~$` rather than a hash.
+            hostname: Some(agentvm_vm::hostname_for(&self.key.join("-"))),
+            events: Some(Arc::clone(&self.events)),
+            ..VmOptions::default()
+        };
         let vm = self.host.create_vm(&self.id, options).await?;
         tracing::info!(actor = %self.id, name = %self.name, key = %keys::to_rest(&self.key), quiet, "VM booted");
         if !quiet {

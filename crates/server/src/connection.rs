@@ -6,8 +6,9 @@
 //! that every frame uses the version of the client's latest frame.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use agentvm_protocol::{decode_to_server, encode_to_client, Encoding, Frame, ToClient, ToServer};
 use agentvm_vm::Item;
@@ -23,14 +24,17 @@ use crate::AppState;
 
 /// BARE version of the `Init` frame (identical bytes in versions 2 to 4).
 const INIT_VERSION: u16 = 2;
+/// When the actor goes away, how long actions still running get to send their answers.
+const FINAL_REPLIES_WAIT: Duration = Duration::from_secs(5);
 
 pub async fn run(socket: WebSocket, state: Arc<AppState>, actor: Arc<Actor>, encoding: Encoding) {
     let (mut sink, mut stream) = socket.split();
     let version = Arc::new(AtomicU16::new(INIT_VERSION));
     let subscriptions: Arc<Mutex<HashSet<String>>> = Arc::default();
     let (replies, mut outgoing) = mpsc::unbounded_channel::<ToClient>();
+    // Actions of this connection still running (their answers are not yet queued).
+    let running = Arc::new(AtomicUsize::new(0));
     let mut events = actor.subscribe();
-    let mut events_open = true;
     let connection_id = uuid::Uuid::new_v4().to_string();
     tracing::debug!(actor = %actor.id, connection = %connection_id, encoding = encoding.as_str(), "connection opened");
 
@@ -41,8 +45,12 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, actor: Arc<Actor>, enc
     loop {
         tokio::select! {
             message = stream.next() => match message {
-                Some(Ok(Message::Binary(payload))) => receive(&payload, encoding, &state, &actor, &version, &subscriptions, &replies),
-                Some(Ok(Message::Text(text))) => receive(text.as_bytes(), encoding, &state, &actor, &version, &subscriptions, &replies),
+                Some(Ok(Message::Binary(payload))) => {
+                    receive(&payload, encoding, &state, &actor, &version, &subscriptions, &replies, &running)
+                }
+                Some(Ok(Message::Text(text))) => {
+                    receive(text.as_bytes(), encoding, &state, &actor, &version, &subscriptions, &replies, &running)
+                }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Ok(Message::Close(_))) | None => break,
                 Some(Err(e)) => {
@@ -55,7 +63,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, actor: Arc<Actor>, enc
                     break;
                 }
             }
-            item = events.next(), if events_open => match item {
+            item = events.next() => match item {
                 Some(Item::Event(event)) => {
                     let (name, payload) = events::to_wire(&event.event);
                     if subscriptions.lock().unwrap().contains(name) {
@@ -68,7 +76,23 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, actor: Arc<Actor>, enc
                 Some(Item::Lagged { missed }) => {
                     tracing::warn!(connection = %connection_id, missed, "connection too slow: events were dropped");
                 }
-                None => events_open = false,
+                None => {
+                    // The actor's stream ended: it was destroyed. Answer the actions still
+                    // running (the `destroy` itself, typically), then close with a reason clients
+                    // understand; they reconnect, which gets or creates the actor again.
+                    let deadline = tokio::time::Instant::now() + FINAL_REPLIES_WAIT;
+                    while running.load(Ordering::Acquire) > 0 || !outgoing.is_empty() {
+                        match tokio::time::timeout_at(deadline, outgoing.recv()).await {
+                            Ok(Some(reply)) => {
+                                let _ = send(&mut sink, encoding, version.load(Ordering::Relaxed), &reply).await;
+                            }
+                            _ => break,
+                        }
+                    }
+                    let close = CloseFrame { code: 1011, reason: "actor.destroyed".into() };
+                    let _ = sink.send(Message::Close(Some(close))).await;
+                    break;
+                }
             },
         }
     }
@@ -77,6 +101,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, actor: Arc<Actor>, enc
 }
 
 /// Handles one frame from the client.
+#[allow(clippy::too_many_arguments)]
 fn receive(
     payload: &[u8],
     encoding: Encoding,
@@ -85,6 +110,7 @@ fn receive(
     version: &AtomicU16,
     subscriptions: &Mutex<HashSet<String>>,
     replies: &mpsc::UnboundedSender<ToClient>,
+    running: &Arc<AtomicUsize>,
 ) {
     let message = match decode_to_server(encoding, payload) {
         Ok((frame_version, message)) => {
@@ -109,13 +135,16 @@ fn receive(
             }
         }
         ToServer::ActionRequest { id, name, args } => {
-            let (state, actor, replies) = (Arc::clone(state), Arc::clone(actor), replies.clone());
+            let (state, actor, replies, running) =
+                (Arc::clone(state), Arc::clone(actor), replies.clone(), Arc::clone(running));
+            running.fetch_add(1, Ordering::AcqRel);
             tokio::spawn(async move {
                 let reply = match actions::dispatch(&state.actors, &actor, &name, &args).await {
                     Ok(output) => ToClient::ActionResponse { id, output },
                     Err(error) => ToClient::Error { error: error.body(), action_id: Some(id) },
                 };
                 let _ = replies.send(reply);
+                running.fetch_sub(1, Ordering::AcqRel);
             });
         }
     }

@@ -41,4 +41,4 @@ pub use host::{validate_id, HostConfig, VmHost, VM_USER_NAME};
 pub use process::OutputChunk;
 pub use shell::{ShellChunk, ShellOptions};
 pub use types::*;
-pub use vm::{Vm, DEFAULT_PATH};
+pub use vm::{hostname_for, Vm, DEFAULT_PATH};

@@ -781,8 +781,9 @@ fn pipe_pair() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| VmError::io("creating a pipe", e.into()))
 }
 
-/// A valid host name from a VM id: at most 63 characters of letters, digits and `-`.
-fn hostname_for(id: &str) -> String {
+/// A valid host name from any text (a VM id, an actor key): at most 63 characters of
+/// lowercase letters, digits and `-`; `agentvm` when nothing usable remains.
+pub fn hostname_for(id: &str) -> String {
     let name: String =
         id.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).take(63).collect();
     let name = name.trim_matches('-').to_string();

@@ -1,0 +1,293 @@
+//! Options and results of the typed VM methods, mirroring the server's JSON shapes, and the
+//! conversions between them and [`Value`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use agentvm_protocol::Value;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Options of [`VmHandle::exec`](crate::VmHandle::exec).
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    /// Extra environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Working directory inside the VM (default: `/home/user`).
+    pub cwd: Option<String>,
+    /// Bytes written to the command's stdin, which is then closed.
+    pub stdin: Option<Vec<u8>>,
+    /// Kill the command's process group after this long: the result then has exit code 137
+    /// and `timed_out: true`. The server accepts 1 ms to one day.
+    pub timeout: Option<Duration>,
+}
+
+/// What [`VmHandle::exec`](crate::VmHandle::exec) returns.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecResult {
+    /// The exit code, or 128+signal for a signal death (137 after a timeout).
+    pub exit_code: i32,
+    /// Output decoded as UTF-8 (invalid sequences replaced).
+    pub stdout: String,
+    pub stderr: String,
+    /// Whether the command was killed because it ran past its timeout.
+    #[serde(default)]
+    pub timed_out: bool,
+}
+
+/// Options of [`VmHandle::spawn`](crate::VmHandle::spawn).
+#[derive(Debug, Clone, Default)]
+pub struct SpawnOptions {
+    pub env: BTreeMap<String, String>,
+    pub cwd: Option<String>,
+}
+
+/// Options of [`VmHandle::open_shell`](crate::VmHandle::open_shell). Defaults: `bash -l` (or
+/// `sh`), `TERM=xterm-256color`, 80x24.
+#[derive(Debug, Clone, Default)]
+pub struct ShellOptions {
+    pub command: Option<String>,
+    pub args: Option<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    pub cwd: Option<String>,
+    pub cols: Option<u16>,
+    pub rows: Option<u16>,
+}
+
+/// A process started with `spawn`, as `listProcesses` / `getProcess` report it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpawnedProcessInfo {
+    /// The VM's own pid (what `ps` inside shows).
+    pub pid: i32,
+    pub command: String,
+    pub args: Vec<String>,
+    pub running: bool,
+    pub exit_code: Option<i32>,
+}
+
+/// Any process of the VM, as `allProcesses` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessInfo {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    /// Always `"native"` (a real Linux process) in agentvm.
+    pub driver: String,
+    pub command: String,
+    pub args: Vec<String>,
+    pub cwd: String,
+    /// `"running"` or `"exited"` (a zombie not yet reaped by its parent).
+    pub status: String,
+    pub exit_code: Option<i32>,
+    /// Milliseconds since the Unix epoch.
+    pub start_time: u64,
+}
+
+/// A node of `processTree`: a process and the processes whose parent it is.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessTreeNode {
+    #[serde(flatten)]
+    pub info: ProcessInfo,
+    pub children: Vec<ProcessTreeNode>,
+}
+
+/// One entry of `readdirRecursive`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct DirEntry {
+    /// Absolute path in the VM.
+    pub path: String,
+    /// `"file"`, `"directory"` or `"symlink"` (devices, pipes and sockets count as files).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Size in bytes (a symbolic link's size is the length of its target).
+    pub size: u64,
+}
+
+/// What `stat` returns (Node's `fs.Stats` fields; times in milliseconds since the Unix epoch).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileStat {
+    /// File type and permission bits (`st_mode`).
+    pub mode: u32,
+    pub size: u64,
+    /// 512-byte blocks allocated.
+    #[serde(default)]
+    pub blocks: u64,
+    #[serde(default)]
+    pub dev: u64,
+    #[serde(default)]
+    pub rdev: u64,
+    pub is_directory: bool,
+    /// Whether the path itself is a symbolic link; the other fields describe its target.
+    pub is_symbolic_link: bool,
+    #[serde(default)]
+    pub atime_ms: f64,
+    pub mtime_ms: f64,
+    #[serde(default)]
+    pub ctime_ms: f64,
+    #[serde(default)]
+    pub birthtime_ms: f64,
+    #[serde(default)]
+    pub ino: u64,
+    #[serde(default)]
+    pub nlink: u64,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// One event of a VM's durable log, from [`VmHandle::get_vm_events`](crate::VmHandle::get_vm_events).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// Sequence number, increasing across sleeps and server restarts.
+    pub seq: u64,
+    /// `processOutput`, `processExit`, `shellData`, `shellExit`, `vmBooted` or `vmShutdown`.
+    pub name: String,
+    /// The event's payload, as a live [`Event`](crate::Event) carries it (bytes stay bytes).
+    pub data: Value,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: u64,
+}
+
+impl StoredEvent {
+    pub(crate) fn from_value(value: Value) -> Result<StoredEvent> {
+        let Value::Map(entries) = value else {
+            return Err(unexpected("getVmEvents", "an event object", &value));
+        };
+        let (mut seq, mut name, mut data, mut created_at) = (None, None, Value::Undefined, None);
+        for (key, value) in entries {
+            match key.as_str() {
+                "seq" => seq = value.as_i64().and_then(|n| u64::try_from(n).ok()),
+                "name" => name = value.as_str().map(str::to_owned),
+                "data" => data = value,
+                "createdAt" => created_at = value.as_i64().and_then(|n| u64::try_from(n).ok()),
+                _ => {}
+            }
+        }
+        match (seq, name, created_at) {
+            (Some(seq), Some(name), Some(created_at)) => Ok(StoredEvent { seq, name, data, created_at }),
+            _ => Err(Error::Protocol("getVmEvents: an event lacks `seq`, `name` or `createdAt`".into())),
+        }
+    }
+}
+
+/// Decodes an action result into `T` (through `serde_json`; bytes become arrays of numbers).
+pub(crate) fn decode<T: DeserializeOwned>(action: &str, value: Value) -> Result<T> {
+    let json = to_json(value).map_err(|what| Error::Protocol(format!("{action}: unexpected result: {what}")))?;
+    serde_json::from_value(json).map_err(|e| Error::Protocol(format!("{action}: unexpected result: {e}")))
+}
+
+fn to_json(value: Value) -> std::result::Result<serde_json::Value, String> {
+    use serde_json::Value as J;
+    Ok(match value {
+        Value::Undefined | Value::Null => J::Null,
+        Value::Bool(b) => J::Bool(b),
+        Value::Int(n) => J::from(n),
+        // A JS number: integral ones (CBOR may carry large ones as floats) become integers.
+        Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 => J::from(f as i64),
+        Value::Float(f) => serde_json::Number::from_f64(f).map(J::Number).ok_or(format!("non-finite number {f}"))?,
+        Value::BigInt(n) => match (i64::try_from(n), u64::try_from(n)) {
+            (Ok(n), _) => J::from(n),
+            (_, Ok(n)) => J::from(n),
+            _ => return Err(format!("integer {n} out of range")),
+        },
+        Value::String(s) => J::String(s),
+        Value::Bytes(bytes) => J::Array(bytes.into_iter().map(J::from).collect()),
+        Value::Array(items) | Value::Set(items) => J::Array(items.into_iter().map(to_json).collect::<Result<_, _>>()?),
+        Value::Map(entries) => {
+            J::Object(entries.into_iter().map(|(k, v)| Ok((k, to_json(v)?))).collect::<Result<_, String>>()?)
+        }
+    })
+}
+
+/// An error for a result that is not what `action` returns.
+pub(crate) fn unexpected(action: &str, expected: &str, got: &Value) -> Error {
+    Error::Protocol(format!("{action}: expected {expected} as result, got {}", got.type_name()))
+}
+
+/// An `i32` result (a pid or an exit code).
+pub(crate) fn int32(action: &str, value: &Value) -> Result<i32> {
+    value.as_i64().and_then(|n| i32::try_from(n).ok()).ok_or_else(|| unexpected(action, "an integer", value))
+}
+
+/// Builds an options object from the fields that are set.
+#[derive(Default)]
+pub(crate) struct Options(Vec<(String, Value)>);
+
+impl Options {
+    pub(crate) fn set(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.0.push((name.to_owned(), value.into()));
+        self
+    }
+
+    pub(crate) fn opt(self, name: &str, value: Option<impl Into<Value>>) -> Self {
+        match value {
+            Some(value) => self.set(name, value),
+            None => self,
+        }
+    }
+
+    pub(crate) fn env(self, env: &BTreeMap<String, String>) -> Self {
+        if env.is_empty() {
+            return self;
+        }
+        let map = Value::Map(env.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect());
+        self.set("env", map)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn into_value(self) -> Value {
+        Value::Map(self.0)
+    }
+}
+
+/// Milliseconds as the server reads them: an integer when whole, else a fraction.
+pub(crate) fn millis(duration: Duration) -> Value {
+    if duration.subsec_nanos() % 1_000_000 == 0 {
+        Value::from(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+    } else {
+        Value::Float(duration.as_secs_f64() * 1000.0)
+    }
+}
+
+pub(crate) fn strings(items: &[String]) -> Value {
+    Value::Array(items.iter().map(|s| Value::from(s.as_str())).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_results_and_rejects_wrong_shapes() {
+        let value =
+            Value::object([("exitCode", Value::Int(3)), ("stdout", Value::from("a")), ("stderr", Value::from(""))]);
+        let r: ExecResult = decode("exec", value).unwrap();
+        assert_eq!(r, ExecResult { exit_code: 3, stdout: "a".into(), stderr: String::new(), timed_out: false });
+        let err = decode::<ExecResult>("exec", Value::Int(1)).unwrap_err();
+        assert!(err.to_string().starts_with("protocol error: exec: unexpected result"), "{err}");
+        assert!(decode::<u64>("x", Value::Float(f64::NAN)).is_err());
+        assert_eq!(decode::<u64>("x", Value::BigInt(u64::MAX.into())).unwrap(), u64::MAX);
+        assert_eq!(decode::<Vec<u8>>("x", Value::Bytes(vec![1, 2])).unwrap(), vec![1, 2]);
+        assert_eq!(decode::<u64>("x", Value::Float(1795257889370.0)).unwrap(), 1795257889370);
+        assert_eq!(decode::<f64>("x", Value::Float(2.5)).unwrap(), 2.5);
+        assert!(int32("waitProcess", &Value::Int(i64::MAX)).is_err());
+        assert!(StoredEvent::from_value(Value::Null).is_err());
+        assert!(StoredEvent::from_value(Value::object([("seq", Value::Int(-1))])).is_err());
+    }
+
+    #[test]
+    fn millis_are_whole_when_possible() {
+        assert_eq!(millis(Duration::from_secs(2)), Value::Int(2000));
+        assert_eq!(millis(Duration::from_micros(1500)), Value::Float(1.5));
+    }
+}
