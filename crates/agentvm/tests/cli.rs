@@ -264,3 +264,30 @@ fn an_interactive_shell_in_a_real_terminal() {
         "terminal modes were not restored"
     );
 }
+
+/// The README's quickstart, as written (`agentvm serve`, then `agentvm exec demo -- echo hello`),
+/// with only the environment pointing it at a free port and a temporary data directory.
+#[test]
+fn the_readme_quickstart_works() {
+    use std::io::BufRead;
+    let data = tempfile::Builder::new().prefix("agentvm-test-").tempdir().unwrap();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_agentvm"))
+        .arg("serve")
+        .env("AGENTVM_LISTEN", "127.0.0.1:0")
+        .env("AGENTVM_DATA_DIR", data.path())
+        .env("AGENTVM_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = std::io::BufReader::new(serve.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("agentvm listening on "))
+        .expect("the server printed where it listens");
+    let url = line.trim_start_matches("agentvm listening on ").split_whitespace().next().unwrap().to_string();
+    let hello = Command::new(env!("CARGO_BIN_EXE_agentvm")).args(["exec", "demo", "--", "echo", "hello"]).env("AGENTVM_URL", &url).output().unwrap();
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(serve.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let status = serve.wait().unwrap();
+    assert_eq!((hello.status.code(), text(&hello.stdout).as_str()), (Some(0), "hello\n"), "{}", text(&hello.stderr));
+    assert!(status.success());
+}
