@@ -285,7 +285,11 @@ fn the_readme_quickstart_works() {
         .find(|l| l.starts_with("agentvm listening on "))
         .expect("the server printed where it listens");
     let url = line.trim_start_matches("agentvm listening on ").split_whitespace().next().unwrap().to_string();
-    let hello = Command::new(env!("CARGO_BIN_EXE_agentvm")).args(["exec", "demo", "--", "echo", "hello"]).env("AGENTVM_URL", &url).output().unwrap();
+    let hello = Command::new(env!("CARGO_BIN_EXE_agentvm"))
+        .args(["exec", "demo", "--", "echo", "hello"])
+        .env("AGENTVM_URL", &url)
+        .output()
+        .unwrap();
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(serve.id() as i32), nix::sys::signal::Signal::SIGTERM);
     let status = serve.wait().unwrap();
     assert_eq!((hello.status.code(), text(&hello.stdout).as_str()), (Some(0), "hello\n"), "{}", text(&hello.stderr));

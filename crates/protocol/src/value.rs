@@ -30,6 +30,23 @@ pub enum Value {
 }
 
 impl Value {
+    /// This value as plain JSON, with `bytes` deciding how byte strings appear (JSON has no
+    /// bytes). `undefined` becomes `null`, big integers decimal strings, sets arrays.
+    pub fn to_json_with(&self, bytes: &dyn Fn(&[u8]) -> serde_json::Value) -> serde_json::Value {
+        use serde_json::Value as J;
+        match self {
+            Value::Undefined | Value::Null => J::Null,
+            Value::Bool(b) => J::Bool(*b),
+            Value::Int(n) => J::from(*n),
+            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+            Value::BigInt(n) => J::String(n.to_string()),
+            Value::String(s) => J::String(s.clone()),
+            Value::Bytes(b) => bytes(b),
+            Value::Array(items) | Value::Set(items) => J::Array(items.iter().map(|v| v.to_json_with(bytes)).collect()),
+            Value::Map(entries) => J::Object(entries.iter().map(|(k, v)| (k.clone(), v.to_json_with(bytes))).collect()),
+        }
+    }
+
     /// Looks up `key` in a [`Value::Map`]; `None` for other variants or a missing key.
     pub fn get(&self, key: &str) -> Option<&Value> {
         match self {

@@ -46,18 +46,7 @@ pub fn to_wire(event: &VmEvent) -> (&'static str, Value) {
 /// An event payload as JSON for the durable log. Payloads are the server's own shapes (objects
 /// of numbers, strings and bytes), so the `$Uint8Array` form cannot collide with user data.
 pub fn to_json(value: &Value) -> serde_json::Value {
-    use serde_json::Value as J;
-    match value {
-        Value::Undefined | Value::Null => J::Null,
-        Value::Bool(b) => J::Bool(*b),
-        Value::Int(n) => J::from(*n),
-        Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
-        Value::BigInt(n) => J::String(n.to_string()),
-        Value::String(s) => J::String(s.clone()),
-        Value::Bytes(b) => J::Array(vec![J::from("$Uint8Array"), J::from(STANDARD.encode(b))]),
-        Value::Array(items) | Value::Set(items) => J::Array(items.iter().map(to_json).collect()),
-        Value::Map(entries) => J::Object(entries.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),
-    }
+    value.to_json_with(&|b| serde_json::json!(["$Uint8Array", STANDARD.encode(b)]))
 }
 
 /// The inverse of [`to_json`].

@@ -215,6 +215,19 @@ fn parse_actor_request(body: &Bytes) -> Result<ActorRequest, ApiError> {
     Ok(request)
 }
 
+/// The actor a `PUT`/`POST /actors` body names, created if missing; and whether it was new.
+fn actor_from_request(
+    state: &AppState,
+    query: &NamespaceQuery,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(Arc<Actor>, bool), ApiError> {
+    authorize(state, headers, None)?;
+    let request = parse_actor_request(body)?;
+    let key = keys::from_rest(request.key.as_deref().unwrap_or("/"));
+    state.actors.resolve(rest_namespace(query), &request.name, &key, true)
+}
+
 /// `PUT /actors`: get or create.
 async fn get_or_create_actor(
     State(state): State<Arc<AppState>>,
@@ -222,10 +235,7 @@ async fn get_or_create_actor(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(&state, &headers, None)?;
-    let request = parse_actor_request(&body)?;
-    let key = keys::from_rest(request.key.as_deref().unwrap_or("/"));
-    let (actor, created) = state.actors.resolve(rest_namespace(&query), &request.name, &key, true)?;
+    let (actor, created) = actor_from_request(&state, &query, &headers, &body)?;
     Ok(Json(json!({"actor": actor.record(), "created": created})))
 }
 
@@ -236,16 +246,13 @@ async fn create_actor(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(&state, &headers, None)?;
-    let request = parse_actor_request(&body)?;
-    let key = keys::from_rest(request.key.as_deref().unwrap_or("/"));
-    let (actor, created) = state.actors.resolve(rest_namespace(&query), &request.name, &key, true)?;
+    let (actor, created) = actor_from_request(&state, &query, &headers, &body)?;
     if !created {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "actor",
             "duplicate_key",
-            format!("an actor named {} with key {} already exists", request.name, keys::to_rest(&key)),
+            format!("an actor named {} with key {} already exists", actor.name, keys::to_rest(&actor.key)),
         ));
     }
     Ok(Json(json!({"actor": actor.record()})))

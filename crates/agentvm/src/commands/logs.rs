@@ -87,22 +87,11 @@ fn describe(value: &Value) -> String {
 
 /// A payload as JSON; bytes become text when they are UTF-8, else `{"base64": ...}`.
 fn to_json(value: &Value) -> serde_json::Value {
-    use serde_json::Value as J;
-    match value {
-        Value::Undefined | Value::Null => J::Null,
-        Value::Bool(b) => J::Bool(*b),
-        Value::Int(n) => J::from(*n),
-        Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
-        Value::BigInt(n) => J::String(n.to_string()),
-        Value::String(s) => J::String(s.clone()),
-        Value::Bytes(b) => match std::str::from_utf8(b) {
-            Ok(text) => J::String(text.to_string()),
-            Err(_) => {
-                use base64::Engine;
-                serde_json::json!({"base64": base64::engine::general_purpose::STANDARD.encode(b)})
-            }
-        },
-        Value::Array(items) | Value::Set(items) => J::Array(items.iter().map(to_json).collect()),
-        Value::Map(entries) => J::Object(entries.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),
-    }
+    value.to_json_with(&|b| match std::str::from_utf8(b) {
+        Ok(text) => serde_json::Value::String(text.to_string()),
+        Err(_) => {
+            use base64::Engine;
+            serde_json::json!({"base64": base64::engine::general_purpose::STANDARD.encode(b)})
+        }
+    })
 }
