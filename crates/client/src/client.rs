@@ -261,30 +261,7 @@ pub struct ActorInfo {
 /// empty component, `/` the empty key) into components joined with `,`.
 fn rest_key<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<String, D::Error> {
     let text = String::deserialize(deserializer)?;
-    Ok(key_from_rest(&text).join(","))
-}
-
-fn key_from_rest(text: &str) -> Vec<String> {
-    if text == "/" {
-        return Vec::new();
-    }
-    let mut parts = Vec::new();
-    let mut part = String::new();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => match chars.next() {
-                // `\0` alone is the empty component.
-                Some('0') if part.is_empty() && matches!(chars.peek(), None | Some('/')) => {}
-                Some(other) => part.push(other),
-                None => part.push('\\'),
-            },
-            '/' => parts.push(std::mem::take(&mut part)),
-            other => part.push(other),
-        }
-    }
-    parts.push(part);
-    parts
+    Ok(agentvm_protocol::keys::from_rest(&text).join(","))
 }
 
 #[cfg(test)]
@@ -310,6 +287,7 @@ mod tests {
 
     #[test]
     fn rest_keys() {
+        use agentvm_protocol::keys::from_rest as key_from_rest;
         assert_eq!(key_from_rest("my-agent"), ["my-agent"]);
         assert_eq!(key_from_rest("a\\/b/c"), ["a/b", "c"]);
         assert!(key_from_rest("/").is_empty());

@@ -42,6 +42,7 @@ mod error;
 mod error_body;
 mod http;
 mod json;
+pub mod keys;
 mod message;
 mod payload;
 mod value;

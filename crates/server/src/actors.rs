@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 use crate::events;
-use crate::keys::{self, Key};
+use agentvm_protocol::keys::{self, Key};
 
 /// Length of actor ids (lowercase hex), like the engine's 30-character ids.
 const ID_LEN: usize = 30;

@@ -10,7 +10,7 @@
 use axum::http::StatusCode;
 
 use crate::error::ApiError;
-use crate::keys::{self, Key};
+use agentvm_protocol::keys::{self, Key};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {

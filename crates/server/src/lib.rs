@@ -16,7 +16,6 @@ mod connection;
 mod error;
 mod events;
 mod gateway;
-mod keys;
 mod routes;
 
 use std::future::{Future, IntoFuture};

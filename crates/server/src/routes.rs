@@ -20,8 +20,8 @@ use crate::actors::Actor;
 use crate::connection;
 use crate::error::ApiError;
 use crate::gateway::{self, Target, DEFAULT_NAMESPACE};
-use crate::keys;
 use crate::AppState;
+use agentvm_protocol::keys;
 
 pub fn router(state: Arc<AppState>) -> Router {
     let body_limit = state.config.max_body_bytes;

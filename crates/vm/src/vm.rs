@@ -250,7 +250,7 @@ impl Vm {
         let argv = vec!["/bin/sh".to_string(), "-c".to_string(), command.to_string()];
         let record = self.start(Kind::Exec, argv, &options.env, options.cwd.as_deref()).await?;
         // If the caller stops waiting (dropped future), the command is killed.
-        let guard = KillOnDrop { vm: self, record: &record };
+        let mut guard = KillOnDrop { vm: self, record: &record, armed: true };
         let stdin = record.stdin.lock().await.take();
         if let (Some(mut stdin), Some(data)) = (stdin, options.stdin) {
             tokio::spawn(async move {
@@ -269,7 +269,7 @@ impl Vm {
                 (record.wait().await, true)
             }
         };
-        std::mem::forget(guard);
+        guard.armed = false;
         let capture = record.take_capture();
         Ok(ExecResult {
             exit_code,
@@ -607,27 +607,31 @@ impl Vm {
     pub(crate) async fn run_capture(&self, argv: Vec<String>, stdin: bytes::Bytes) -> Result<(i32, Vec<u8>, Vec<u8>)> {
         let record = self.start(Kind::Exec, argv, &BTreeMap::new(), Some("/")).await?;
         // If the caller stops waiting (dropped future), the program is killed.
-        let guard = KillOnDrop { vm: self, record: &record };
+        let mut guard = KillOnDrop { vm: self, record: &record, armed: true };
         if let Some(mut pipe) = record.stdin.lock().await.take() {
             // EPIPE when the program exits without reading everything: its output says why.
             tokio::spawn(async move { pipe.write_all(&stdin).await });
         }
         let exit_code = record.wait().await;
-        std::mem::forget(guard);
+        guard.armed = false;
         let capture = record.take_capture();
         Ok((exit_code, capture.stdout, capture.stderr))
     }
 }
 
-/// Kills an `exec` command whose caller stopped waiting for it.
+/// Kills an `exec` command whose caller stopped waiting for it (the future was dropped while
+/// `armed`); the caller disarms it once the command has ended.
 struct KillOnDrop<'a> {
     vm: &'a Vm,
     record: &'a Arc<ProcessRecord>,
+    armed: bool,
 }
 
 impl Drop for KillOnDrop<'_> {
     fn drop(&mut self) {
-        self.vm.signal(self.record, libc::SIGKILL);
+        if self.armed {
+            self.vm.signal(self.record, libc::SIGKILL);
+        }
     }
 }
 
