@@ -22,10 +22,10 @@ fn next_event(rx: &mut protocol::Receiver, fd: &OwnedFd) -> Event {
 #[test]
 fn launch_and_run_a_command() {
     let data = tempfile::tempdir().unwrap();
-    let ids = IdMapping::for_current_process(100_000);
+    let ids = IdMapping::for_current_process(agentvm_sandbox::idmap::DEFAULT_PRIVILEGED_BASE);
     let base = base::build(
         &data.path().join("base"),
-        &BaseOptions { host_root: Path::new("/"), owner: ids.host_ids_of_vm_owner(), user_name: "user", user_id: 1000 },
+        &BaseOptions { host_root: Path::new("/"), owner: ids.base_layer_owner(), user_name: "user", user_id: 1000 },
     )
     .unwrap();
     let vm = data.path().join("vm");

@@ -3,9 +3,14 @@
 //! Two modes, chosen from the host process's own identity:
 //!
 //! - **Privileged** (the server runs as root): VM ids `0..count` map to host ids
-//!   `base..base+count`. VM root is an unprivileged host uid, the VM user (uid 1000) is host uid
-//!   `base+1000`, and host root is not mapped at all, so files owned by host root (the shared
-//!   `/usr`) appear as `nobody` and can never be written by the VM.
+//!   `base..base+count`, where every VM gets a `base` of its own (a range allocated and persisted
+//!   per VM by the host, see `agentvm-vm`'s `uid_ranges`), so no two VMs share a kernel identity:
+//!   keys, per-user budgets (inotify, message queues, pipe buffers, processes) and the user
+//!   namespace's owner are all per VM. VM root is an unprivileged host uid, the VM user (uid 1000)
+//!   is host uid `base+1000`, and host root is not mapped at all, so files owned by host root
+//!   (the shared `/usr`) appear as `nobody` and can never be written by the VM. The shared base
+//!   layer, owned by host root on disk, is seen through an idmapped mount (see
+//!   [`crate::idmapped`]) and so appears owned by the VM's root.
 //! - **Rootless** (an ordinary user with unprivileged user namespaces): a single mapping, VM uid
 //!   1000 = the host user. Init runs as that user and holds its namespace capabilities as ambient
 //!   capabilities, which it drops for every command it starts. There is no root inside the VM.
@@ -14,10 +19,14 @@ use serde::{Deserialize, Serialize};
 
 /// The uid and gid of the VM's unprivileged user, as seen inside the VM.
 pub const VM_USER_ID: u32 = 1000;
-/// Default first host id of the privileged mapping.
-pub const DEFAULT_PRIVILEGED_BASE: u32 = 100_000;
-/// Number of ids in the privileged mapping.
+/// Default first host id of the privileged mappings: VM ranges start here, one every
+/// [`PRIVILEGED_COUNT`] ids. It lies above the ranges `useradd` hands out in `/etc/subuid`
+/// (100000 to 600100000) and below 2^31 (some tools treat uids as signed).
+pub const DEFAULT_PRIVILEGED_BASE: u32 = 0x4000_0000;
+/// Number of ids in a privileged mapping (one VM's range).
 pub const PRIVILEGED_COUNT: u32 = 65_536;
+/// Highest host id (exclusive) a VM range may reach by default.
+pub const DEFAULT_PRIVILEGED_END: u32 = 0x8000_0000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum IdMapping {
@@ -77,7 +86,16 @@ impl IdMapping {
         }
     }
 
-    /// Host ids that own the VM's root-owned files (the base tree, the upper layer's top).
+    /// Host ids that own the shared base layer on disk: host root in privileged mode (each VM
+    /// sees it through an idmapped mount as its own root), the user in rootless mode.
+    pub fn base_layer_owner(&self) -> (u32, u32) {
+        match *self {
+            IdMapping::Privileged { .. } => (0, 0),
+            IdMapping::Rootless { host_uid, host_gid } => (host_uid, host_gid),
+        }
+    }
+
+    /// Host ids that own the VM's root-owned files (the upper layer's top).
     pub fn host_ids_of_vm_owner(&self) -> (u32, u32) {
         let (uid, _) = self.init_ids();
         self.host_ids_of(uid).expect("init's ids are always mapped")

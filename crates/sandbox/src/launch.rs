@@ -4,11 +4,13 @@
 //!
 //! ```text
 //! socketpair(SEQPACKET)
-//! clone3(NEWUSER|NEWNS|NEWPID|NEWNET|NEWIPC|NEWUTS|PIDFD) ──► child: read(control) ... waits
+//! clone3(NEWUSER|NEWNS|NEWPID|NEWNET|NEWIPC|NEWUTS|PIDFD) ──► child: recvmsg(control) ... waits
 //! write uid_map / gid_map (setgroups "deny" when rootless)
 //! attach the child to the VM's cgroups
-//! send GO ───────────────────────────────────────────────────► setresuid/gid to init's ids,
+//! idmapped view of the base layer (privileged)
+//! send GO (+ the base layer's descriptor) ───────────────────► setresuid/gid to init's ids,
 //!                                                               raise ambient caps (rootless),
+//!                                                               keep only descriptors 0..=7,
 //!                                                               execve(init program, "vm-init")
 //! send InitConfig ───────────────────────────────────────────► init builds the root fs, then
 //! ◄──────────────────────────────────────────────────────────── Ready (or SetupFailed)
@@ -16,6 +18,16 @@
 //!
 //! The cgroup namespace is entered by init itself *after* the attach, so that the VM's cgroup
 //! is the root of its cgroup namespace.
+//!
+//! **Who owns the user namespace.** The kernel charges per-user budgets (inotify instances,
+//! namespaces of each kind, ...) of everything inside a user namespace to the namespace's
+//! *owner* at the parent level. A namespace created by the server would make host root the owner
+//! of every VM, so one VM could exhaust budgets shared by all VMs and the host. In privileged
+//! mode the namespace is therefore created by a short-lived intermediate process that first
+//! becomes the VM's own host root uid (the start of its private range): the VM's budgets are
+//! charged to that uid alone. The intermediate shares the server's memory and descriptor table
+//! (`CLONE_VM | CLONE_VFORK | CLONE_FILES`, like `posix_spawn`), and clones the VM's first
+//! process with `CLONE_PARENT`, so the VM is the server's child exactly as in rootless mode.
 //!
 //! Why raw `clone3` rather than `std::process::Command` or `nix::sched::clone`: the child must be
 //! PID 1 of a new PID namespace (so `unshare` in a `pre_exec` hook is too late), and we need a
@@ -37,6 +49,7 @@ use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use crate::cgroup::VmCgroup;
 use crate::config::InitConfig;
 use crate::idmap::IdMapping;
+use crate::idmapped::idmapped_view;
 use crate::init::{CONTROL_FD, SUBCOMMAND};
 use crate::protocol;
 
@@ -119,7 +132,12 @@ struct ChildPlan {
     clear_groups: bool,
     ids: Option<(u32, u32)>,
     raise_ambient_up_to: Option<u32>,
+    /// The base layer's descriptor arrives with GO (privileged mode: an idmapped view).
+    base_with_go: bool,
 }
+
+/// Descriptor at which the launched child keeps the init program until `execveat`.
+const PROGRAM_FD: RawFd = 7;
 
 /// Starts init in new namespaces and hands it its configuration. Returns once init has been
 /// released; the caller reads [`protocol::Event::Ready`] from `control`.
@@ -166,6 +184,7 @@ pub fn launch(spec: &LaunchSpec<'_>) -> io::Result<Launched> {
         clear_groups: spec.ids.init_is_root(),
         ids: spec.ids.init_is_root().then(|| spec.ids.init_ids()),
         raise_ambient_up_to: (!spec.ids.init_is_root()).then(last_capability),
+        base_with_go: owner_of_namespace(spec.ids).is_some(),
     };
 
     let mut pidfd: RawFd = -1;
@@ -181,18 +200,25 @@ pub fn launch(spec: &LaunchSpec<'_>) -> io::Result<Launched> {
         exit_signal: libc::SIGCHLD as u64,
         ..CloneArgs::default()
     };
-    // SAFETY: clone3 without CLONE_VM behaves like fork(): the child gets a copy-on-write copy
-    // of our memory and returns 0 on its own copy of this stack. It then only runs
-    // `child_after_clone`, which performs raw system calls on `plan` and never returns.
-    let ret = unsafe { libc::syscall(libc::SYS_clone3, &clone_args as *const CloneArgs, size_of::<CloneArgs>()) };
-    if ret == 0 {
-        // SAFETY: we are the freshly cloned child; see above.
-        unsafe { child_after_clone(&plan) }
-    }
-    if ret < 0 {
-        let err = io::Error::last_os_error();
-        return Err(io::Error::new(err.kind(), format!("clone3 into new namespaces failed: {err}")));
-    }
+    let ret = match owner_of_namespace(spec.ids) {
+        Some(owner) => clone_as_owner(&plan, clone_args, owner)?,
+        None => {
+            // SAFETY: clone3 without CLONE_VM behaves like fork(): the child gets a copy-on-write
+            // copy of our memory and returns 0 on its own copy of this stack. It then only runs
+            // `child_after_clone`, which performs raw system calls on `plan` and never returns.
+            let ret =
+                unsafe { libc::syscall(libc::SYS_clone3, &clone_args as *const CloneArgs, size_of::<CloneArgs>()) };
+            if ret == 0 {
+                // SAFETY: we are the freshly cloned child; see above.
+                unsafe { child_after_clone(&plan) }
+            }
+            if ret < 0 {
+                let err = io::Error::last_os_error();
+                return Err(io::Error::new(err.kind(), format!("clone3 into new namespaces failed: {err}")));
+            }
+            ret
+        }
+    };
     drop(child_end);
     drop(devnull);
     drop(plan);
@@ -227,7 +253,13 @@ fn configure_child(spec: &LaunchSpec<'_>, init: &InitProcess, control: &OwnedFd)
     if let Some(cgroup) = spec.cgroup {
         cgroup.attach(init.host_pid)?;
     }
-    protocol::send_datagram(control.as_fd(), &[GO], &[]).map_err(io::Error::from)?;
+    let base = match owner_of_namespace(spec.ids) {
+        Some(_) => Some(idmapped_view(&spec.config.rootfs.base, init.host_pid)?),
+        None => None,
+    };
+    let attached: Vec<RawFd> = base.iter().map(|fd| fd.as_raw_fd()).collect();
+    protocol::send_datagram(control.as_fd(), &[GO], &attached).map_err(io::Error::from)?;
+    drop(base);
     for datagram in protocol::encode(spec.config)? {
         protocol::send_datagram(control.as_fd(), &datagram, &[]).map_err(io::Error::from)?;
     }
@@ -239,24 +271,50 @@ fn configure_child(spec: &LaunchSpec<'_>, init: &InitProcess, control: &OwnedFd)
 /// # Safety
 /// Must only be called in the child of `clone3`, before `execve`.
 unsafe fn child_after_clone(plan: &ChildPlan) -> ! {
-    let mut byte = 0u8;
-    if libc::read(plan.control, &mut byte as *mut u8 as *mut libc::c_void, 1) != 1 || byte != GO {
-        libc::_exit(101);
+    let received = match receive_go(plan.control) {
+        Some(fd) => fd,
+        None => libc::_exit(101),
+    };
+    if plan.base_with_go && received < 0 {
+        libc::_exit(EXIT_LAYER_OPEN);
     }
-    if libc::dup2(plan.devnull, 0) < 0 || libc::dup2(plan.devnull, 1) < 0 || libc::dup2(plan.control, CONTROL_FD) < 0 {
+    // Park the received descriptor above the numbers we are about to fill.
+    let base = if received >= 0 {
+        let high = libc::fcntl(received, libc::F_DUPFD_CLOEXEC, 10);
+        libc::close(received);
+        if high < 0 {
+            libc::_exit(102);
+        }
+        high
+    } else {
+        -1
+    };
+    if libc::dup2(plan.devnull, 0) < 0
+        || libc::dup2(plan.devnull, 1) < 0
+        || libc::dup2(plan.devnull, 2) < 0
+        || libc::dup2(plan.control, CONTROL_FD) < 0
+    {
         libc::_exit(102);
     }
     // Open the layer directories now: we are in the VM's mount namespace (overlayfs only accepts
-    // layers from the mounter's own namespace) and still host uid 0, so root-owned 0700
-    // directories on the way to the data directory can be traversed as their owner.
-    for (path, target) in plan.layers.iter().zip(LAYER_FDS) {
-        let fd = libc::open(path.as_ptr(), libc::O_PATH | libc::O_DIRECTORY);
+    // layers from the mounter's own namespace) and our file-system ids are still host root (or
+    // the user, rootless), so root-owned 0700 directories on the way to the data directory can
+    // be traversed as their owner. In privileged mode the base arrived as an idmapped view.
+    for (i, (path, target)) in plan.layers.iter().zip(LAYER_FDS).enumerate() {
+        let fd = if i == 0 && base >= 0 { base } else { libc::open(path.as_ptr(), libc::O_PATH | libc::O_DIRECTORY) };
         if fd < 0 {
             libc::_exit(EXIT_LAYER_OPEN);
         }
         if fd != target && (libc::dup2(fd, target) < 0 || libc::close(fd) < 0) {
             libc::_exit(EXIT_LAYER_OPEN);
         }
+    }
+    // Init starts with exactly: stdin/stdout/stderr on /dev/null, the control socket, the three
+    // layers and (until exec) the program. Nothing of the server's leaks into the VM.
+    if libc::dup3(plan.program, PROGRAM_FD, libc::O_CLOEXEC) < 0
+        || libc::syscall(libc::SYS_close_range, (PROGRAM_FD + 1) as libc::c_uint, libc::c_uint::MAX, 0) != 0
+    {
+        libc::_exit(102);
     }
     if plan.clear_groups && libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) != 0 {
         libc::_exit(103);
@@ -275,13 +333,141 @@ unsafe fn child_after_clone(plan: &ChildPlan) -> ! {
     }
     libc::syscall(
         libc::SYS_execveat,
-        plan.program,
+        PROGRAM_FD,
         plan.empty_path,
         plan.argv.as_ptr(),
         plan.envp.as_ptr(),
         libc::AT_EMPTY_PATH,
     );
     libc::_exit(106);
+}
+
+/// Waits for GO on the control socket. Returns the descriptor that came with it (-1 if none),
+/// or `None` when the host went away or sent something else.
+///
+/// # Safety
+/// Raw system calls on stack memory only; callable between clone and exec.
+unsafe fn receive_go(control: RawFd) -> Option<RawFd> {
+    let mut byte = 0u8;
+    let mut iov = libc::iovec { iov_base: &mut byte as *mut u8 as *mut libc::c_void, iov_len: 1 };
+    // Room for one SCM_RIGHTS message with one descriptor, aligned for cmsghdr.
+    let mut control_buf = [0u64; 8];
+    let mut msg: libc::msghdr = std::mem::zeroed();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control_buf.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = std::mem::size_of_val(&control_buf) as _;
+    let n = loop {
+        let n = libc::recvmsg(control, &mut msg, libc::MSG_CMSG_CLOEXEC);
+        if n < 0 && *libc::__errno_location() == libc::EINTR {
+            continue;
+        }
+        break n;
+    };
+    if n != 1 || byte != GO {
+        return None;
+    }
+    let cmsg = libc::CMSG_FIRSTHDR(&msg);
+    if cmsg.is_null() || (*cmsg).cmsg_level != libc::SOL_SOCKET || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
+        return Some(-1);
+    }
+    let mut fd: RawFd = -1;
+    std::ptr::copy_nonoverlapping(libc::CMSG_DATA(cmsg), &mut fd as *mut RawFd as *mut u8, size_of::<RawFd>());
+    Some(fd)
+}
+
+/// The host uid/gid that must own the VM's user namespace, when it is not the server itself:
+/// in privileged mode, the first id of the VM's own range.
+fn owner_of_namespace(ids: IdMapping) -> Option<(u32, u32)> {
+    match ids {
+        IdMapping::Privileged { base, .. } => Some((base, base)),
+        IdMapping::Rootless { .. } => None,
+    }
+}
+
+/// What the intermediate process reports back through the memory it shares with us.
+struct Intermediate<'a> {
+    plan: &'a ChildPlan,
+    clone_args: CloneArgs,
+    owner: (u32, u32),
+    /// Host pid of the VM's first process, or a negative errno.
+    result: i64,
+}
+
+/// Clones the VM's first process from an intermediate that first takes the `owner` ids, so the
+/// new user namespace is owned by them (see the module documentation). Returns its host pid.
+fn clone_as_owner(plan: &ChildPlan, mut clone_args: CloneArgs, owner: (u32, u32)) -> io::Result<i64> {
+    // The VM is our child, not the intermediate's: its exit signal is the intermediate's
+    // (SIGCHLD, below), and we wait for it through its pidfd.
+    clone_args.flags |= libc::CLONE_PARENT as u64;
+    clone_args.exit_signal = 0;
+    let mut job = Intermediate { plan, clone_args, owner, result: -(libc::EINVAL as i64) };
+    let mut stack = vec![0u8; INTERMEDIATE_STACK];
+    // The stack grows down on every architecture we support; keep it 16-byte aligned.
+    let top = ((stack.as_mut_ptr() as usize + stack.len()) & !15) as *mut libc::c_void;
+    // SAFETY: glibc's clone() runs `intermediate_main` on `stack`, sharing our memory and
+    // descriptor table; CLONE_VFORK suspends this thread until it has exited, so `job` and
+    // `stack` outlive it and nothing else touches `job` meanwhile.
+    let pid = unsafe {
+        libc::clone(
+            intermediate_main,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES | libc::SIGCHLD,
+            &mut job as *mut Intermediate as *mut libc::c_void,
+        )
+    };
+    if pid < 0 {
+        let err = io::Error::last_os_error();
+        return Err(io::Error::new(err.kind(), format!("starting the VM launcher: {err}")));
+    }
+    let mut status = 0;
+    // SAFETY: reaps our own child, which has already exited (CLONE_VFORK).
+    while unsafe { libc::waitpid(pid, &mut status, libc::__WALL) } < 0 {
+        if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            break;
+        }
+    }
+    drop(stack);
+    if job.result < 0 {
+        let err = io::Error::from_raw_os_error((-job.result) as i32);
+        return Err(io::Error::new(err.kind(), format!("clone3 into new namespaces as uid {}: {err}", owner.0)));
+    }
+    Ok(job.result)
+}
+
+const INTERMEDIATE_STACK: usize = 64 * 1024;
+
+/// The intermediate: take the owner's ids, clone the VM's first process, report, exit.
+extern "C" fn intermediate_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `Intermediate` that `clone_as_owner` keeps alive until we exit; we
+    // share its memory (CLONE_VM) and it is suspended (CLONE_VFORK). Only raw system calls run
+    // here: we share the parent's thread-local state and allocator.
+    unsafe {
+        let job = &mut *(arg as *mut Intermediate);
+        let (uid, gid) = job.owner;
+        // Real and effective ids become the owner's (the new namespace's owner is the effective
+        // uid); the saved ids stay host root, which lets the file-system ids stay root too: the
+        // VM's first process must still traverse the root-owned 0700 data directory to open its
+        // layers, as their owner. It holds no capability outside its new namespace, and host
+        // root is not mapped inside it, so it can never become host root again; it takes the
+        // VM's ids (all of them) before it executes init.
+        if libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) != 0
+            || libc::syscall(libc::SYS_setresgid, gid, gid, 0) != 0
+            || libc::syscall(libc::SYS_setresuid, uid, uid, 0) != 0
+        {
+            job.result = -(*libc::__errno_location() as i64);
+            return 0;
+        }
+        libc::syscall(libc::SYS_setfsgid, 0);
+        libc::syscall(libc::SYS_setfsuid, 0);
+        let ret = libc::syscall(libc::SYS_clone3, &job.clone_args as *const CloneArgs, size_of::<CloneArgs>());
+        if ret == 0 {
+            // The VM's first process: a copy of this one (no CLONE_VM).
+            child_after_clone(job.plan)
+        }
+        job.result = if ret < 0 { -(*libc::__errno_location() as i64) } else { ret };
+        0
+    }
 }
 
 /// Rootless mode: init is not uid 0 in its namespace, so `execve` would drop the capabilities

@@ -19,6 +19,7 @@ pub mod cgroup;
 pub mod config;
 pub mod fsops;
 pub mod idmap;
+pub mod idmapped;
 pub mod init;
 pub mod launch;
 pub mod protocol;

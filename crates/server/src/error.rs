@@ -113,3 +113,4 @@ impl IntoResponse for ApiError {
         response
     }
 }
+            VmError::ResourceExhausted(_) => (StatusCode::SERVICE_UNAVAILABLE, "resource_exhausted"),

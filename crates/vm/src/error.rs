@@ -24,6 +24,10 @@ pub enum VmError {
     /// The VM has stopped (shut down, or its init died).
     #[error("VM {0} is not running")]
     Stopped(String),
+    /// A host-wide or per-VM budget is used up (uid ranges, terminals, VMs...): the text says
+    /// which, and what the limit is.
+    #[error("{0}")]
+    ResourceExhausted(String),
     #[error("{context}: {source}")]
     Io { context: String, source: io::Error },
     /// A filesystem operation failed; the text starts with the POSIX code, in Node's style

@@ -8,6 +8,9 @@
 //! <data>/vms/<id>/upper  the VM's writable layer: its durable state
 //! <data>/vms/<id>/work   overlayfs scratch space
 //! ```
+//!
+//! The data directory is `0700` root; `upper` and `work` belong to the VM's root (the first id
+//! of its own range in privileged mode, see [`crate::uid_ranges`]).
 
 use std::fs;
 use std::os::unix::fs::{chown, PermissionsExt};
@@ -23,6 +26,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::{Result, VmError};
 use crate::types::VmOptions;
+use crate::uid_ranges::{RangeLease, UidRanges, MACHINE_LOCK};
 use crate::vm::Vm;
 
 /// Name of the unprivileged account inside every VM.
@@ -57,6 +61,8 @@ pub(crate) struct HostInner {
     pub cgroups: CgroupHost,
     pub init_program: PathBuf,
     pub user: UserSpec,
+    /// Per-VM host id ranges (privileged mode only).
+    pub uid_ranges: Option<Arc<UidRanges>>,
     _lock: Flock<fs::File>,
 }
 
@@ -90,7 +96,7 @@ impl VmHost {
             &data.join("base"),
             &BaseOptions {
                 host_root: Path::new("/"),
-                owner: ids.host_ids_of_vm_owner(),
+                owner: ids.base_layer_owner(),
                 user_name: VM_USER_NAME,
                 user_id: VM_USER_ID,
             },
@@ -98,6 +104,15 @@ impl VmHost {
         .map_err(|e| VmError::io("building the base layer", e))?;
         let vms_dir = data.join("vms");
         fs::create_dir_all(&vms_dir).map_err(|e| VmError::io(format!("creating {}", vms_dir.display()), e))?;
+        let uid_ranges = match ids {
+            IdMapping::Privileged { base, .. } => {
+                let ranges = UidRanges::new(base, Path::new(MACHINE_LOCK))
+                    .map_err(|e| VmError::io(format!("opening {MACHINE_LOCK}"), e))?;
+                ranges.recover(&vms_dir);
+                Some(Arc::new(ranges))
+            }
+            IdMapping::Rootless { .. } => None,
+        };
         let _ = fs::set_permissions(data, fs::Permissions::from_mode(0o700));
         let cgroups = CgroupHost::detect();
         cgroups.sweep_stale();
@@ -115,6 +130,7 @@ impl VmHost {
                 cgroups,
                 init_program: config.init_program,
                 user,
+                uid_ranges,
                 _lock: lock,
             }),
         })
@@ -139,7 +155,12 @@ impl VmHost {
         make_owner_writable(&dir);
         match fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(VmError::io(format!("removing VM {id}"), e)),
-            _ => Ok(()),
+            _ => {
+                if let Some(ranges) = &self.inner.uid_ranges {
+                    ranges.release(id);
+                }
+                Ok(())
+            }
         }
     }
 
@@ -148,10 +169,19 @@ impl VmHost {
         self.inner.ids
     }
 
-    /// Creates `<vms>/<id>/{upper,work}` owned by the VM's root.
-    pub(crate) fn prepare_vm_dir(&self, id: &str) -> Result<(PathBuf, PathBuf)> {
+    /// Creates `<vms>/<id>/{upper,work}` owned by the VM's root, and returns them with the
+    /// VM's id mapping (its own range in privileged mode) and the lease that keeps the range
+    /// the VM's alone while it runs.
+    pub(crate) fn prepare_vm_dir(&self, id: &str) -> Result<(PathBuf, PathBuf, IdMapping, Option<RangeLease>)> {
         let dir = self.vm_dir(id);
-        let (uid, gid) = self.inner.ids.host_ids_of_vm_owner();
+        let (ids, lease) = match &self.inner.uid_ranges {
+            Some(ranges) => {
+                let (ids, lease) = ranges.assign(id, &dir)?;
+                (ids, Some(lease))
+            }
+            None => (self.inner.ids, None),
+        };
+        let (uid, gid) = ids.host_ids_of_vm_owner();
         let mut made = Vec::new();
         for name in ["upper", "work"] {
             let path = dir.join(name);
@@ -161,7 +191,7 @@ impl VmHost {
         }
         let work = made.pop().expect("two dirs");
         let upper = made.pop().expect("two dirs");
-        Ok((upper, work))
+        Ok((upper, work, ids, lease))
     }
 
     /// A cgroup name unique among all VMs of all hosts of this process, and (through the pid)

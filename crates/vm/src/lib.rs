@@ -32,6 +32,7 @@ mod replay_log;
 pub mod shell;
 mod tree;
 pub mod types;
+mod uid_ranges;
 mod vm;
 
 pub use error::{Result, VmError};

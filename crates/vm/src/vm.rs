@@ -51,6 +51,8 @@ struct VmInner {
     /// `/bin/bash` or `/bin/sh`: the default program of `open_shell`.
     login_shell: String,
     torn_down: AtomicBool,
+    /// Keeps the VM's host uid range its own on this machine while this handle lives.
+    _range_lease: Option<crate::uid_ranges::RangeLease>,
 }
 
 /// State shared with the reader task and the pumps.
@@ -96,7 +98,7 @@ enum Pending {
 impl Vm {
     pub(crate) async fn create(host: VmHost, id: String, options: VmOptions) -> Result<Vm> {
         let create_failed = |message: String| VmError::CreateFailed { vm: id.clone(), message };
-        let (upper, work) = host.prepare_vm_dir(&id)?;
+        let (upper, work, ids, range_lease) = host.prepare_vm_dir(&id)?;
         let inner = &host.inner;
         let hostname = options.hostname.clone().unwrap_or_else(|| hostname_for(&id));
         let config = InitConfig {
@@ -109,7 +111,7 @@ impl Vm {
                 max_ptys: options.max_ptys,
             },
             user: inner.user.clone(),
-            init_is_root: inner.ids.init_is_root(),
+            init_is_root: ids.init_is_root(),
         };
 
         // Creating cgroups and launching are a few blocking system calls.
@@ -121,8 +123,7 @@ impl Vm {
                 .cgroups
                 .create(&launch_host.next_cgroup_name(), &limits)
                 .map_err(|e| VmError::io("creating the VM's cgroups", e))?;
-            let spec =
-                LaunchSpec { init_program: &h.init_program, ids: h.ids, cgroup: cgroup.as_ref(), config: &config };
+            let spec = LaunchSpec { init_program: &h.init_program, ids, cgroup: cgroup.as_ref(), config: &config };
             match launch(&spec) {
                 Ok(launched) => Ok((launched, cgroup)),
                 Err(e) => {
@@ -193,6 +194,7 @@ impl Vm {
                 home: user.home.clone(),
                 login_shell,
                 torn_down: AtomicBool::new(false),
+                _range_lease: range_lease,
             }),
         };
         match ready_rx.await {

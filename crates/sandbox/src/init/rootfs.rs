@@ -45,9 +45,17 @@ pub fn build(config: &InitConfig, layers: &[OwnedFd]) -> Result<(), String> {
     )?;
 
     let fd_path = |fd: &OwnedFd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    // Privileged mode: the base is the host's idmapped, detached view; attach it under the new
+    // root's mount point first (the overlay then covers it).
+    let lower = if config.init_is_root {
+        crate::idmapped::attach(base, root).map_err(|e| format!("attaching the base layer: {e}"))?;
+        root.to_path_buf()
+    } else {
+        fd_path(base)
+    };
     let options = format!(
         "lowerdir={},upperdir={},workdir={},userxattr",
-        escape(&fd_path(base)),
+        escape(&lower),
         escape(&fd_path(upper)),
         escape(&fd_path(work))
     );
