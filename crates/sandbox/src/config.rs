@@ -16,6 +16,9 @@ pub struct InitConfig {
     /// `false` in rootless mode, where init is the user itself and holds its capabilities only
     /// as ambient capabilities, which it drops for every command it starts.
     pub init_is_root: bool,
+    /// Seccomp policy, limits and tmpfs sizes every process of the VM gets.
+    #[serde(default)]
+    pub confinement: Confinement,
 }
 
 /// Host paths that make up the root filesystem.
@@ -60,4 +63,124 @@ pub struct UserSpec {
     pub uid: u32,
     pub gid: u32,
     pub home: String,
+}
+
+/// What init enforces on every process of the VM on top of the namespaces: the seccomp policy's
+/// one switch, resource limits and tmpfs sizes (SECURITY.md explains each layer). Init applies it
+/// to itself after the root filesystem is built, before it serves the first request, so every
+/// process of the VM inherits it.
+///
+/// [`Confinement::default`] suits the default VM (1 GiB, 512 processes); use
+/// [`Confinement::sized_for`] for other cgroup limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Confinement {
+    /// Let the VM's processes create user namespaces, and inside them mount, enter namespaces and
+    /// use `clone3` (rootless containers, bubblewrap). Off by default: see [`crate::seccomp`].
+    pub allow_nested_userns: bool,
+    /// Resource limits (`setrlimit`) every process of the VM starts with.
+    pub rlimits: Rlimits,
+    /// The VM's `/tmp` (a tmpfs: its pages count against the VM's memory limit).
+    pub tmp: TmpfsSize,
+    /// The VM's `/dev/shm` (POSIX shared memory; also the cap for System V shared memory).
+    pub dev_shm: TmpfsSize,
+    /// Limits of the VM's own user and IPC namespaces (`/proc/sys/user`, `/proc/sys/fs/mqueue`,
+    /// `kernel.shm*`/`msg*`/`sem`).
+    pub kernel: KernelLimits,
+    /// `oom_score_adj` of every command init starts (inherited by their descendants), so the
+    /// memory cgroup's OOM killer picks a command before init (which keeps 0: lowering it needs
+    /// `CAP_SYS_RESOURCE` on the host).
+    pub command_oom_score_adj: i32,
+}
+
+/// Per-process resource limits, set as both soft and hard limit unless noted; never above the
+/// hard limit the server itself runs with (init cannot raise a hard limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rlimits {
+    /// `RLIMIT_NOFILE`: open files per process. A VM holds at most this many times its
+    /// process limit (`pids.max`) open files.
+    pub open_files: u64,
+    /// `RLIMIT_NPROC`: processes and threads of the VM user (the only process bound of a
+    /// rootless VM, which has no pids cgroup).
+    pub processes: u64,
+    /// `RLIMIT_MSGQUEUE`: bytes of POSIX message queues per VM user.
+    pub mqueue_bytes: u64,
+    /// `RLIMIT_CORE` soft limit (the hard limit stays, so `ulimit -c` can opt in): core dumps
+    /// are off by default.
+    pub core_bytes: u64,
+}
+
+/// Size of a tmpfs: `size=` and `nr_inodes=` mount options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TmpfsSize {
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+/// Limits init writes into the VM's own namespaces (it is root there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KernelLimits {
+    /// `/proc/sys/user/max_{user,mnt,pid,net,ipc,uts,cgroup,time}_namespaces` when nested user
+    /// namespaces are allowed: namespaces of each kind one VM user may hold. Without nested user
+    /// namespaces every one of them is 0.
+    pub nested_namespaces: u32,
+    /// `/proc/sys/user/max_inotify_instances` and `max_inotify_watches` (per VM user).
+    pub inotify_instances: u32,
+    pub inotify_watches: u32,
+    /// `/proc/sys/fs/mqueue/queues_max`, `msg_max` and `msgsize_max`.
+    pub mqueues: u32,
+    pub mqueue_messages: u32,
+    pub mqueue_message_bytes: u32,
+    /// `kernel.shmmni`, `kernel.msgmni`, and `kernel.sem` (`semmsl semmns semopm semmni`).
+    /// `kernel.shmmax`/`shmall` follow [`Confinement::dev_shm`].
+    pub shm_segments: u32,
+    pub msg_queues: u32,
+    pub semaphores: [u32; 4],
+}
+
+/// Memory limit [`Confinement::sized_for`] assumes when the VM has none (rootless mode).
+pub const DEFAULT_MEMORY_BASIS: u64 = 1 << 30;
+/// Process limit assumed when the VM has no pids limit.
+pub const DEFAULT_PROCESSES: u64 = 512;
+
+impl Confinement {
+    /// Defaults for a VM with these cgroup limits: `/tmp` gets a quarter of the memory limit,
+    /// `/dev/shm` an eighth (so filling them ends in `ENOSPC`, never in the OOM killer), each with
+    /// one inode per 4 KiB; `RLIMIT_NPROC` follows the pids limit.
+    pub fn sized_for(memory_bytes: Option<u64>, pids: Option<u64>) -> Confinement {
+        let memory = memory_bytes.unwrap_or(DEFAULT_MEMORY_BASIS);
+        let tmpfs = |bytes: u64| TmpfsSize { bytes, inodes: (bytes / 4096).max(1024) };
+        Confinement {
+            allow_nested_userns: false,
+            rlimits: Rlimits {
+                open_files: 1024,
+                processes: pids.unwrap_or(DEFAULT_PROCESSES),
+                mqueue_bytes: 819_200,
+                core_bytes: 0,
+            },
+            tmp: tmpfs(memory / 4),
+            dev_shm: tmpfs(memory / 8),
+            kernel: KernelLimits {
+                nested_namespaces: 64,
+                inotify_instances: 128,
+                inotify_watches: 65_536,
+                mqueues: 64,
+                mqueue_messages: 10,
+                mqueue_message_bytes: 8192,
+                shm_segments: 1024,
+                msg_queues: 1024,
+                semaphores: [250, 32_000, 100, 1024],
+            },
+            command_oom_score_adj: 500,
+        }
+    }
+}
+
+impl Default for Confinement {
+    fn default() -> Self {
+        Confinement::sized_for(Some(DEFAULT_MEMORY_BASIS), Some(DEFAULT_PROCESSES))
+    }
 }

@@ -10,6 +10,9 @@
 //! talks to init over the [`protocol`] socket: init forks programs with the stdio descriptors the
 //! host sends, reaps everything, and reports exits.
 //!
+//! Every process of a VM runs under the [`seccomp`] policy, without capabilities and within the
+//! limits of [`config::Confinement`] (SECURITY.md at the repository root is the threat model).
+//!
 //! [`fsops`] is `agentvm vm-fs`, the helper that executes the VM filesystem API inside a VM.
 //!
 //! The async process API built on top of this lives in the `agentvm-vm` crate.
@@ -23,3 +26,4 @@ pub mod idmapped;
 pub mod init;
 pub mod launch;
 pub mod protocol;
+pub mod seccomp;

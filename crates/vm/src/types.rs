@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use agentvm_sandbox::cgroup::CgroupLimits;
+use agentvm_sandbox::config::Confinement;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -105,6 +106,9 @@ pub struct VmOptions {
     /// Write events into this log instead of a new one (a server keeps one stream per actor
     /// across VM restarts). A log given here is not closed when the VM stops.
     pub events: Option<std::sync::Arc<crate::events::EventLog>>,
+    /// Seccomp switch (`allow_nested_userns`), resource limits and tmpfs sizes of every process
+    /// of the VM. `None`: [`Confinement::sized_for`] the memory and pids limits above.
+    pub confinement: Option<Confinement>,
 }
 
 /// Default limits: 1 GiB of memory, 512 processes/threads, one CPU core.
@@ -120,6 +124,7 @@ impl Default for VmOptions {
             process_log_bytes: 1 << 20,
             event_log: crate::events::Retention::default(),
             events: None,
+            confinement: None,
         }
     }
 }

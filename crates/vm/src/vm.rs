@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use agentvm_sandbox::cgroup::VmCgroup;
-use agentvm_sandbox::config::{InitConfig, RootfsSpec};
+use agentvm_sandbox::config::{Confinement, InitConfig, RootfsSpec};
 use agentvm_sandbox::launch::{describe_early_exit, launch, InitProcess, LaunchSpec, Launched};
 use agentvm_sandbox::protocol::{Event, ProcessEntry, Request, SpawnRequest, Stdio};
 use tokio::io::AsyncWriteExt;
@@ -112,6 +112,10 @@ impl Vm {
             },
             user: inner.user.clone(),
             init_is_root: ids.init_is_root(),
+            confinement: options
+                .confinement
+                .clone()
+                .unwrap_or_else(|| Confinement::sized_for(options.limits.memory_bytes, options.limits.pids)),
         };
 
         // Creating cgroups and launching are a few blocking system calls.

@@ -2,18 +2,25 @@
 //!
 //! Init is small and single-threaded. It
 //! 1. receives its [`InitConfig`] over the control socket (descriptor [`CONTROL_FD`]),
-//! 2. enters a new cgroup namespace, builds the root filesystem and `pivot_root`s into it,
-//!    brings up loopback and sets the host name,
-//! 3. then serves requests: it forks and execs programs with the stdio descriptors the host sent
+//! 2. enters a new cgroup namespace, builds the root filesystem and `pivot_root`s into it
+//!    ([`rootfs`]), writes the VM's boot files ([`bootfiles`]), brings up loopback and sets the
+//!    host name,
+//! 3. confines itself and so every process of the VM ([`confine`]): namespace and resource
+//!    limits, an empty capability bounding set, `no_new_privs` and the [`crate::seccomp`] policy,
+//! 4. then serves requests: it forks and execs programs with the stdio descriptors the host sent
 //!    (the host keeps the other ends), reaps every process (orphans included), reports the exits
 //!    of the programs it started, signals process groups and lists processes.
 //!
 //! When the control socket closes (the host process died or dropped the VM), init exits, and
 //! the kernel kills every remaining process of the VM with it: nothing outlives the host.
 
+mod bootfiles;
+mod confine;
+mod limits;
 mod net;
 mod procfs;
 mod rootfs;
+mod rootpath;
 mod spawn;
 mod terminal;
 
@@ -95,13 +102,16 @@ fn run() -> io::Result<()> {
     init.serve()
 }
 
-/// Everything between exec and the first request: namespaces, filesystem, network, identity.
+/// Everything between exec and the first request: namespaces, filesystem, network, identity,
+/// confinement.
 fn setup(config: &InitConfig, layers: Vec<OwnedFd>) -> Result<(), String> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
         .map_err(|e| format!("unshare(cgroup namespace): {e}"))?;
-    rootfs::build(config, &layers)?;
+    rootfs::build(config, layers)?;
+    bootfiles::write(config).map_err(|e| format!("writing the boot files: {e}"))?;
     net::loopback_up().map_err(|e| format!("bringing up loopback: {e}"))?;
     nix::unistd::sethostname(&config.hostname).map_err(|e| format!("sethostname: {e}"))?;
+    confine::confine(config).map_err(|e| format!("confining the VM: {e}"))?;
     Ok(())
 }
 

@@ -3,27 +3,38 @@
 //! Steps, in order (each one's failure names the step):
 //! 1. make every mount private, so nothing propagates back to the host;
 //! 2. overlay on [`NEW_ROOT`]: lower = the shared base layer, upper = the VM's own directory,
-//!    both named through the `O_PATH` descriptors the launcher sent (`/proc/self/fd/N`);
+//!    both named through the `O_PATH` descriptors the launcher sent (`/proc/self/fd/N`), which
+//!    are closed right after: from then on the VM's files are reached only through the overlay;
 //! 3. read-only, nosuid, nodev binds of the host's system directories (`/usr`...);
 //! 4. `/proc` for the VM's PID namespace — mounted *before* `pivot_root`, because inside a user
 //!    namespace the kernel refuses a new procfs once no fully visible one remains;
 //! 5. a tmpfs `/dev` with the host's null, zero, full, random, urandom and tty nodes bound in
-//!    (a user namespace cannot `mknod`), a new devpts instance, `/dev/ptmx`, `/dev/shm`;
-//! 6. a tmpfs `/tmp`;
-//! 7. the user's home directory, `/etc/hostname` and `/etc/hosts` for this VM;
-//! 8. `pivot_root` into the new root and detach the old one: from here on no host path is
-//!    reachable except the read-only binds.
+//!    (a user namespace cannot `mknod`), a new devpts instance, `/dev/ptmx`, a sized `/dev/shm`;
+//! 6. a sized tmpfs `/tmp` (see [`crate::config::Confinement`]);
+//! 7. `pivot_root` into the new root and detach the old one: from here on no host path is
+//!    reachable except the read-only binds. The files init writes into the VM at boot
+//!    (`/etc/hostname`, `/etc/hosts`, the home directory) are written after this, by
+//!    [`super::bootfiles`].
+//!
+//! Every mount point is a directory of the VM's own root filesystem, which the VM may have
+//! replaced by a symbolic link (to a host path, say) while it was not mounted over. Mount points
+//! are therefore resolved with [`super::rootpath`] (no link followed; a link found there is
+//! replaced by a directory) and mounts are made on `/proc/self/fd/N` of the resolved directory,
+//! never on a path the kernel would resolve again.
 
 use std::fs;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{chown, symlink, PermissionsExt};
+use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::Mode;
 use nix::sys::statvfs::{statvfs, FsFlags};
 
-use crate::base::hosts_file;
-use crate::config::InitConfig;
+use super::rootpath::{ensure_dirs, OnLink};
+use crate::config::{InitConfig, TmpfsSize};
+use crate::fsops::resolve::open_child;
 
 /// Where the new root is assembled before `pivot_root`: any directory every uid may traverse
 /// works, since this mount namespace is private; `/tmp` exists on every Linux system.
@@ -32,10 +43,11 @@ const NEW_ROOT: &str = "/tmp";
 /// Host device nodes a VM gets.
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
-/// Builds the root from the layer descriptors (`base`, `upper`, `work`) and pivots into it.
-pub fn build(config: &InitConfig, layers: &[OwnedFd]) -> Result<(), String> {
+/// Builds the root from the layer descriptors (`base`, `upper`, `work`, consumed) and pivots
+/// into it.
+pub fn build(config: &InitConfig, layers: Vec<OwnedFd>) -> Result<(), String> {
     let spec = &config.rootfs;
-    let [base, upper, work] = layers else {
+    let [base, upper, work] = layers.as_slice() else {
         return Err(format!("expected {} layer descriptors, got {}", spec_layers(), layers.len()));
     };
     let root = Path::new(NEW_ROOT);
@@ -64,42 +76,42 @@ pub fn build(config: &InitConfig, layers: &[OwnedFd]) -> Result<(), String> {
         mount(Some("overlay"), root, Some("overlay"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(options.as_str())),
     )
     .map_err(|e| format!("{e} (upper layer {})", spec.upper.display()))?;
+    // The overlay holds its own references; no VM path may lead to these descriptors.
+    drop(layers);
+    let root_fd = step(
+        "opening the new root",
+        nix::fcntl::open(root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()),
+    )?;
 
     for bind in &spec.readonly_binds {
-        bind_readonly(&bind.source, &inside(root, &bind.target))?;
+        bind_readonly(&bind.source, &MountPoint::prepare(&root_fd, &bind.target)?)?;
     }
 
+    let proc = MountPoint::prepare(&root_fd, "/proc")?;
     step(
         "mounting /proc",
         mount(
             Some("proc"),
-            &root.join("proc"),
+            &proc.target(),
             Some("proc"),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
             None::<&str>,
         ),
     )?;
-    build_dev(root, spec.max_ptys)?;
+    build_dev(&MountPoint::prepare(&root_fd, "/dev")?, spec.max_ptys, &config.confinement.dev_shm)?;
+    let tmp = MountPoint::prepare(&root_fd, "/tmp")?;
+    let tmp_options = format!("mode=1777,{}", tmpfs_size(&config.confinement.tmp));
     step(
         "mounting /tmp",
         mount(
             Some("tmpfs"),
-            &root.join("tmp"),
+            &tmp.target(),
             Some("tmpfs"),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=1777"),
+            Some(tmp_options.as_str()),
         ),
     )?;
-
-    let user = &config.user;
-    let home = inside(root, &user.home);
-    if !home.exists() {
-        io_step("creating the home directory", fs::create_dir_all(&home))?;
-        io_step("owning the home directory", chown(&home, Some(user.uid), Some(user.gid)))?;
-        io_step("home directory mode", fs::set_permissions(&home, fs::Permissions::from_mode(0o755)))?;
-    }
-    write_if_changed(&root.join("etc/hostname"), &format!("{}\n", config.hostname))?;
-    write_if_changed(&root.join("etc/hosts"), &hosts_file(&config.hostname))?;
+    drop(root_fd);
 
     io_step("entering the new root", std::env::set_current_dir(root))?;
     step("pivot_root", nix::unistd::pivot_root(".", "."))?;
@@ -108,12 +120,54 @@ pub fn build(config: &InitConfig, layers: &[OwnedFd]) -> Result<(), String> {
     Ok(())
 }
 
-fn build_dev(root: &Path, max_ptys: u32) -> Result<(), String> {
-    let dev = root.join("dev");
+/// A directory of the new root about to be mounted over, resolved with [`super::rootpath`].
+struct MountPoint {
+    vm_path: String,
+    parent: OwnedFd,
+    name: String,
+    dir: OwnedFd,
+}
+
+impl MountPoint {
+    /// Resolves (and if need be creates or repairs) the mount point `vm_path`.
+    fn prepare(root: &OwnedFd, vm_path: &str) -> Result<MountPoint, String> {
+        let (parent, name, dir) = ensure_dirs(root, vm_path, OnLink::Replace)
+            .map_err(|e| format!("preparing the mount point {vm_path}: {e}"))?;
+        Ok(MountPoint { vm_path: vm_path.to_string(), parent, name: name.to_string(), dir })
+    }
+
+    /// What to pass to mount(2) as the target: the resolved directory itself.
+    fn target(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.dir.as_raw_fd()))
+    }
+
+    /// The root of what is now mounted there (a descriptor of the directory underneath would
+    /// name the covered directory, not the mount).
+    fn mounted(&self) -> Result<OwnedFd, String> {
+        open_child(&self.parent, self.name.as_bytes(), OFlag::O_PATH | OFlag::O_DIRECTORY)
+            .map_err(|e| format!("opening the mount at {}: {e}", self.vm_path))
+    }
+}
+
+/// `size=` and `nr_inodes=` options of a tmpfs.
+fn tmpfs_size(size: &TmpfsSize) -> String {
+    format!("size={},nr_inodes={}", size.bytes, size.inodes)
+}
+
+fn build_dev(mount_point: &MountPoint, max_ptys: u32, shm_size: &TmpfsSize) -> Result<(), String> {
     step(
         "mounting /dev",
-        mount(Some("tmpfs"), &dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=755,size=64k")),
+        mount(
+            Some("tmpfs"),
+            &mount_point.target(),
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("mode=755,size=64k,nr_inodes=64"),
+        ),
     )?;
+    // A fresh tmpfs: nothing in it is the VM's, so paths below it are safe to use by name.
+    let dev_fd = mount_point.mounted()?;
+    let dev = PathBuf::from(format!("/proc/self/fd/{}", dev_fd.as_raw_fd()));
     for name in DEVICES {
         let target = dev.join(name);
         io_step("creating a device mount point", fs::write(&target, b""))?;
@@ -146,18 +200,19 @@ fn build_dev(root: &Path, max_ptys: u32) -> Result<(), String> {
     }
     let shm = dev.join("shm");
     io_step("creating /dev/shm", fs::create_dir(&shm))?;
+    let shm_options = format!("mode=1777,{}", tmpfs_size(shm_size));
     step(
         "mounting /dev/shm",
-        mount(Some("tmpfs"), &shm, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777")),
+        mount(Some("tmpfs"), &shm, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(shm_options.as_str())),
     )?;
     Ok(())
 }
 
 /// Binds `source` read-only at `target`. A bind inherits the source's flags and a remount in a
 /// user namespace must keep the locked ones (atime mode), so they are carried over.
-fn bind_readonly(source: &Path, target: &Path) -> Result<(), String> {
+fn bind_readonly(source: &Path, target: &MountPoint) -> Result<(), String> {
     let what = format!("binding {} read-only", source.display());
-    step(&what, mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>))?;
+    step(&what, mount(Some(source), &target.target(), None::<&str>, MsFlags::MS_BIND, None::<&str>))?;
     let existing = statvfs(source).map_err(|e| format!("{what}: statvfs: {e}"))?.flags();
     let mut flags =
         MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
@@ -171,23 +226,13 @@ fn bind_readonly(source: &Path, target: &Path) -> Result<(), String> {
             flags |= keep;
         }
     }
-    step(&what, mount(None::<&str>, target, None::<&str>, flags, None::<&str>))
+    let bound = target.mounted()?;
+    let bound_path = PathBuf::from(format!("/proc/self/fd/{}", bound.as_raw_fd()));
+    step(&what, mount(None::<&str>, &bound_path, None::<&str>, flags, None::<&str>))
 }
 
 fn spec_layers() -> usize {
     crate::config::RootfsSpec::LAYER_ORDER.len()
-}
-
-/// A path inside the new root for an absolute VM path.
-fn inside(root: &Path, vm_path: &str) -> PathBuf {
-    root.join(vm_path.trim_start_matches('/'))
-}
-
-fn write_if_changed(path: &Path, content: &str) -> Result<(), String> {
-    if fs::read_to_string(path).ok().as_deref() != Some(content) {
-        io_step("writing /etc", fs::write(path, content))?;
-    }
-    Ok(())
 }
 
 /// Overlayfs splits its options on `,` and layer lists on `:`; both (and `\`) are escaped.
@@ -202,7 +247,7 @@ fn escape(path: &Path) -> String {
     out
 }
 
-fn step(what: &str, result: nix::Result<()>) -> Result<(), String> {
+fn step<T>(what: &str, result: nix::Result<T>) -> Result<T, String> {
     result.map_err(|e| format!("{what}: {e}"))
 }
 

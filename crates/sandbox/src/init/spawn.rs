@@ -2,8 +2,10 @@
 //!
 //! The child becomes the leader of a new session (so a group signal reaches everything it
 //! starts), gets the descriptors the host sent as stdin/stdout/stderr (or a terminal as its
-//! controlling TTY), resets the signal state init changed, changes to its working directory,
-//! drops to the VM user and every capability, sets `no_new_privs`, and execs — looking the program
+//! controlling TTY), resets the signal state init changed, raises its `oom_score_adj` (so the OOM
+//! killer picks it before init), changes to its working directory, drops to the VM user and every
+//! capability (the bounding set is already empty, see [`super::confine`]), sets `no_new_privs`
+//! (inherited from init already; kept explicit), and execs — looking the program
 //! up in the `PATH` of its own environment like `execvp`. Failures before exec travel back to init
 //! through a close-on-exec pipe, so the host gets an error rather than a process that exits 127.
 
@@ -25,14 +27,21 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 pub struct Identity {
     pub uid: u32,
     pub gid: u32,
-    /// Root mode: switch ids (which drops capabilities). Rootless: the ids are already right;
-    /// drop the ambient capabilities init holds.
+    /// Root mode: switch ids (which drops the permitted and effective capabilities), then clear
+    /// the rest. Rootless: the ids are already right; drop the capabilities init holds.
     switch_ids: bool,
+    /// What the child writes to `/proc/self/oom_score_adj`, prepared before the fork.
+    oom_score_adj: Vec<u8>,
 }
 
 impl Identity {
     pub fn from_config(config: &InitConfig) -> Identity {
-        Identity { uid: config.user.uid, gid: config.user.gid, switch_ids: config.init_is_root }
+        Identity {
+            uid: config.user.uid,
+            gid: config.user.gid,
+            switch_ids: config.init_is_root,
+            oom_score_adj: config.confinement.command_oom_score_adj.to_string().into_bytes(),
+        }
     }
 }
 
@@ -184,6 +193,11 @@ fn child(
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
 
+        // Before the id switch: afterwards the process is not dumpable and its /proc files
+        // belong to the VM's root. Raising the value needs no privilege.
+        if raise_oom_score_adj(&identity.oom_score_adj).is_err() {
+            return (Stage::Identity, Errno::last());
+        }
         if libc::chdir(cwd.as_ptr()) != 0 {
             return (Stage::Cwd, Errno::last());
         }
@@ -195,7 +209,10 @@ fn child(
             {
                 return (Stage::Identity, Errno::last());
             }
-        } else if drop_all_capabilities().is_err() {
+        }
+        // The id switch cleared the permitted, effective and ambient sets but not the
+        // inheritable one; rootless init passes all of them down. Clear everything.
+        if drop_all_capabilities().is_err() {
             return (Stage::Identity, Errno::last());
         }
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
@@ -223,7 +240,25 @@ fn child(
     }
 }
 
-/// Rootless mode: clear ambient, inheritable, permitted and effective capabilities.
+/// Writes `value` to `/proc/self/oom_score_adj`.
+///
+/// # Safety
+/// Plain system calls on memory prepared before the fork.
+unsafe fn raise_oom_score_adj(value: &[u8]) -> Result<(), ()> {
+    let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+    if fd < 0 {
+        return Err(());
+    }
+    let written = libc::write(fd, value.as_ptr() as *const libc::c_void, value.len());
+    libc::close(fd);
+    if written == value.len() as isize {
+        Ok(())
+    } else {
+        Err(())
+    }
+}
+
+/// Clears the ambient, inheritable, permitted and effective capabilities.
 ///
 /// # Safety
 /// Plain system calls.
