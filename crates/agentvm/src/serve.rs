@@ -5,6 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use agentvm_server::{ServerConfig, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_MESSAGE_BYTES};
+use agentvm_server::{
+    DEFAULT_CREATES_PER_SECOND, DEFAULT_CREATE_BURST, DEFAULT_EXEC_OUTPUT_BYTES, DEFAULT_MAX_ACTIONS_PER_CONNECTION,
+    DEFAULT_MAX_VMS,
+};
 use anyhow::Context;
 
 #[derive(clap::Args)]
@@ -28,6 +32,21 @@ pub struct ServeArgs {
     /// sleeps (its files stay; the next action wakes it)
     #[arg(long, env = "AGENTVM_IDLE_TIMEOUT", default_value_t = DEFAULT_IDLE_TIMEOUT.as_secs_f64())]
     idle_timeout: f64,
+    /// Most VMs (awake or asleep) this server holds; creating more fails (503 server/too_many_vms)
+    #[arg(long, env = "AGENTVM_MAX_VMS", default_value_t = DEFAULT_MAX_VMS)]
+    max_vms: u64,
+    /// New VMs per second, after a burst of --create-burst (429 server/rate_limited); 0 = unlimited
+    #[arg(long, env = "AGENTVM_MAX_CREATES_PER_SECOND", default_value_t = DEFAULT_CREATES_PER_SECOND)]
+    max_creates_per_second: f64,
+    /// VMs that may be created at once after a quiet period
+    #[arg(long, default_value_t = DEFAULT_CREATE_BURST)]
+    create_burst: u32,
+    /// Output `exec` keeps per stream, in bytes (the rest is discarded; the result says truncated)
+    #[arg(long, default_value_t = DEFAULT_EXEC_OUTPUT_BYTES)]
+    max_exec_output_bytes: usize,
+    /// Actions one WebSocket connection may have running at once
+    #[arg(long, default_value_t = DEFAULT_MAX_ACTIONS_PER_CONNECTION)]
+    max_actions_per_connection: usize,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -50,6 +69,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .ok()
             .filter(|d| !d.is_zero())
             .context("--idle-timeout must be a positive number of seconds")?,
+        max_vms: args.max_vms,
+        creates_per_second: Some(args.max_creates_per_second)
+            .filter(|n| n.is_finite() && *n >= 0.0)
+            .context("--max-creates-per-second must be a number from 0 (unlimited)")?,
+        create_burst: args.create_burst,
+        exec_output_bytes: args.max_exec_output_bytes,
+        max_actions_per_connection: args.max_actions_per_connection.max(1),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {

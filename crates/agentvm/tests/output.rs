@@ -23,7 +23,9 @@ fn check_sequence(bytes: &[u8]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_megabytes_of_output_arrive_complete_and_in_order() {
     let h = host();
-    let vm = h.vm("output-100mb").await;
+    // exec keeps 4 MiB per stream by default; this VM keeps all of the 100 MB.
+    let options = agentvm_vm::VmOptions { exec_output_bytes: 128 << 20, ..Default::default() };
+    let vm = h.vm_with("output-100mb", options).await;
     let mut events = vm.subscribe(None);
     let pid = vm.spawn("seq", &["1".into(), LAST.to_string()], SpawnOptions::default()).await.unwrap();
     let (out, err, code) = collect_until_exit(&mut events, pid, 120).await;

@@ -48,18 +48,27 @@ pub const ACTIONS: &[&str] = &[
 ];
 
 /// Most events `getVmEvents` returns at once.
-const MAX_EVENTS_PER_CALL: i64 = 10_000;
+const MAX_EVENTS_PER_CALL: u64 = 10_000;
 
 /// Longest `exec` timeout a client may ask for (a day); longer is refused, not clamped.
 const MAX_TIMEOUT_MS: f64 = 86_400_000.0;
 
-pub async fn dispatch(actors: &Actors, actor: &Arc<Actor>, name: &str, values: &[Value]) -> Result<Value, ApiError> {
+pub async fn dispatch(
+    actors: &Arc<Actors>,
+    actor: &Arc<Actor>,
+    name: &str,
+    values: &[Value],
+) -> Result<Value, ApiError> {
     if !ACTIONS.contains(&name) {
         return Err(ApiError::action_not_found(name));
     }
     let args = Args::new(name, values);
     // Check the arguments before booting a VM for a call that cannot succeed.
     let call = Call::parse(name, &args)?;
+    // Once `destroy` began, only `destroy` itself is answered (it waits for the first one).
+    if !matches!(call, Call::Destroy) {
+        actor.check_usable()?;
+    }
     let _active = actor.activity();
     // Actions that never need the VM running.
     match call {
@@ -88,6 +97,16 @@ pub async fn dispatch(actors: &Actors, actor: &Arc<Actor>, name: &str, values: &
     // File actions work on a sleeping VM without waking it: it boots quietly (no `vmBooted`)
     // and goes back to sleep quietly unless another action wakes it for real.
     let vm = actor.vm(call.is_file_action()).await?;
+    let result = run(&vm, call).await;
+    // A VM stopped under a running action by `destroy`: say so rather than "not running".
+    result.map_err(|e| match actor.check_usable() {
+        Err(refused) if e.group == "vm" && e.code == "not_running" => refused,
+        _ => e,
+    })
+}
+
+/// Runs an action that needs the VM.
+async fn run(vm: &agentvm_vm::Vm, call: Call) -> Result<Value, ApiError> {
     let undefined = |r: Result<(), agentvm_vm::VmError>| r.map(|()| Value::Undefined).map_err(ApiError::from);
     match call {
         Call::Exec(command, options) => to_value(&vm.exec(&command, options).await?),
@@ -257,25 +276,15 @@ impl Call {
             "waitShell" => Call::WaitShell(args.string(0, "shellId")?),
             "getVmEvents" => {
                 let options = args.options(0)?;
-                let since = match options.number("since")? {
-                    None => None,
-                    Some(n) if n >= 0.0 && n.fract() == 0.0 => Some(n as u64),
-                    Some(n) => {
-                        return Err(ApiError::invalid_arguments(format!(
-                            "getVmEvents: option `since` must be a sequence number, got {n}"
-                        )))
-                    }
-                };
-                let limit = match options.number("limit")? {
-                    None => 1000,
-                    Some(n) if n >= 1.0 && n <= MAX_EVENTS_PER_CALL as f64 => n as usize,
-                    Some(n) => {
-                        return Err(ApiError::invalid_arguments(format!(
-                            "getVmEvents: option `limit` must be from 1 to {MAX_EVENTS_PER_CALL}, got {n}"
-                        )))
-                    }
-                };
-                Call::Events { since, limit }
+                let since = whole_number(options.number("since")?, u64::MAX, "getVmEvents", "since")?;
+                let limit = whole_number(options.number("limit")?, MAX_EVENTS_PER_CALL, "getVmEvents", "limit")?;
+                if limit == Some(0) {
+                    return Err(ApiError::invalid_arguments(format!(
+                        "getVmEvents: option `limit` must be a whole number from 1 to {MAX_EVENTS_PER_CALL}, got 0"
+                    )));
+                }
+                // Sequence numbers are u64; a `since` at or past the newest is simply "nothing yet".
+                Call::Events { since, limit: limit.map_or(1000, |n| n as usize) }
             }
             "destroy" => Call::Destroy,
             "readFile" => Call::ReadFile(args.string(0, "path")?),
@@ -308,6 +317,21 @@ impl Call {
             other => return Err(ApiError::action_not_found(other)),
         })
     }
+}
+
+/// A whole number from 0 to `max` (`None` when absent). NaN, infinities, fractions and
+/// negative numbers are refused with a message naming the option; numbers past `max` too,
+/// except for `u64::MAX` as `max`, where a larger number saturates (f64 cannot say 2^64 - 1).
+fn whole_number(value: Option<f64>, max: u64, action: &str, option: &str) -> Result<Option<u64>, ApiError> {
+    let Some(n) = value else { return Ok(None) };
+    let in_range = n.is_finite() && n >= 0.0 && n.fract() == 0.0 && (max == u64::MAX || n <= max as f64);
+    if !in_range {
+        return Err(ApiError::invalid_arguments(format!(
+            "{action}: option `{option}` must be a whole number from 0 to {max}, got {n}"
+        )));
+    }
+    // `as` saturates at u64::MAX for 2^64 and above.
+    Ok(Some(n as u64))
 }
 
 fn to_value(result: &impl serde::Serialize) -> Result<Value, ApiError> {

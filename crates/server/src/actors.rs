@@ -1,33 +1,42 @@
 //! Actors: each (namespace, name, key) is one actor, and each actor is one agentvm VM.
 //!
 //! Actors are recorded in the registry (SQLite), so after a restart every actor is known again,
-//! asleep, and wakes on demand with its files. An actor's VM:
+//! asleep, and wakes on demand with its files. What happens to an actor's VM — boot, sleep,
+//! crash, destroy — is the state machine of [`crate::lifecycle`]; this module supplies the work
+//! of each step:
 //!
-//! - **boots** on the first action that needs it (concurrent first calls share one boot) and
-//!   broadcasts `vmBooted`. Filesystem actions on a sleeping actor boot the VM *quietly*
-//!   (no event) and let it sleep again quietly; the first other action announces it.
-//! - **sleeps** after [`Lifecycle::idle_timeout`] without actions when no spawned process runs, no
+//! - **boot** on the first action that needs it, broadcasting `vmBooted`. Filesystem actions on
+//!   a sleeping actor boot the VM *quietly* (no event) and let it sleep again quietly; the first
+//!   other action announces it.
+//! - **sleep** after [`Settings::idle_timeout`] without actions when no spawned process runs, no
 //!   shell is open and no action is in flight, broadcasting `vmShutdown {reason: "sleep"}` first.
-//! - on an unexpected end (its init died) broadcasts `vmShutdown {reason: "error"}`; the next
+//! - on an unexpected end (its init died) broadcast `vmShutdown {reason: "error"}`; the next
 //!   action boots it again.
-//! - on `destroy` broadcasts `vmShutdown {reason: "destroy"}`, then its VM and all its data go.
+//! - on `destroy` broadcast `vmShutdown {reason: "destroy"}`, stop the VM, then remove the
+//!   registry row and all its data. Actions meanwhile are refused.
 //!
 //! Every actor has one event stream that outlives its VM's boots, so connections stay open
 //! across sleep and wake; a background task persists the stream to the VM's own SQLite log.
+//!
+//! Blocking work (SQLite, creating and deleting directories) runs on tokio's blocking pool,
+//! never on the runtime's threads, and no lock is held across it except the membership lock
+//! below, which only orders creations against removals.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use agentvm_store::{EventStore, Registry, StoredEvent};
+use agentvm_store::{EventStore, Registry, Resolved, StoredEvent};
 use agentvm_vm::{EventLog, Item, Retention, Subscription, Vm, VmEvent, VmHost, VmOptions};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 use crate::events;
+use crate::lifecycle::{AcquireError, Lifecycle, Phase, Refusal};
+use crate::limits::RateLimiter;
 use agentvm_protocol::keys::{self, Key};
 
 /// Length of actor ids (lowercase hex), like the engine's 30-character ids.
@@ -36,20 +45,68 @@ const ID_LEN: usize = 30;
 const QUIET_IDLE: Duration = Duration::from_secs(5);
 /// How long processes get to stop when a VM sleeps or is destroyed.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+/// The in-memory tail of an actor's event stream: its durable log is the VM's SQLite file, so
+/// memory only holds what readers (the persister, connections) have not read yet, plus this.
+pub const EVENT_TAIL_BYTES: usize = 64 << 10;
+/// Most of an actor's event stream kept in memory for readers that lag (a slow connection, the
+/// persister behind a burst); beyond it the slowest reader skips events and is told so.
+pub const EVENT_BACKLOG_BYTES: usize = 16 << 20;
+/// Most events (and payload bytes) written to SQLite in one transaction.
+const PERSIST_BATCH_EVENTS: usize = 256;
+const PERSIST_BATCH_BYTES: usize = 1 << 20;
 
-/// Lifecycle settings.
+/// Server settings that shape every actor.
 #[derive(Debug, Clone, Copy)]
-pub struct Lifecycle {
+pub struct Settings {
     pub idle_timeout: Duration,
+    /// Most live actors (registered VMs, awake or asleep).
+    pub max_vms: u64,
+    /// New actors per second (token bucket; 0 = unlimited) and the bucket's size.
+    pub creates_per_second: f64,
+    pub create_burst: u32,
+    /// Most output `exec` keeps per stream.
+    pub exec_output_bytes: usize,
 }
+
+/// (namespace, name, key in its REST form).
+type Address = (String, String, String);
 
 /// All actors of a server.
 pub struct Actors {
     host: VmHost,
-    registry: Registry,
+    registry: Arc<Registry>,
     vms_dir: PathBuf,
-    lifecycle: Lifecycle,
-    by_id: Mutex<HashMap<String, Arc<Actor>>>,
+    settings: Settings,
+    creations: RateLimiter,
+    /// Every live actor, by id and by address. Only map operations happen under this lock.
+    index: Mutex<Index>,
+    /// Creating an actor (registry row + index entry) holds it shared; removing one holds it
+    /// exclusively for the registry delete and the index removal, so that a creation never
+    /// sees a registry row whose actor is being removed from the index, or the reverse.
+    membership: tokio::sync::RwLock<()>,
+}
+
+#[derive(Default)]
+struct Index {
+    by_id: HashMap<String, Arc<Actor>>,
+    by_address: HashMap<Address, Arc<Actor>>,
+}
+
+impl Index {
+    fn insert(&mut self, actor: &Arc<Actor>) {
+        self.by_id.insert(actor.id.clone(), Arc::clone(actor));
+        self.by_address.insert(actor.address(), Arc::clone(actor));
+    }
+
+    fn remove(&mut self, actor: &Arc<Actor>) {
+        if self.by_id.get(&actor.id).is_some_and(|a| Arc::ptr_eq(a, actor)) {
+            self.by_id.remove(&actor.id);
+        }
+        let address = actor.address();
+        if self.by_address.get(&address).is_some_and(|a| Arc::ptr_eq(a, actor)) {
+            self.by_address.remove(&address);
+        }
+    }
 }
 
 pub struct Actor {
@@ -60,119 +117,141 @@ pub struct Actor {
     pub created_ms: u64,
     host: VmHost,
     events: Arc<EventLog>,
-    store: Arc<Mutex<EventStore>>,
-    state: tokio::sync::Mutex<State>,
+    store: Arc<EventFile>,
+    lifecycle: Arc<Lifecycle<Vm>>,
+    /// The task writing events to the store; awaited by `destroy` before it deletes the files.
+    persister: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Actions running now (a long `waitProcess` keeps the VM awake).
     in_flight: AtomicUsize,
     last_activity: Mutex<Instant>,
-    /// Set while the server itself stops the VM, so that its end is not reported as an error.
-    stopping: AtomicBool,
-    lifecycle: Lifecycle,
+    settings: Settings,
 }
 
-enum State {
-    Asleep,
-    Awake { vm: Vm, announced: bool },
+/// Runs blocking work on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::internal(format!("a blocking task failed: {e}")))
 }
 
 impl Actors {
-    /// Opens the registry and knows every recorded actor again (all asleep).
-    pub fn load(host: VmHost, data_dir: &std::path::Path, lifecycle: Lifecycle) -> Result<Arc<Actors>, ApiError> {
+    /// Opens the registry and knows every recorded actor again (all asleep). Blocking: call it
+    /// from a blocking context.
+    pub fn load(host: VmHost, data_dir: &Path, settings: Settings) -> Result<Arc<Actors>, ApiError> {
         let registry = Registry::open(&data_dir.join("registry.sqlite3")).map_err(store_error)?;
         let actors = Arc::new(Actors {
             host,
-            registry,
+            registry: Arc::new(registry),
             vms_dir: data_dir.join("vms"),
-            lifecycle,
-            by_id: Mutex::new(HashMap::new()),
+            settings,
+            creations: RateLimiter::new(settings.creates_per_second, settings.create_burst),
+            index: Mutex::new(Index::default()),
+            membership: tokio::sync::RwLock::new(()),
         });
+        let mut loaded = Vec::new();
         for record in actors.registry.live().map_err(store_error)? {
-            let actor = actors.instantiate(
-                record.actor_id,
-                record.namespace,
-                record.name,
-                keys::from_rest(&record.key),
-                record.created_ms,
-            )?;
-            actors.by_id.lock().unwrap().insert(actor.id.clone(), actor);
+            let dir = actors.vms_dir.join(&record.actor_id);
+            let next_seq = prepare_files(&dir)?;
+            let address = (record.namespace, record.name, record.key);
+            loaded.push(actors.instantiate(record.actor_id, address, record.created_ms, dir, next_seq));
+        }
+        let mut index = actors.index.lock().unwrap();
+        for actor in &loaded {
+            index.insert(actor);
+        }
+        drop(index);
+        for actor in loaded {
+            // Needs a runtime: `load` runs in `spawn_blocking`, which has one.
+            actor.start_persisting();
         }
         Ok(actors)
     }
 
-    fn instantiate(
-        &self,
-        id: String,
-        namespace: String,
-        name: String,
-        key: Key,
-        created_ms: u64,
-    ) -> Result<Arc<Actor>, ApiError> {
-        let dir = self.vms_dir.join(&id);
-        std::fs::create_dir_all(&dir).map_err(|e| ApiError::internal(format!("creating {}: {e}", dir.display())))?;
-        let store = EventStore::open(&dir.join("vm.sqlite3")).map_err(store_error)?;
-        let next_seq = store.next_seq().map_err(store_error)?;
-        let events = EventLog::starting_at(Retention::default(), next_seq);
-        let store = Arc::new(Mutex::new(store));
-        tokio::spawn(persist(events.subscribe(Some(next_seq)), Arc::clone(&store)));
-        Ok(Arc::new(Actor {
+    fn instantiate(&self, id: String, address: Address, created_ms: u64, dir: PathBuf, next_seq: u64) -> Arc<Actor> {
+        let (namespace, name, rest_key) = address;
+        let retention = Retention { bytes: EVENT_TAIL_BYTES, max_lag_bytes: EVENT_BACKLOG_BYTES };
+        Arc::new(Actor {
             id,
             namespace,
             name,
-            key,
+            key: keys::from_rest(&rest_key),
             created_ms,
             host: self.host.clone(),
-            events,
-            store,
-            state: tokio::sync::Mutex::new(State::Asleep),
+            events: EventLog::starting_at(retention, next_seq),
+            store: Arc::new(EventFile { path: dir.join("vm.sqlite3"), open: Mutex::new(None) }),
+            lifecycle: Arc::default(),
+            persister: Mutex::new(None),
             in_flight: AtomicUsize::new(0),
             last_activity: Mutex::new(Instant::now()),
-            stopping: AtomicBool::new(false),
-            lifecycle: self.lifecycle,
-        }))
+            settings: self.settings,
+        })
     }
 
-    /// The actor at this address; created when `create` is set. Returns it and whether it was new.
-    pub fn resolve(
+    /// The actor at this address; created when `create` is set (within the server's caps on
+    /// VMs and on creation rate). Returns it and whether it was new.
+    pub async fn resolve(
         &self,
         namespace: &str,
         name: &str,
         key: &[String],
         create: bool,
     ) -> Result<(Arc<Actor>, bool), ApiError> {
-        let rest_key = keys::to_rest(key);
+        let address: Address = (namespace.to_string(), name.to_string(), keys::to_rest(key));
+        if let Some(actor) = self.index.lock().unwrap().by_address.get(&address) {
+            return Ok((Arc::clone(actor), false));
+        }
         if !create {
-            let record = self.registry.find(namespace, name, &rest_key).map_err(store_error)?;
-            return match record.and_then(|r| self.by_id.lock().unwrap().get(&r.actor_id).cloned()) {
-                Some(actor) => Ok((actor, false)),
-                None => Err(ApiError::actor_not_found()),
+            return Err(ApiError::actor_not_found());
+        }
+        let _creating = self.membership.read().await;
+        if let Some(actor) = self.index.lock().unwrap().by_address.get(&address) {
+            return Ok((Arc::clone(actor), false));
+        }
+        self.creations.try_take().map_err(ApiError::creation_rate_limited)?;
+        let (registry, vms_dir, max_vms) = (Arc::clone(&self.registry), self.vms_dir.clone(), self.settings.max_vms);
+        let (ns, n, k) = address.clone();
+        let key = key.to_vec();
+        let (resolved, dir, next_seq) = blocking(move || -> Result<_, ApiError> {
+            let resolved = registry
+                .get_or_create(&ns, &n, &k, now_ms(), max_vms, |generation| actor_id(&ns, &n, &key, generation))
+                .map_err(store_error)?;
+            let record = match &resolved {
+                Resolved::Existing(record) | Resolved::Created(record) => record,
+                Resolved::Full { limit } => return Err(ApiError::too_many_vms(*limit)),
             };
-        }
-        let (record, created) = self
-            .registry
-            .get_or_create(namespace, name, &rest_key, now_ms(), |generation| {
-                actor_id(namespace, name, key, generation)
-            })
-            .map_err(store_error)?;
-        let mut by_id = self.by_id.lock().unwrap();
-        if let Some(actor) = by_id.get(&record.actor_id) {
-            return Ok((Arc::clone(actor), created));
-        }
-        let actor =
-            self.instantiate(record.actor_id.clone(), namespace.into(), name.into(), key.to_vec(), record.created_ms)?;
-        by_id.insert(record.actor_id, Arc::clone(&actor));
+            let dir = vms_dir.join(&record.actor_id);
+            let next_seq = prepare_files(&dir)?;
+            Ok((resolved, dir, next_seq))
+        })
+        .await??;
+        let (record, created) = match resolved {
+            Resolved::Existing(record) => (record, false),
+            Resolved::Created(record) => (record, true),
+            Resolved::Full { limit } => return Err(ApiError::too_many_vms(limit)),
+        };
+        let actor = {
+            let mut index = self.index.lock().unwrap();
+            if let Some(existing) = index.by_id.get(&record.actor_id) {
+                // A concurrent resolve of the same address got there first.
+                return Ok((Arc::clone(existing), created));
+            }
+            let actor = self.instantiate(record.actor_id, address, record.created_ms, dir, next_seq);
+            index.insert(&actor);
+            actor
+        };
+        actor.start_persisting();
         Ok((actor, created))
     }
 
     pub fn by_id(&self, id: &str) -> Result<Arc<Actor>, ApiError> {
-        self.by_id.lock().unwrap().get(id).cloned().ok_or_else(ApiError::actor_not_found)
+        self.index.lock().unwrap().by_id.get(id).cloned().ok_or_else(ApiError::actor_not_found)
     }
 
     /// Actors of `namespace`, optionally only those called `name`.
     pub fn list(&self, namespace: &str, name: Option<&str>) -> Vec<Arc<Actor>> {
         let mut list: Vec<Arc<Actor>> = self
-            .by_id
+            .index
             .lock()
             .unwrap()
+            .by_id
             .values()
             .filter(|a| a.namespace == namespace && name.is_none_or(|n| a.name == n))
             .cloned()
@@ -182,26 +261,49 @@ impl Actors {
     }
 
     pub fn all(&self) -> Vec<Arc<Actor>> {
-        self.by_id.lock().unwrap().values().cloned().collect()
+        self.index.lock().unwrap().by_id.values().cloned().collect()
     }
 
     /// Destroys an actor: `vmShutdown {reason: "destroy"}`, its VM stopped, its registry row and
     /// all its data removed. A later `getOrCreate` of the same key gets a fresh VM (and id).
-    pub async fn destroy(&self, actor: &Arc<Actor>) -> Result<(), ApiError> {
-        actor.stop(Some("destroy")).await;
-        self.registry.destroy(&actor.id).map_err(store_error)?;
-        self.by_id.lock().unwrap().remove(&actor.id);
-        actor.events.close();
-        let (host, id) = (self.host.clone(), actor.id.clone());
-        tokio::task::spawn_blocking(move || host.remove_vm_data(&id))
+    /// Runs to its end even if the caller goes away; a second call waits for the first.
+    pub async fn destroy(self: &Arc<Self>, actor: &Arc<Actor>) -> Result<(), ApiError> {
+        let (actors, target) = (Arc::clone(self), Arc::clone(actor));
+        actor
+            .lifecycle
+            .destroy(move |vm| async move {
+                target.events.push(VmEvent::VmShutdown { reason: "destroy".into() });
+                if let Some(vm) = vm {
+                    vm.shutdown(STOP_GRACE).await;
+                }
+                tracing::info!(actor = %target.id, "destroying: VM stopped, removing its data");
+                // From here on no VM of this actor runs, and none can boot (the phase is
+                // `Destroying`): its files can go.
+                {
+                    let _removing = actors.membership.write().await;
+                    let (registry, id) = (Arc::clone(&actors.registry), target.id.clone());
+                    blocking(move || registry.destroy(&id)).await?.map_err(store_error)?;
+                    actors.index.lock().unwrap().remove(&target);
+                }
+                target.events.close();
+                let persister = target.persister.lock().unwrap().take();
+                if let Some(persister) = persister {
+                    let _ = persister.await;
+                }
+                let (host, id, store) = (actors.host.clone(), target.id.clone(), Arc::clone(&target.store));
+                blocking(move || {
+                    store.close();
+                    host.remove_vm_data(&id)
+                })
+                .await??;
+                Ok(())
+            })
             .await
-            .map_err(|e| ApiError::internal(e.to_string()))??;
-        Ok(())
     }
 
     /// Puts idle VMs to sleep; runs until the server stops.
     pub async fn sleep_idle_vms(self: Arc<Self>) {
-        let period = (self.lifecycle.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        let period = (self.settings.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
         loop {
             tokio::time::sleep(period).await;
             for actor in self.all() {
@@ -211,32 +313,64 @@ impl Actors {
     }
 }
 
+/// Creates an actor's directory and reads where its event numbering resumes. Blocking.
+fn prepare_files(dir: &Path) -> Result<u64, ApiError> {
+    let database = dir.join("vm.sqlite3");
+    if !database.exists() {
+        std::fs::create_dir_all(dir).map_err(|e| ApiError::internal(format!("creating {}: {e}", dir.display())))?;
+        return Ok(0);
+    }
+    EventStore::open(&database).and_then(|store| store.next_seq()).map_err(store_error)
+}
+
 impl Actor {
+    fn address(&self) -> Address {
+        (self.namespace.clone(), self.name.clone(), keys::to_rest(&self.key))
+    }
+
+    /// The phase of the actor's VM ("asleep", "awake"...).
+    pub fn phase(&self) -> &'static str {
+        self.lifecycle.phase().name()
+    }
+
+    /// Refuses actions once `destroy` began.
+    pub fn check_usable(&self) -> Result<(), ApiError> {
+        match self.lifecycle.phase() {
+            Phase::Destroying => Err(ApiError::refused(Refusal::Destroying, &self.id)),
+            Phase::Destroyed => Err(ApiError::refused(Refusal::Destroyed, &self.id)),
+            _ => Ok(()),
+        }
+    }
+
     /// The actor's running VM, booting it if needed and announcing it (`vmBooted`) unless `quiet`.
     pub async fn vm(self: &Arc<Self>, quiet: bool) -> Result<Vm, ApiError> {
-        let mut state = self.state.lock().await;
-        if let State::Awake { vm, announced } = &mut *state {
-            if vm.is_running() {
-                if !quiet && !*announced {
-                    *announced = true;
-                    self.events.push(VmEvent::VmBooted);
-                }
-                return Ok(vm.clone());
-            }
-        }
+        let actor = Arc::clone(self);
+        let boot = move || Arc::clone(&actor).boot(quiet);
+        let events = Arc::clone(&self.events);
+        self.lifecycle
+            .acquire(quiet, boot, || {
+                events.push(VmEvent::VmBooted);
+            })
+            .await
+            .map_err(|e| match e {
+                AcquireError::Refused(refusal) => ApiError::refused(refusal, &self.id),
+                AcquireError::Boot(e) => e,
+                AcquireError::Panicked(message) => ApiError::internal(format!("booting the VM panicked: {message}")),
+            })
+    }
+
+    /// Boots the VM (the work of the `Booting` phase).
+    async fn boot(self: Arc<Self>, quiet: bool) -> Result<Vm, ApiError> {
         let options = VmOptions {
             // The key names the machine: `user@my-agent:~$` rather than a hash.
             hostname: Some(agentvm_vm::hostname_for(&self.key.join("-"))),
             events: Some(Arc::clone(&self.events)),
+            exec_output_bytes: self.settings.exec_output_bytes,
             ..VmOptions::default()
         };
         let vm = self.host.create_vm(&self.id, options).await?;
         tracing::info!(actor = %self.id, name = %self.name, key = %keys::to_rest(&self.key), quiet, "VM booted");
-        if !quiet {
-            self.events.push(VmEvent::VmBooted);
-        }
-        tokio::spawn(watch_for_crash(Arc::downgrade(self), vm.clone()));
-        *state = State::Awake { vm: vm.clone(), announced: !quiet };
+        tokio::spawn(watch_for_crash(Arc::downgrade(&self), vm.clone()));
         Ok(vm)
     }
 
@@ -254,13 +388,13 @@ impl Actor {
 
     /// Events with `seq > after`, from the VM's durable log and what is not yet persisted.
     pub async fn events_after(&self, after: Option<u64>, limit: usize) -> Result<Vec<StoredEvent>, ApiError> {
+        // Nothing comes after the largest sequence number (and `after + 1` must not overflow).
+        let Some(from) = after.map_or(Some(0), |a| a.checked_add(1)) else { return Ok(Vec::new()) };
         let store = Arc::clone(&self.store);
-        let mut stored = tokio::task::spawn_blocking(move || store.lock().unwrap().read(after, limit))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .map_err(store_error)?;
+        let awake = matches!(self.lifecycle.phase(), Phase::Awake { .. });
+        let mut stored = blocking(move || store.with(awake, |s| s.read(after, limit))).await?.map_err(store_error)?;
         if stored.len() < limit {
-            let from = stored.last().map(|e| e.seq + 1).or(after.map(|a| a + 1)).unwrap_or(0);
+            let from = stored.last().map_or(from, |e| e.seq.saturating_add(1));
             for event in self.events.replay(from).into_iter().take(limit - stored.len()) {
                 stored.push(to_stored(&event.event, event.seq));
             }
@@ -268,42 +402,28 @@ impl Actor {
         Ok(stored)
     }
 
-    /// Stops the VM if it runs, broadcasting `vmShutdown` with `reason` if it had been
-    /// announced (always for `destroy`). Files stay.
-    pub async fn stop(&self, reason: Option<&str>) {
-        let mut state = self.state.lock().await;
-        let previous = std::mem::replace(&mut *state, State::Asleep);
-        self.stopping.store(true, Ordering::Release);
-        let announce = match (&previous, reason) {
-            (_, Some("destroy")) => true,
-            (State::Awake { announced, .. }, Some(_)) => *announced,
-            _ => false,
-        };
-        if let (true, Some(reason)) = (announce, reason) {
-            self.events.push(VmEvent::VmShutdown { reason: reason.to_string() });
-        }
-        if let State::Awake { vm, .. } = previous {
-            vm.shutdown(STOP_GRACE).await;
-        }
-        self.stopping.store(false, Ordering::Release);
+    /// Stops the VM for a server shutdown, broadcasting `vmShutdown {reason: "sleep"}` if it had
+    /// been announced. Files stay.
+    pub async fn stop(self: &Arc<Self>) {
+        let events = Arc::clone(&self.events);
+        let store = Arc::clone(&self.store);
+        self.lifecycle.stop_if(|_, _| true, move |vm, announced| stop_vm(vm, announced, events, store)).await;
     }
 
-    /// Sleeps the VM if it is awake and idle.
-    async fn sleep_if_idle(&self) {
+    /// Sleeps the VM if it is awake and idle (checked under the lifecycle's lock, so that an
+    /// action that starts meanwhile is either counted or waits for the stop and boots again).
+    async fn sleep_if_idle(self: &Arc<Self>) {
         let idle_for = self.last_activity.lock().unwrap().elapsed();
-        let (busy, announced) = {
-            let Ok(state) = self.state.try_lock() else { return };
-            match &*state {
-                State::Awake { vm, announced } => (vm.has_activity(), *announced),
-                State::Asleep => return,
-            }
+        let idle_timeout = self.settings.idle_timeout;
+        let in_flight = &self.in_flight;
+        let is_idle = |vm: &Vm, announced: bool| {
+            let timeout = if announced { idle_timeout } else { idle_timeout.min(QUIET_IDLE) };
+            idle_for >= timeout && in_flight.load(Ordering::Acquire) == 0 && !vm.has_activity()
         };
-        let timeout = if announced { self.lifecycle.idle_timeout } else { self.lifecycle.idle_timeout.min(QUIET_IDLE) };
-        if busy || self.in_flight.load(Ordering::Acquire) > 0 || idle_for < timeout {
-            return;
+        let (events, store) = (Arc::clone(&self.events), Arc::clone(&self.store));
+        if self.lifecycle.stop_if(is_idle, move |vm, announced| stop_vm(vm, announced, events, store)).await {
+            tracing::info!(actor = %self.id, "VM idle: slept");
         }
-        tracing::info!(actor = %self.id, "VM idle: sleeping");
-        self.stop(Some("sleep")).await;
     }
 
     /// The actor as the REST API describes it.
@@ -325,6 +445,23 @@ impl Actor {
             "destroy_ts": null,
         })
     }
+
+    fn start_persisting(self: &Arc<Self>) {
+        let from = self.events.next_seq();
+        let task =
+            tokio::spawn(persist(self.events.subscribe(Some(from)), Arc::clone(&self.store), Arc::downgrade(self)));
+        *self.persister.lock().unwrap() = Some(task);
+    }
+}
+
+/// The work of the `Stopping` phase: `vmShutdown` if the VM was announced, then stop it and
+/// release its event file (a sleeping actor holds no descriptor).
+async fn stop_vm(vm: Vm, announced: bool, events: Arc<EventLog>, store: Arc<EventFile>) {
+    if announced {
+        events.push(VmEvent::VmShutdown { reason: "sleep".into() });
+    }
+    vm.shutdown(STOP_GRACE).await;
+    let _ = tokio::task::spawn_blocking(move || store.close()).await;
 }
 
 /// Keeps the actor's in-flight count while an action runs.
@@ -343,34 +480,73 @@ impl Drop for ActivityGuard {
 async fn watch_for_crash(actor: Weak<Actor>, vm: Vm) {
     vm.stopped().await;
     let Some(actor) = actor.upgrade() else { return };
-    if actor.stopping.load(Ordering::Acquire) {
-        return;
-    }
-    let mut state = actor.state.lock().await;
-    let ours = matches!(&*state, State::Awake { vm: current, .. } if !current.is_running());
-    if ours && !actor.stopping.load(Ordering::Acquire) {
+    let events = Arc::clone(&actor.events);
+    if actor.lifecycle.crashed(|| {
+        events.push(VmEvent::VmShutdown { reason: "error".into() });
+    }) {
         tracing::warn!(actor = %actor.id, "VM ended unexpectedly");
-        *state = State::Asleep;
-        actor.events.push(VmEvent::VmShutdown { reason: "error".into() });
     }
 }
 
-/// Writes the actor's events to its VM's log, in batches, for as long as the stream lasts.
-async fn persist(mut events: Subscription, store: Arc<Mutex<EventStore>>) {
+/// A VM's event log file, open only while needed: kept open while the VM is awake, closed when
+/// it sleeps, so that sleeping actors hold no descriptors (a server may know many thousands).
+/// Used only from blocking threads.
+struct EventFile {
+    path: PathBuf,
+    open: Mutex<Option<EventStore>>,
+}
+
+impl EventFile {
+    /// Runs `work` on the store, opening it if needed; closes it afterwards unless `keep_open`.
+    fn with<T>(
+        &self,
+        keep_open: bool,
+        work: impl FnOnce(&mut EventStore) -> agentvm_store::Result<T>,
+    ) -> agentvm_store::Result<T> {
+        let mut open = self.open.lock().unwrap();
+        let store = match open.take() {
+            Some(store) => store,
+            None => EventStore::open(&self.path)?,
+        };
+        let mut store = store;
+        let result = work(&mut store);
+        if keep_open {
+            *open = Some(store);
+        }
+        result
+    }
+
+    fn close(&self) {
+        self.open.lock().unwrap().take();
+    }
+}
+
+/// Writes the actor's events to its VM's log, in bounded batches, for as long as the stream
+/// lasts.
+async fn persist(mut events: Subscription, store: Arc<EventFile>, actor: Weak<Actor>) {
     while let Some(item) = events.next().await {
         let mut batch = Vec::new();
+        let mut bytes = 0;
         let mut next = Some(item);
         while let Some(item) = next.take() {
             match item {
-                Item::Event(event) => batch.push(to_stored(&event.event, event.seq)),
+                Item::Event(event) => {
+                    bytes += match &event.event {
+                        VmEvent::ProcessOutput { data, .. } | VmEvent::ShellData { data, .. } => data.len(),
+                        _ => 0,
+                    };
+                    batch.push(to_stored(&event.event, event.seq));
+                }
                 Item::Lagged { missed } => tracing::warn!(missed, "event log fell behind: events not persisted"),
             }
-            if batch.len() < 256 {
+            if batch.len() < PERSIST_BATCH_EVENTS && bytes < PERSIST_BATCH_BYTES {
                 next = events.poll_now().flatten();
             }
         }
+        let awake =
+            actor.upgrade().is_some_and(|a| matches!(a.lifecycle.phase(), Phase::Awake { .. } | Phase::Booting));
         let store = Arc::clone(&store);
-        let written = tokio::task::spawn_blocking(move || store.lock().unwrap().append(&batch)).await;
+        let written = tokio::task::spawn_blocking(move || store.with(awake, |s| s.append(&batch))).await;
         if let Ok(Err(e)) = written {
             tracing::error!("persisting events: {e}");
         }

@@ -2,11 +2,17 @@
 //! in its own task so a long wait never blocks the others) and the actor's events, forwarded
 //! only when subscribed.
 //!
+//! A connection owns its actions: they run in a [`JoinSet`] that is aborted when the socket
+//! closes, so an `exec` whose caller left is killed (its future is dropped, and `exec`'s
+//! kill-on-drop guard SIGKILLs the command's process group) and no longer keeps the VM awake.
+//! At most [`crate::ServerConfig::max_actions_per_connection`] run at once; more are refused
+//! with `connection/too_many_actions`.
+//!
 //! Versions (bare encoding): `Init` goes out as version 2, which every client accepts; after
 //! that every frame uses the version of the client's latest frame.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +21,7 @@ use agentvm_vm::Item;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use crate::actions;
 use crate::actors::Actor;
@@ -32,8 +39,8 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, actor: Arc<Actor>, enc
     let version = Arc::new(AtomicU16::new(INIT_VERSION));
     let subscriptions: Arc<Mutex<HashSet<String>>> = Arc::default();
     let (replies, mut outgoing) = mpsc::unbounded_channel::<ToClient>();
-    // Actions of this connection still running (their answers are not yet queued).
-    let running = Arc::new(AtomicUsize::new(0));
+    // Actions of this connection still running; aborted when the connection ends.
+    let mut running: JoinSet<()> = JoinSet::new();
     let mut events = actor.subscribe();
     let connection_id = uuid::Uuid::new_v4().to_string();
     tracing::debug!(actor = %actor.id, connection = %connection_id, encoding = encoding.as_str(), "connection opened");
@@ -46,10 +53,10 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, actor: Arc<Actor>, enc
         tokio::select! {
             message = stream.next() => match message {
                 Some(Ok(Message::Binary(payload))) => {
-                    receive(&payload, encoding, &state, &actor, &version, &subscriptions, &replies, &running)
+                    receive(&payload, encoding, &state, &actor, &version, &subscriptions, &replies, &mut running)
                 }
                 Some(Ok(Message::Text(text))) => {
-                    receive(text.as_bytes(), encoding, &state, &actor, &version, &subscriptions, &replies, &running)
+                    receive(text.as_bytes(), encoding, &state, &actor, &version, &subscriptions, &replies, &mut running)
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Ok(Message::Close(_))) | None => break,
@@ -58,6 +65,8 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, actor: Arc<Actor>, enc
                     break;
                 }
             },
+            // Reap finished action tasks so the set only holds running ones.
+            Some(_) = running.join_next(), if !running.is_empty() => {}
             Some(reply) = outgoing.recv() => {
                 if send(&mut sink, encoding, version.load(Ordering::Relaxed), &reply).await.is_err() {
                     break;
@@ -81,13 +90,12 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, actor: Arc<Actor>, enc
                     // running (the `destroy` itself, typically), then close with a reason clients
                     // understand; they reconnect, which gets or creates the actor again.
                     let deadline = tokio::time::Instant::now() + FINAL_REPLIES_WAIT;
-                    while running.load(Ordering::Acquire) > 0 || !outgoing.is_empty() {
-                        match tokio::time::timeout_at(deadline, outgoing.recv()).await {
-                            Ok(Some(reply)) => {
-                                let _ = send(&mut sink, encoding, version.load(Ordering::Relaxed), &reply).await;
-                            }
-                            _ => break,
-                        }
+                    let _ = tokio::time::timeout_at(deadline, async {
+                        while running.join_next().await.is_some() {}
+                    })
+                    .await;
+                    while let Ok(reply) = outgoing.try_recv() {
+                        let _ = send(&mut sink, encoding, version.load(Ordering::Relaxed), &reply).await;
                     }
                     let close = CloseFrame { code: 1011, reason: "actor.destroyed".into() };
                     let _ = sink.send(Message::Close(Some(close))).await;
@@ -96,8 +104,12 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, actor: Arc<Actor>, enc
             },
         }
     }
+    // Whatever still runs was for this connection only: stop it (an `exec` is killed).
+    let abandoned = running.len();
+    running.abort_all();
+    while running.join_next().await.is_some() {}
     let _ = sink.close().await;
-    tracing::debug!(connection = %connection_id, "connection closed");
+    tracing::debug!(connection = %connection_id, abandoned, "connection closed");
 }
 
 /// Handles one frame from the client.
@@ -110,7 +122,7 @@ fn receive(
     version: &AtomicU16,
     subscriptions: &Mutex<HashSet<String>>,
     replies: &mpsc::UnboundedSender<ToClient>,
-    running: &Arc<AtomicUsize>,
+    running: &mut JoinSet<()>,
 ) {
     let message = match decode_to_server(encoding, payload) {
         Ok((frame_version, message)) => {
@@ -135,16 +147,20 @@ fn receive(
             }
         }
         ToServer::ActionRequest { id, name, args } => {
-            let (state, actor, replies, running) =
-                (Arc::clone(state), Arc::clone(actor), replies.clone(), Arc::clone(running));
-            running.fetch_add(1, Ordering::AcqRel);
-            tokio::spawn(async move {
+            let limit = state.config.max_actions_per_connection;
+            while running.try_join_next().is_some() {}
+            if running.len() >= limit {
+                let error = ApiError::too_many_actions(limit);
+                let _ = replies.send(ToClient::Error { error: error.body(), action_id: Some(id) });
+                return;
+            }
+            let (state, actor, replies) = (Arc::clone(state), Arc::clone(actor), replies.clone());
+            running.spawn(async move {
                 let reply = match actions::dispatch(&state.actors, &actor, &name, &args).await {
                     Ok(output) => ToClient::ActionResponse { id, output },
                     Err(error) => ToClient::Error { error: error.body(), action_id: Some(id) },
                 };
                 let _ = replies.send(reply);
-                running.fetch_sub(1, Ordering::AcqRel);
             });
         }
     }

@@ -29,6 +29,57 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "actor", "not_found", "The actor does not exist or was destroyed.")
     }
 
+    /// An action on an actor that `destroy` is removing, or removed.
+    pub fn refused(refusal: crate::lifecycle::Refusal, actor_id: &str) -> Self {
+        use crate::lifecycle::Refusal;
+        match refusal {
+            Refusal::Destroying => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "actor",
+                "destroying",
+                format!("The actor {actor_id} is being destroyed."),
+            ),
+            Refusal::Destroyed => {
+                Self::new(StatusCode::GONE, "actor", "destroyed", format!("The actor {actor_id} was destroyed."))
+            }
+        }
+    }
+
+    /// The server holds as many VMs as `--max-vms` allows.
+    pub fn too_many_vms(limit: u64) -> Self {
+        let mut error = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server",
+            "too_many_vms",
+            format!("this server holds its maximum of {limit} VMs (--max-vms): destroy some first"),
+        );
+        error.metadata = Some(Value::object([("limit", Value::from(limit))]));
+        error
+    }
+
+    /// New VMs are created faster than `--max-creates-per-second` allows.
+    pub fn creation_rate_limited(retry_after: std::time::Duration) -> Self {
+        let retry_ms = retry_after.as_millis().clamp(1, u64::MAX as u128) as u64;
+        let mut error = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "server",
+            "rate_limited",
+            format!("VMs are being created faster than this server allows (--max-creates-per-second): retry in {retry_ms} ms"),
+        );
+        error.metadata = Some(Value::object([("retryAfterMs", Value::from(retry_ms))]));
+        error
+    }
+
+    /// A WebSocket connection has as many actions running as it may.
+    pub fn too_many_actions(limit: usize) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "connection",
+            "too_many_actions",
+            format!("this connection already has {limit} actions running: wait for some to finish"),
+        )
+    }
+
     pub fn invalid_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "request", "invalid", message)
     }
@@ -87,6 +138,7 @@ impl From<VmError> for ApiError {
             VmError::InvalidState(_) => (StatusCode::CONFLICT, "invalid_state"),
             VmError::Stopped(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_running"),
             VmError::CreateFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "boot_failed"),
+            VmError::ResourceExhausted(_) => (StatusCode::SERVICE_UNAVAILABLE, "resource_exhausted"),
             VmError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "io_error"),
             VmError::FileSystem(message) => {
                 // The text starts with the POSIX code (`ENOENT: ...`); clients get it as metadata too.
@@ -110,7 +162,10 @@ impl IntoResponse for ApiError {
         if let Ok(value) = axum::http::HeaderValue::from_str(&format!("{}.{}", self.group, self.code)) {
             headers.insert("x-rivet-error", value);
         }
+        if let Some(ms) = self.metadata.as_ref().and_then(|m| m.get("retryAfterMs")).and_then(Value::as_i64) {
+            let seconds = (ms + 999) / 1000;
+            headers.insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(seconds));
+        }
         response
     }
 }
-            VmError::ResourceExhausted(_) => (StatusCode::SERVICE_UNAVAILABLE, "resource_exhausted"),

@@ -16,6 +16,8 @@ mod connection;
 mod error;
 mod events;
 mod gateway;
+mod lifecycle;
+mod limits;
 mod routes;
 
 use std::future::{Future, IntoFuture};
@@ -27,6 +29,14 @@ use std::time::Duration;
 use agentvm_vm::{HostConfig, VmHost};
 
 pub use error::ApiError;
+pub use limits::{DEFAULT_CREATES_PER_SECOND, DEFAULT_CREATE_BURST, DEFAULT_MAX_VMS};
+
+/// Default [`ServerConfig::exec_output_bytes`]: `exec` keeps this much of each stream (more is
+/// read and discarded, and the result says `truncated: true`). Larger outputs belong in a file
+/// (`readFile`) or a spawned process's `processOutput` events.
+pub const DEFAULT_EXEC_OUTPUT_BYTES: usize = agentvm_vm::process::DEFAULT_EXEC_OUTPUT_BYTES;
+/// Default [`ServerConfig::max_actions_per_connection`].
+pub const DEFAULT_MAX_ACTIONS_PER_CONNECTION: usize = 256;
 
 /// Largest HTTP request body accepted by default.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 << 20;
@@ -45,6 +55,38 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// A VM with no action for this long, no running spawned process and no open shell sleeps.
     pub idle_timeout: Duration,
+    /// Most VMs (actors, awake or asleep) the server holds; creating more fails with
+    /// `503 server/too_many_vms`.
+    pub max_vms: u64,
+    /// New VMs per second (a token bucket of `create_burst`; 0 = unlimited); faster creation
+    /// fails with `429 server/rate_limited`.
+    pub creates_per_second: f64,
+    pub create_burst: u32,
+    /// Most output `exec` keeps per stream.
+    pub exec_output_bytes: usize,
+    /// Most actions one WebSocket connection may have running at once; more are refused with
+    /// `connection/too_many_actions`.
+    pub max_actions_per_connection: usize,
+}
+
+impl ServerConfig {
+    /// The defaults, listening on `listen` with data in `data_dir`.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf, init_program: PathBuf) -> ServerConfig {
+        ServerConfig {
+            listen,
+            data_dir,
+            init_program,
+            token: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_vms: DEFAULT_MAX_VMS,
+            creates_per_second: DEFAULT_CREATES_PER_SECOND,
+            create_burst: DEFAULT_CREATE_BURST,
+            exec_output_bytes: DEFAULT_EXEC_OUTPUT_BYTES,
+            max_actions_per_connection: DEFAULT_MAX_ACTIONS_PER_CONNECTION,
+        }
+    }
 }
 
 /// Default [`ServerConfig::idle_timeout`].
@@ -81,9 +123,19 @@ pub async fn serve(
     let host = tokio::task::spawn_blocking(move || VmHost::new(host_config))
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
-    let lifecycle = actors::Lifecycle { idle_timeout: config.idle_timeout };
-    let actors =
-        actors::Actors::load(host, &config.data_dir, lifecycle).map_err(|e| std::io::Error::other(e.message))?;
+    let settings = actors::Settings {
+        idle_timeout: config.idle_timeout,
+        max_vms: config.max_vms,
+        creates_per_second: config.creates_per_second,
+        create_burst: config.create_burst,
+        exec_output_bytes: config.exec_output_bytes,
+    };
+    let data_dir = config.data_dir.clone();
+    // Opening the registry and every VM's event log is blocking work.
+    let actors = tokio::task::spawn_blocking(move || actors::Actors::load(host, &data_dir, settings))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+        .map_err(|e| std::io::Error::other(e.message))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
@@ -102,7 +154,7 @@ pub async fn serve(
     tracing::info!("shutting down: stopping VMs");
     let _ = stop_tx.send(true);
     idle.abort();
-    let stops = state.actors.all().into_iter().map(|actor| async move { actor.stop(Some("sleep")).await });
+    let stops = state.actors.all().into_iter().map(|actor| async move { actor.stop().await });
     futures_util::future::join_all(stops).await;
     // Requests still in flight end once their VM stopped; do not wait for stragglers forever.
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;

@@ -96,9 +96,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The actor a gateway request addresses (created by `getOrCreate`).
-pub fn resolve(state: &AppState, target: &Target) -> Result<Arc<Actor>, ApiError> {
+pub async fn resolve(state: &AppState, target: &Target) -> Result<Arc<Actor>, ApiError> {
     match target {
-        Target::Name { namespace, name, key, create } => Ok(state.actors.resolve(namespace, name, key, *create)?.0),
+        Target::Name { namespace, name, key, create } => {
+            Ok(state.actors.resolve(namespace, name, key, *create).await?.0)
+        }
         Target::Id(id) => state.actors.by_id(id),
     }
 }
@@ -139,7 +141,7 @@ async fn run_http_action(
             ApiError::invalid_request(format!("reading the request body: {rejection}"))
         }
     })?;
-    let actor = resolve(state, &addressed.target)?;
+    let actor = resolve(state, &addressed.target).await?;
     let (version, args) = decode_action_request(encoding, &body)?;
     let output = actions::dispatch(&state.actors, &actor, name, &args).await?;
     let bytes = encode_action_response(encoding, version, &output);
@@ -176,8 +178,12 @@ async fn connect(
         let addressed = gateway::parse(&segment, query.as_deref())?;
         let token = addressed.token.clone().or_else(|| subprotocol("rivet_token."));
         authorize(&state, &headers, token.as_deref())?;
-        Ok::<_, ApiError>((encoding, resolve(&state, &addressed.target)?))
+        Ok::<_, ApiError>((encoding, addressed.target))
     })();
+    let opened = match opened {
+        Ok((encoding, target)) => resolve(&state, &target).await.map(|actor| (encoding, actor)),
+        Err(error) => Err(error),
+    };
     let limit = state.config.max_message_bytes;
     upgrade.protocols(["rivet"]).max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| async move {
         match opened {
@@ -216,7 +222,7 @@ fn parse_actor_request(body: &Bytes) -> Result<ActorRequest, ApiError> {
 }
 
 /// The actor a `PUT`/`POST /actors` body names, created if missing; and whether it was new.
-fn actor_from_request(
+async fn actor_from_request(
     state: &AppState,
     query: &NamespaceQuery,
     headers: &HeaderMap,
@@ -225,7 +231,7 @@ fn actor_from_request(
     authorize(state, headers, None)?;
     let request = parse_actor_request(body)?;
     let key = keys::from_rest(request.key.as_deref().unwrap_or("/"));
-    state.actors.resolve(rest_namespace(query), &request.name, &key, true)
+    state.actors.resolve(rest_namespace(query), &request.name, &key, true).await
 }
 
 /// `PUT /actors`: get or create.
@@ -235,7 +241,7 @@ async fn get_or_create_actor(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let (actor, created) = actor_from_request(&state, &query, &headers, &body)?;
+    let (actor, created) = actor_from_request(&state, &query, &headers, &body).await?;
     Ok(Json(json!({"actor": actor.record(), "created": created})))
 }
 
@@ -246,7 +252,7 @@ async fn create_actor(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let (actor, created) = actor_from_request(&state, &query, &headers, &body)?;
+    let (actor, created) = actor_from_request(&state, &query, &headers, &body).await?;
     if !created {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -270,7 +276,7 @@ async fn list_actors(
         ids.split(',').filter_map(|id| state.actors.by_id(id.trim()).ok()).map(|a| a.record()).collect()
     } else if let (Some(name), Some(key)) = (&query.name, &query.key) {
         let key = keys::from_rest(key);
-        state.actors.resolve(namespace, name, &key, false).map(|(a, _)| vec![a.record()]).unwrap_or_default()
+        state.actors.resolve(namespace, name, &key, false).await.map(|(a, _)| vec![a.record()]).unwrap_or_default()
     } else {
         state.actors.list(namespace, query.name.as_deref()).iter().map(|a| a.record()).collect()
     };

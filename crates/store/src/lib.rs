@@ -13,7 +13,7 @@ mod events;
 mod registry;
 
 pub use events::{EventStore, StoredEvent, EVENT_RETENTION};
-pub use registry::{ActorRecord, Registry};
+pub use registry::{ActorRecord, Registry, Resolved};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{context}: {source}")]

@@ -4,6 +4,9 @@
 //! address's last generation (table `generations`), so that the next `getOrCreate` of the same
 //! address gets generation + 1 and with it a new actor id and a fresh VM, while clients that
 //! still hold the old id get "not found".
+//!
+//! The registry also enforces the server's cap on live actors, exactly: the count is kept next
+//! to the connection and checked in the creating transaction.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -25,7 +28,19 @@ pub struct ActorRecord {
 }
 
 pub struct Registry {
-    connection: Mutex<rusqlite::Connection>,
+    /// The connection and the number of live actors (rows of `actors`), kept together.
+    connection: Mutex<(rusqlite::Connection, u64)>,
+}
+
+/// What [`Registry::get_or_create`] found or did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    Existing(ActorRecord),
+    Created(ActorRecord),
+    /// Creating would exceed the cap on live actors (`limit`).
+    Full {
+        limit: u64,
+    },
 }
 
 const SCHEMA: &str = "
@@ -51,12 +66,15 @@ impl Registry {
     pub fn open(path: &Path) -> Result<Registry> {
         let connection = open(path)?;
         connection.execute_batch(SCHEMA).context("creating the registry schema")?;
-        Ok(Registry { connection: Mutex::new(connection) })
+        let live: u64 =
+            connection.query_row("SELECT COUNT(*) FROM actors", [], |r| r.get(0)).context("counting actors")?;
+        Ok(Registry { connection: Mutex::new((connection, live)) })
     }
 
     /// Every live actor, oldest first.
     pub fn live(&self) -> Result<Vec<ActorRecord>> {
-        let connection = self.connection.lock().unwrap();
+        let guard = self.connection.lock().unwrap();
+        let connection = &guard.0;
         let mut statement = connection
             .prepare(
                 "SELECT actor_id, namespace, name, key, generation, created_ms FROM actors
@@ -69,8 +87,9 @@ impl Registry {
 
     /// The live actor at an address, if any.
     pub fn find(&self, namespace: &str, name: &str, key: &str) -> Result<Option<ActorRecord>> {
-        let connection = self.connection.lock().unwrap();
-        connection
+        let guard = self.connection.lock().unwrap();
+        guard
+            .0
             .query_row(
                 "SELECT actor_id, namespace, name, key, generation, created_ms FROM actors
                  WHERE namespace = ?1 AND name = ?2 AND key = ?3",
@@ -82,16 +101,19 @@ impl Registry {
     }
 
     /// Creates the actor at an address (a new generation after a destroy), with the id
-    /// `make_id(generation)`. Returns the existing live actor and `false` if there is one.
+    /// `make_id(generation)`, unless `max_live` actors already exist. Returns the existing live
+    /// actor if there is one.
     pub fn get_or_create(
         &self,
         namespace: &str,
         name: &str,
         key: &str,
         created_ms: u64,
+        max_live: u64,
         make_id: impl FnOnce(u64) -> String,
-    ) -> Result<(ActorRecord, bool)> {
-        let mut connection = self.connection.lock().unwrap();
+    ) -> Result<Resolved> {
+        let mut guard = self.connection.lock().unwrap();
+        let (connection, live) = &mut *guard;
         let tx = connection.transaction().context("creating an actor")?;
         let existing: Option<(String, u64, u64)> = tx
             .query_row(
@@ -109,8 +131,9 @@ impl Registry {
             generation,
             created_ms,
         };
-        let (created, result) = match existing {
-            Some((actor_id, generation, created_ms)) => (false, record(actor_id, generation, created_ms)),
+        let resolved = match existing {
+            Some((actor_id, generation, created_ms)) => Resolved::Existing(record(actor_id, generation, created_ms)),
+            None if *live >= max_live => Resolved::Full { limit: max_live },
             None => {
                 let previous: Option<u64> = tx
                     .query_row(
@@ -127,16 +150,20 @@ impl Registry {
                     params![namespace, name, key, actor_id, generation, created_ms],
                 )
                 .context("creating an actor")?;
-                (true, record(actor_id, generation, created_ms))
+                Resolved::Created(record(actor_id, generation, created_ms))
             }
         };
         tx.commit().context("creating an actor")?;
-        Ok((result, created))
+        if matches!(resolved, Resolved::Created(_)) {
+            *live += 1;
+        }
+        Ok(resolved)
     }
 
     /// Deletes an actor's row, remembering its address's generation for the next creation.
     pub fn destroy(&self, actor_id: &str) -> Result<bool> {
-        let mut connection = self.connection.lock().unwrap();
+        let mut guard = self.connection.lock().unwrap();
+        let (connection, live) = &mut *guard;
         let tx = connection.transaction().context("destroying an actor")?;
         tx.execute(
             "INSERT OR REPLACE INTO generations (namespace, name, key, last)
@@ -147,13 +174,16 @@ impl Registry {
         let deleted =
             tx.execute("DELETE FROM actors WHERE actor_id = ?1", params![actor_id]).context("destroying an actor")?;
         tx.commit().context("destroying an actor")?;
+        if deleted > 0 {
+            *live = live.saturating_sub(1);
+        }
         Ok(deleted > 0)
     }
 
     /// Number of actor rows (for diagnostics and tests).
     pub fn row_count(&self) -> Result<u64> {
-        let connection = self.connection.lock().unwrap();
-        connection.query_row("SELECT COUNT(*) FROM actors", [], |r| r.get(0)).context("counting actors")
+        let guard = self.connection.lock().unwrap();
+        guard.0.query_row("SELECT COUNT(*) FROM actors", [], |r| r.get(0)).context("counting actors")
     }
 }
 
@@ -177,22 +207,38 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("registry.sqlite3");
         let registry = Registry::open(&path).unwrap();
-        let (a, created) = registry.get_or_create("default", "vm", "k", 1, |g| format!("id-{g}")).unwrap();
-        assert!(created);
+        let create = |at: u64| registry.get_or_create("default", "vm", "k", at, 10, |g| format!("id-{g}")).unwrap();
+        let Resolved::Created(a) = create(1) else { panic!("not created") };
         assert_eq!((a.actor_id.as_str(), a.generation), ("id-0", 0));
-        let (again, created) = registry.get_or_create("default", "vm", "k", 2, |g| format!("id-{g}")).unwrap();
-        assert!(!created);
-        assert_eq!(again, a);
+        assert_eq!(create(2), Resolved::Existing(a.clone()));
         assert_eq!(registry.find("default", "vm", "k").unwrap(), Some(a.clone()));
         assert!(registry.destroy("id-0").unwrap());
         assert!(!registry.destroy("id-0").unwrap());
         assert_eq!(registry.find("default", "vm", "k").unwrap(), None);
         assert_eq!(registry.row_count().unwrap(), 0, "the row is gone");
-        let (fresh, created) = registry.get_or_create("default", "vm", "k", 3, |g| format!("id-{g}")).unwrap();
-        assert!(created);
+        let Resolved::Created(fresh) = create(3) else { panic!("not created") };
         assert_eq!((fresh.actor_id.as_str(), fresh.generation), ("id-1", 1));
         drop(registry);
         let reopened = Registry::open(&path).unwrap();
         assert_eq!(reopened.live().unwrap(), vec![fresh]);
+    }
+
+    #[test]
+    fn the_cap_on_live_actors_is_exact_and_counts_restarts_and_destroys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.sqlite3");
+        let registry = Registry::open(&path).unwrap();
+        let create = |registry: &Registry, key: &str| {
+            registry.get_or_create("default", "vm", key, 1, 2, |g| format!("{key}-{g}")).unwrap()
+        };
+        assert!(matches!(create(&registry, "a"), Resolved::Created(_)));
+        assert!(matches!(create(&registry, "b"), Resolved::Created(_)));
+        assert_eq!(create(&registry, "c"), Resolved::Full { limit: 2 });
+        assert!(matches!(create(&registry, "a"), Resolved::Existing(_)), "existing actors are still found");
+        drop(registry);
+        let registry = Registry::open(&path).unwrap();
+        assert_eq!(create(&registry, "c"), Resolved::Full { limit: 2 }, "the count survives a restart");
+        assert!(registry.destroy("a-0").unwrap());
+        assert!(matches!(create(&registry, "c"), Resolved::Created(_)));
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::replay_log::{Chunk, ReplayLog};
+use crate::replay_log::{Budget, Chunk, ReplayLog};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -13,10 +13,18 @@ use tokio::sync::{oneshot, watch};
 
 use crate::types::{OutputStream, SpawnedProcessInfo};
 
-/// Most output `exec` keeps per stream; later output is read and discarded.
-pub const EXEC_CAPTURE_LIMIT: usize = 256 << 20;
+/// Default of [`crate::VmOptions::exec_output_bytes`]: the output `exec` keeps per stream; later
+/// output is read and discarded and the result says `truncated`. The server holds captured
+/// output in memory until the result is sent, several times over while encoding it, so this is
+/// kept small; a large output belongs in a file or in `spawn`'s streamed events.
+pub const DEFAULT_EXEC_OUTPUT_BYTES: usize = 4 << 20;
+/// Output agentvm's own helpers (the `vm-fs` file helper behind `readFile`) may produce.
+pub const HELPER_OUTPUT_BYTES: usize = 256 << 20;
 /// Exited spawned processes kept for `listProcesses` / `getProcess` / `waitProcess`.
 pub const EXITED_RETENTION: usize = 1024;
+/// Output kept for replay of a spawned process once it exited (its live limit is
+/// [`crate::VmOptions::process_log_bytes`]).
+pub const EXITED_LOG_BYTES: usize = 64 << 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -47,6 +55,21 @@ impl Chunk for OutputChunk {
 pub(crate) struct Capture {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// Most bytes kept per stream.
+    pub limit: usize,
+    /// Output beyond `limit` was discarded.
+    pub truncated: bool,
+}
+
+/// How much output a process's record keeps.
+#[derive(Debug, Clone)]
+pub(crate) struct OutputLimits {
+    /// Replay log of a spawned process (bytes, while it runs).
+    pub replay_bytes: usize,
+    /// Captured output of an `exec` (bytes per stream).
+    pub capture_bytes: usize,
+    /// The VM's shared replay budget.
+    pub budget: Arc<Budget>,
 }
 
 pub(crate) struct ProcessRecord {
@@ -71,7 +94,7 @@ impl ProcessRecord {
         args: Vec<String>,
         kind: Kind,
         stdin: pipe::Sender,
-        log_limit: usize,
+        limits: &OutputLimits,
     ) -> (Arc<ProcessRecord>, oneshot::Receiver<i32>) {
         let (exit_tx, exit_rx) = oneshot::channel();
         let record = ProcessRecord {
@@ -82,8 +105,14 @@ impl ProcessRecord {
             stdin: tokio::sync::Mutex::new(Some(stdin)),
             exit: watch::Sender::new(None),
             init_exit: Mutex::new(Some(exit_tx)),
-            output: Mutex::new(ReplayLog::new(if kind == Kind::Spawned { log_limit } else { 0 })),
-            capture: Mutex::new(Capture::default()),
+            output: Mutex::new(ReplayLog::with_budget(
+                if kind == Kind::Spawned { limits.replay_bytes } else { 0 },
+                Arc::clone(&limits.budget),
+            )),
+            capture: Mutex::new(Capture {
+                limit: if kind == Kind::Exec { limits.capture_bytes } else { 0 },
+                ..Capture::default()
+            }),
         };
         (Arc::new(record), exit_rx)
     }
@@ -125,16 +154,22 @@ impl ProcessRecord {
 
     pub fn capture(&self, stream: OutputStream, data: &[u8]) {
         let mut capture = self.capture.lock().unwrap();
+        let limit = capture.limit;
         let buffer = match stream {
             OutputStream::Stdout => &mut capture.stdout,
             OutputStream::Stderr => &mut capture.stderr,
         };
-        let room = EXEC_CAPTURE_LIMIT.saturating_sub(buffer.len());
+        let room = limit.saturating_sub(buffer.len());
         buffer.extend_from_slice(&data[..data.len().min(room)]);
+        if data.len() > room {
+            capture.truncated = true;
+        }
     }
 
     pub fn take_capture(&self) -> Capture {
-        std::mem::take(&mut self.capture.lock().unwrap())
+        let mut capture = self.capture.lock().unwrap();
+        let limit = capture.limit;
+        std::mem::replace(&mut *capture, Capture { limit, ..Capture::default() })
     }
 
     pub fn info(&self) -> SpawnedProcessInfo {
@@ -183,6 +218,7 @@ impl ProcessTable {
         if record.kind != Kind::Spawned {
             return;
         }
+        record.output.lock().unwrap().shrink(EXITED_LOG_BYTES);
         self.exited.push_back(Arc::clone(record));
         while self.exited.len() > EXITED_RETENTION {
             let old = self.exited.pop_front().expect("non-empty");

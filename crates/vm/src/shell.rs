@@ -21,7 +21,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::error::{Result, VmError};
 use crate::events::{EventLog, VmEvent};
-use crate::replay_log::{Chunk, ReplayLog};
+use crate::replay_log::{Budget, Chunk, ReplayLog};
 
 /// Default terminal size.
 pub const DEFAULT_COLS: u16 = 80;
@@ -214,6 +214,7 @@ pub(crate) fn start(
     pid: i32,
     master: OwnedFd,
     log_limit: usize,
+    budget: &Arc<Budget>,
 ) -> std::io::Result<Arc<ShellRecord>> {
     nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))?;
     // SAFETY: the AsyncFd owns the OwnedFd, which stays open and unchanged until dropped.
@@ -226,7 +227,7 @@ pub(crate) fn start(
         write_lock: tokio::sync::Mutex::new(()),
         exit: watch::Sender::new(None),
         init_exit: Mutex::new(Some(exit_tx)),
-        log: Mutex::new(ReplayLog::new(log_limit)),
+        log: Mutex::new(ReplayLog::with_budget(log_limit, Arc::clone(budget))),
     });
     table.lock().unwrap().insert(Arc::clone(&record));
     tokio::spawn(pump(Arc::clone(&record), Arc::clone(events), Arc::clone(table), init_exit));

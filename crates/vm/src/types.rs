@@ -34,6 +34,10 @@ pub struct ExecResult {
     /// `true` when the command was killed because it ran past its timeout.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub timed_out: bool,
+    /// `true` when stdout or stderr was longer than [`VmOptions::exec_output_bytes`]: the rest
+    /// was read and discarded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// Options of [`crate::Vm::spawn`].
@@ -99,8 +103,11 @@ pub struct VmOptions {
     pub limits: CgroupLimits,
     /// Most terminals the VM may open at once.
     pub max_ptys: u32,
-    /// Output kept per process for replay (bytes).
+    /// Output kept per process for replay (bytes; 64 KiB once it exited, and at most 16 MiB for
+    /// all processes and shells of the VM).
     pub process_log_bytes: usize,
+    /// Output `exec` keeps per stream (bytes); more is discarded and the result is `truncated`.
+    pub exec_output_bytes: usize,
     /// Event log retention for subscribers (see [`crate::EventLog`]).
     pub event_log: crate::events::Retention,
     /// Write events into this log instead of a new one (a server keeps one stream per actor
@@ -122,6 +129,7 @@ impl Default for VmOptions {
             limits: DEFAULT_LIMITS,
             max_ptys: 256,
             process_log_bytes: 1 << 20,
+            exec_output_bytes: crate::process::DEFAULT_EXEC_OUTPUT_BYTES,
             event_log: crate::events::Retention::default(),
             events: None,
             confinement: None,

@@ -23,7 +23,7 @@ use crate::control::{self, Outgoing};
 use crate::error::{Result, VmError};
 use crate::events::{EventLog, Subscription};
 use crate::host::VmHost;
-use crate::process::{Kind, OutputChunk, ProcessRecord, ProcessTable};
+use crate::process::{Kind, OutputChunk, OutputLimits, ProcessRecord, ProcessTable, HELPER_OUTPUT_BYTES};
 use crate::pump::Pump;
 use crate::shell::{self, ShellChunk, ShellOptions, ShellTable};
 use crate::tree::build_tree;
@@ -50,6 +50,8 @@ struct VmInner {
     home: String,
     /// `/bin/bash` or `/bin/sh`: the default program of `open_shell`.
     login_shell: String,
+    /// Most output `exec` keeps per stream.
+    exec_output_bytes: usize,
     torn_down: AtomicBool,
     /// Keeps the VM's host uid range its own on this machine while this handle lives.
     _range_lease: Option<crate::uid_ranges::RangeLease>,
@@ -72,6 +74,8 @@ struct Shared {
     /// Set once the control channel exists; used to kill exec processes whose caller left.
     outgoing: OnceLock<mpsc::UnboundedSender<Outgoing>>,
     process_log_bytes: usize,
+    /// What all the VM's replay logs hold together (see [`crate::replay_log`]).
+    replay_budget: Arc<crate::replay_log::Budget>,
 }
 
 /// A request waiting for init's answer.
@@ -83,6 +87,8 @@ enum Pending {
         stdin: pipe::Sender,
         stdout: pipe::Receiver,
         stderr: pipe::Receiver,
+        /// Most output captured per stream (for `exec` and helpers).
+        capture_limit: usize,
         reply: oneshot::Sender<Result<Arc<ProcessRecord>>>,
     },
     Shell {
@@ -157,6 +163,7 @@ impl Vm {
             ready: Mutex::new(Some(ready_tx)),
             outgoing: OnceLock::new(),
             process_log_bytes: options.process_log_bytes,
+            replay_budget: crate::replay_log::Budget::new(crate::replay_log::REPLAY_BYTES_PER_VM),
         });
         let started = nix::fcntl::fcntl(&control, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))
             .map_err(std::io::Error::from)
@@ -197,6 +204,7 @@ impl Vm {
                 env,
                 home: user.home.clone(),
                 login_shell,
+                exec_output_bytes: options.exec_output_bytes,
                 torn_down: AtomicBool::new(false),
                 _range_lease: range_lease,
             }),
@@ -254,7 +262,8 @@ impl Vm {
     /// Runs `command` with `/bin/sh -c` to completion and returns its exit code and output.
     pub async fn exec(&self, command: &str, options: ExecOptions) -> Result<ExecResult> {
         let argv = vec!["/bin/sh".to_string(), "-c".to_string(), command.to_string()];
-        let record = self.start(Kind::Exec, argv, &options.env, options.cwd.as_deref()).await?;
+        let limit = self.inner.exec_output_bytes;
+        let record = self.start(Kind::Exec, argv, &options.env, options.cwd.as_deref(), limit).await?;
         // If the caller stops waiting (dropped future), the command is killed.
         let mut guard = KillOnDrop { vm: self, record: &record, armed: true };
         let stdin = record.stdin.lock().await.take();
@@ -279,9 +288,10 @@ impl Vm {
         let capture = record.take_capture();
         Ok(ExecResult {
             exit_code,
-            stdout: String::from_utf8_lossy(&capture.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&capture.stderr).into_owned(),
+            stdout: utf8_lossy(capture.stdout),
+            stderr: utf8_lossy(capture.stderr),
             timed_out,
+            truncated: capture.truncated,
         })
     }
 
@@ -291,7 +301,7 @@ impl Vm {
         let mut argv = Vec::with_capacity(args.len() + 1);
         argv.push(command.to_string());
         argv.extend(args.iter().cloned());
-        let record = self.start(Kind::Spawned, argv, &options.env, options.cwd.as_deref()).await?;
+        let record = self.start(Kind::Spawned, argv, &options.env, options.cwd.as_deref(), 0).await?;
         Ok(record.pid)
     }
 
@@ -424,6 +434,7 @@ impl Vm {
         argv: Vec<String>,
         env: &BTreeMap<String, String>,
         cwd: Option<&str>,
+        capture_limit: usize,
     ) -> Result<Arc<ProcessRecord>> {
         if !self.is_running() {
             return Err(self.stopped_error());
@@ -450,6 +461,7 @@ impl Vm {
             stdin,
             stdout,
             stderr,
+            capture_limit,
             reply,
         })?;
         let request =
@@ -611,7 +623,7 @@ impl Vm {
     /// Runs `argv` (no shell, working directory `/`) to completion with `stdin` as its input;
     /// returns its exit code, stdout and stderr. For agentvm's own helpers (`vm-fs`).
     pub(crate) async fn run_capture(&self, argv: Vec<String>, stdin: bytes::Bytes) -> Result<(i32, Vec<u8>, Vec<u8>)> {
-        let record = self.start(Kind::Exec, argv, &BTreeMap::new(), Some("/")).await?;
+        let record = self.start(Kind::Exec, argv, &BTreeMap::new(), Some("/"), HELPER_OUTPUT_BYTES).await?;
         // If the caller stops waiting (dropped future), the program is killed.
         let mut guard = KillOnDrop { vm: self, record: &record, armed: true };
         if let Some(mut pipe) = record.stdin.lock().await.take() {
@@ -649,24 +661,36 @@ impl Shared {
             Event::SetupFailed { message } => self.answer_ready(Err(message)),
             Event::Spawned { id, pid } => {
                 let pending = self.pending.lock().unwrap().remove(&id);
-                let (kind, command, args, stdin, stdout, stderr, reply) = match pending {
-                    Some(Pending::Spawn { kind, command, args, stdin, stdout, stderr, reply }) => {
-                        (kind, command, args, stdin, stdout, stderr, reply)
+                let (kind, command, args, stdin, stdout, stderr, capture_limit, reply) = match pending {
+                    Some(Pending::Spawn { kind, command, args, stdin, stdout, stderr, capture_limit, reply }) => {
+                        (kind, command, args, stdin, stdout, stderr, capture_limit, reply)
                     }
                     Some(Pending::Shell { shell_id, reply }) => {
                         let Some(master) = fds.into_iter().next() else {
                             let _ = reply.send(Err(VmError::SpawnFailed("init sent no terminal".into())));
                             return;
                         };
-                        let started =
-                            shell::start(&self.shells, &self.events, shell_id, pid, master, self.process_log_bytes)
-                                .map_err(|e| VmError::io("watching the terminal", e));
+                        let started = shell::start(
+                            &self.shells,
+                            &self.events,
+                            shell_id,
+                            pid,
+                            master,
+                            self.process_log_bytes,
+                            &self.replay_budget,
+                        )
+                        .map_err(|e| VmError::io("watching the terminal", e));
                         let _ = reply.send(started);
                         return;
                     }
                     _ => return,
                 };
-                let (record, init_exit) = ProcessRecord::new(pid, command, args, kind, stdin, self.process_log_bytes);
+                let limits = OutputLimits {
+                    replay_bytes: self.process_log_bytes,
+                    capture_bytes: capture_limit,
+                    budget: Arc::clone(&self.replay_budget),
+                };
+                let (record, init_exit) = ProcessRecord::new(pid, command, args, kind, stdin, &limits);
                 self.processes.lock().unwrap().insert(Arc::clone(&record));
                 let table = Arc::clone(self);
                 tokio::spawn(
@@ -785,6 +809,11 @@ fn teardown(init: &InitProcess, cgroup: Option<&VmCgroup>) {
             tracing::warn!("removing a VM's cgroups: {e}");
         }
     }
+}
+
+/// Captured output as text: moved when it is valid UTF-8, invalid sequences replaced otherwise.
+fn utf8_lossy(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 fn pipe_pair() -> Result<(OwnedFd, OwnedFd)> {
