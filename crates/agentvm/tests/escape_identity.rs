@@ -37,7 +37,7 @@ async fn escape_vms_do_not_share_host_uids() {
     assert!(host_uids(&a).0 >= 65536 && host_uids(&b).0 >= 65536, "a VM runs as a low host uid");
     // Files the VM user writes belong to that VM's own range on the host.
     sh(&a, "echo x > /home/user/mine").await;
-    let file = h.host.vm_dir("ident-a").join("upper/home/user/mine");
+    let file = h.host.layers_dir("ident-a").join("upper/home/user/mine");
     assert_eq!(std::fs::metadata(file).unwrap().uid() as u64, map_a[1] + 1000);
 }
 

@@ -455,8 +455,9 @@ fn assert_no_host_file(name: &str, h: &TestHost) {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let entry = entry.unwrap();
             let path = entry.path();
-            let inside_vm_layers = path.parent().and_then(|p| p.parent()).is_some_and(|p| p.ends_with("vms"))
-                && (path.ends_with("upper") || path.ends_with("work"));
+            let inside_vm_layers =
+                path.parent().and_then(|p| p.parent()).is_some_and(|p| p.ends_with("vms") || p.ends_with("disk"))
+                    && (path.ends_with("upper") || path.ends_with("work"));
             assert!(entry.file_name() != name, "{} was created outside the VM", path.display());
             if entry.file_type().unwrap().is_dir() && !inside_vm_layers {
                 stack.push(path);

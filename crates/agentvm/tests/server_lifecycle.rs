@@ -81,7 +81,9 @@ async fn destroy_removes_everything_and_the_key_gets_a_fresh_vm() {
     let mut c = Conn::from_socket(ws);
     c.call("exec", json!(["echo gone > /home/user/g"])).await;
     let vm_dir = server.data.path().join("data/vms").join(&actor_id);
-    assert!(vm_dir.join("upper").is_dir());
+    // The VM's files: in its volume on the quota filesystem (the test runs as root).
+    let layers_dir = server.data.path().join("data/disk").join(&actor_id);
+    assert!(layers_dir.join("upper").is_dir());
     c.call("destroy", json!([])).await;
     assert_eq!(c.event("vmShutdown", Duration::from_secs(5)).await, json!({"reason": "destroy"}));
     // Connections to the destroyed actor are closed, so clients reconnect to a fresh one.
@@ -97,6 +99,7 @@ async fn destroy_removes_everything_and_the_key_gets_a_fresh_vm() {
         }
     }
     assert!(!vm_dir.exists(), "the VM's directory remains");
+    assert!(!layers_dir.exists(), "the VM's disk volume remains");
     let listed: Value =
         reqwest::get(format!("{}/actors?name=vm&key=life-destroy", server.url)).await.unwrap().json().await.unwrap();
     assert_eq!(listed["actors"], json!([]));

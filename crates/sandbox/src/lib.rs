@@ -26,4 +26,5 @@ pub mod idmapped;
 pub mod init;
 pub mod launch;
 pub mod protocol;
+pub mod quota;
 pub mod seccomp;

@@ -7,6 +7,8 @@
 //! <data>/base/           the shared read-only base layer, rebuilt at every start
 //! <data>/vms/<id>/upper  the VM's writable layer: its durable state
 //! <data>/vms/<id>/work   overlayfs scratch space
+//! <data>/disk.img        with disk quotas: one btrfs image holding every VM's layers,
+//! <data>/disk/<id>/      mounted at <data>/disk, one volume per VM (see [`crate::disk`])
 //! ```
 //!
 //! The data directory is `0700` root; `upper` and `work` belong to the VM's root (the first id
@@ -40,11 +42,18 @@ pub struct HostConfig {
     pub init_program: PathBuf,
     /// First host uid/gid of the VM id range when running as root.
     pub uid_base: u32,
+    /// Whether VM disks get quotas (see [`crate::disk`]).
+    pub disk_quota: crate::disk::DiskQuota,
 }
 
 impl HostConfig {
     pub fn new(data_dir: impl Into<PathBuf>, init_program: impl Into<PathBuf>) -> Self {
-        HostConfig { data_dir: data_dir.into(), init_program: init_program.into(), uid_base: DEFAULT_PRIVILEGED_BASE }
+        HostConfig {
+            data_dir: data_dir.into(),
+            init_program: init_program.into(),
+            uid_base: DEFAULT_PRIVILEGED_BASE,
+            disk_quota: crate::disk::DiskQuota::default(),
+        }
     }
 }
 
@@ -63,6 +72,8 @@ pub(crate) struct HostInner {
     pub user: UserSpec,
     /// Per-VM host id ranges (privileged mode only).
     pub uid_ranges: Option<Arc<UidRanges>>,
+    /// Where VMs' layers live and their disk quotas.
+    pub disks: crate::disk::Disks,
     _lock: Flock<fs::File>,
 }
 
@@ -104,11 +115,15 @@ impl VmHost {
         .map_err(|e| VmError::io("building the base layer", e))?;
         let vms_dir = data.join("vms");
         fs::create_dir_all(&vms_dir).map_err(|e| VmError::io(format!("creating {}", vms_dir.display()), e))?;
+        let disks = crate::disk::Disks::open(data, &vms_dir, config.disk_quota)?;
         let uid_ranges = match ids {
             IdMapping::Privileged { base, .. } => {
                 let ranges = UidRanges::new(base, Path::new(MACHINE_LOCK))
                     .map_err(|e| VmError::io(format!("opening {MACHINE_LOCK}"), e))?;
                 ranges.recover(&vms_dir);
+                if let Some(dir) = disks.quota_dir() {
+                    ranges.recover(dir);
+                }
                 Some(Arc::new(ranges))
             }
             IdMapping::Rootless { .. } => None,
@@ -131,6 +146,7 @@ impl VmHost {
                 init_program: config.init_program,
                 user,
                 uid_ranges,
+                disks,
                 _lock: lock,
             }),
         })
@@ -156,6 +172,7 @@ impl VmHost {
         match fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(VmError::io(format!("removing VM {id}"), e)),
             _ => {
+                self.inner.disks.remove(id)?;
                 if let Some(ranges) = &self.inner.uid_ranges {
                     ranges.release(id);
                 }
@@ -173,7 +190,7 @@ impl VmHost {
     /// VM's id mapping (its own range in privileged mode) and the lease that keeps the range
     /// the VM's alone while it runs.
     pub(crate) fn prepare_vm_dir(&self, id: &str) -> Result<(PathBuf, PathBuf, IdMapping, Option<RangeLease>)> {
-        let dir = self.vm_dir(id);
+        let dir = self.inner.disks.prepare(id)?;
         let (ids, lease) = match &self.inner.uid_ranges {
             Some(ranges) => {
                 let (ids, lease) = ranges.assign(id, &dir)?;

@@ -22,6 +22,7 @@
 //! Isolation itself (namespaces, root filesystem, cgroups, init) lives in `agentvm-sandbox`.
 
 mod control;
+pub mod disk;
 pub mod error;
 pub mod events;
 pub mod files;
@@ -30,6 +31,7 @@ pub mod process;
 mod pump;
 mod replay_log;
 pub mod shell;
+pub mod terminal_budget;
 mod tree;
 pub mod types;
 mod uid_ranges;

@@ -101,8 +101,13 @@ pub struct VmOptions {
     /// Host name inside the VM; default: the VM id, cut to 63 characters.
     pub hostname: Option<String>,
     pub limits: CgroupLimits,
-    /// Most terminals the VM may open at once.
+    /// Most terminals the VM may open at once (its devpts `max=`). The VM reserves this many
+    /// from the server-wide terminal budget while it runs (see [`crate::terminal_budget`]).
     pub max_ptys: u32,
+    /// Disk quota of the VM's files (its upper layer), in bytes; `None` for no quota. Applies
+    /// where the host manages a quota filesystem (see [`crate::disk`]); inodes count against it
+    /// as the metadata bytes they take.
+    pub disk_bytes: Option<u64>,
     /// Output kept per process for replay (bytes; 64 KiB once it exited, and at most 16 MiB for
     /// all processes and shells of the VM).
     pub process_log_bytes: usize,
@@ -119,15 +124,32 @@ pub struct VmOptions {
 }
 
 /// Default limits: 1 GiB of memory, 512 processes/threads, one CPU core.
-pub const DEFAULT_LIMITS: CgroupLimits =
-    CgroupLimits { memory_bytes: Some(1 << 30), pids: Some(512), cpu_millicores: Some(1000) };
+pub const DEFAULT_LIMITS: CgroupLimits = CgroupLimits {
+    memory_bytes: Some(1 << 30),
+    pids: Some(512),
+    cpu_millicores: Some(1000),
+    tcp_memory_bytes: Some(DEFAULT_TCP_MEMORY_BYTES),
+};
+
+/// Default TCP socket buffer memory per VM: 64 MiB, room for a few loopback connections at full
+/// speed (see [`agentvm_sandbox::cgroup`] for how it is enforced on v1 and v2 hosts).
+pub const DEFAULT_TCP_MEMORY_BYTES: u64 = 64 << 20;
+
+/// Default [`VmOptions::max_ptys`]: enough for an agent's shells, a `tmux` with a few panes and
+/// test suites that open terminals, while 88 running VMs fit in the host's terminal pool
+/// (see [`crate::terminal_budget`]).
+pub const DEFAULT_MAX_PTYS: u32 = 32;
+
+/// Default [`VmOptions::disk_bytes`]: 10 GiB for the VM's files (see [`crate::disk`]).
+pub const DEFAULT_DISK_BYTES: u64 = 10 << 30;
 
 impl Default for VmOptions {
     fn default() -> Self {
         VmOptions {
             hostname: None,
             limits: DEFAULT_LIMITS,
-            max_ptys: 256,
+            max_ptys: DEFAULT_MAX_PTYS,
+            disk_bytes: Some(DEFAULT_DISK_BYTES),
             process_log_bytes: 1 << 20,
             exec_output_bytes: crate::process::DEFAULT_EXEC_OUTPUT_BYTES,
             event_log: crate::events::Retention::default(),

@@ -55,6 +55,8 @@ struct VmInner {
     torn_down: AtomicBool,
     /// Keeps the VM's host uid range its own on this machine while this handle lives.
     _range_lease: Option<crate::uid_ranges::RangeLease>,
+    /// The VM's share of the server-wide terminal budget, held while this handle lives.
+    _terminals: crate::terminal_budget::TerminalLease,
 }
 
 /// State shared with the reader task and the pumps.
@@ -104,7 +106,13 @@ enum Pending {
 impl Vm {
     pub(crate) async fn create(host: VmHost, id: String, options: VmOptions) -> Result<Vm> {
         let create_failed = |message: String| VmError::CreateFailed { vm: id.clone(), message };
+        // Host-wide budgets first: a VM that cannot have its terminals does not boot.
+        let terminals = crate::terminal_budget::TerminalBudget::global().reserve(options.max_ptys)?;
         let (upper, work, ids, range_lease) = host.prepare_vm_dir(&id)?;
+        // The quota is lifted while init mounts the root filesystem (overlayfs needs a little
+        // room in `work`: a VM at its quota would otherwise boot read-only and could not free
+        // space) and set once init is ready, before any program of the VM runs.
+        host.apply_disk_quota(&id, None)?;
         let inner = &host.inner;
         let hostname = options.hostname.clone().unwrap_or_else(|| hostname_for(&id));
         let config = InitConfig {
@@ -207,10 +215,17 @@ impl Vm {
                 exec_output_bytes: options.exec_output_bytes,
                 torn_down: AtomicBool::new(false),
                 _range_lease: range_lease,
+                _terminals: terminals,
             }),
         };
         match ready_rx.await {
-            Ok(Ok(())) => Ok(vm),
+            Ok(Ok(())) => match host.apply_disk_quota(&id, options.disk_bytes) {
+                Ok(()) => Ok(vm),
+                Err(e) => {
+                    vm.inner.teardown();
+                    Err(e)
+                }
+            },
             Ok(Err(message)) => {
                 vm.inner.teardown();
                 Err(create_failed(message))

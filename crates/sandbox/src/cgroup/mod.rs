@@ -7,6 +7,18 @@
 //!   cgroup at once (`cgroup.kill`).
 //! - **v2**: one directory with `memory.max`, `pids.max` and `cpu.max`.
 //!
+//! **TCP buffer memory** differs between the two. On v2 the kernel charges socket buffers to the
+//! cgroup's memory (`memory.max` covers them). On v1 they are *not* part of
+//! `memory.limit_in_bytes`: a VM could pin gigabytes of TCP buffers (many loopback sockets with
+//! full queues) while its memory cgroup shows a few MiB, until the host's `net.ipv4.tcp_mem`
+//! ceiling is reached and every socket on the host starts dropping. v1 has a separate counter,
+//! `memory.kmem.tcp.limit_in_bytes`, which the kernel only activates for a cgroup once a limit
+//! is written there (sockets created before that are never charged); so the limit is written
+//! before the VM's first process joins the cgroup. Past it, sends block (or fail with `EAGAIN`)
+//! and received segments are dropped inside the VM only. The kernel still force-charges one
+//! segment per socket so that every connection makes progress, so the real ceiling is the limit
+//! plus up to ~64 KiB per socket with data in flight.
+//!
 //! A VM's cgroups are always created **below the server's own cgroup** in each hierarchy, named
 //! `agentvm-<server pid>-<vm name>` so that concurrent servers never collide. Where no cgroup can
 //! be written (rootless mode, a read-only cgroupfs), VMs still start, without limits, and the
@@ -31,6 +43,9 @@ pub struct CgroupLimits {
     pub pids: Option<u64>,
     /// CPU time in thousandths of a core (1000 = one full core).
     pub cpu_millicores: Option<u64>,
+    /// TCP socket buffer memory in bytes (cgroup v1 `memory.kmem.tcp.limit_in_bytes`; on v2
+    /// `memory_bytes` already covers socket buffers, so this is not written separately).
+    pub tcp_memory_bytes: Option<u64>,
 }
 
 /// One limit file to write: `dir/file = value`.

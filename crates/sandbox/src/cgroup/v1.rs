@@ -14,6 +14,9 @@ pub struct Hierarchies {
     pub unified: Option<PathBuf>,
 }
 
+/// The v1 limit on a cgroup's TCP socket buffer memory.
+const TCP_LIMIT_FILE: &str = "memory.kmem.tcp.limit_in_bytes";
+
 /// CFS scheduling period used for CPU limits.
 const CPU_PERIOD_US: u64 = 100_000;
 
@@ -37,6 +40,22 @@ impl Hierarchies {
                         dir: dir.clone(),
                         file: "memory.memsw.limit_in_bytes",
                         value: bytes.to_string(),
+                    });
+                }
+            }
+            if let Some(bytes) = limits.tcp_memory_bytes {
+                // Must be written before any process joins: v1 only charges sockets created in a
+                // cgroup whose TCP limit is already set (see the module documentation of `cgroup`).
+                if parent.join(TCP_LIMIT_FILE).exists() {
+                    writes.push(LimitWrite { dir: dir.clone(), file: TCP_LIMIT_FILE, value: bytes.to_string() });
+                } else {
+                    static NO_TCP_LIMIT: std::sync::Once = std::sync::Once::new();
+                    NO_TCP_LIMIT.call_once(|| {
+                        tracing::warn!(
+                            "{} has no {TCP_LIMIT_FILE} (kernel without v1 kmem accounting): \
+                             TCP buffer memory of VMs is not limited",
+                            parent.display()
+                        )
                     });
                 }
             }

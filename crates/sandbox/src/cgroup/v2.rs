@@ -1,5 +1,8 @@
 //! Pure cgroup v2 hosts: one directory per VM with `memory.max`, `pids.max` and `cpu.max`.
 //!
+//! v2 charges TCP socket buffers to the cgroup's memory, so `memory.max` bounds them too and
+//! [`CgroupLimits::tcp_memory_bytes`] needs no file of its own here.
+//!
 //! Controllers are only usable in a child cgroup when the parent lists them in
 //! `cgroup.subtree_control`, and v2 forbids enabling them in a cgroup that still holds processes
 //! (except the root). The server therefore does not enable controllers itself: when its own
