@@ -4,6 +4,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use agentvm_server::{AllowedHost, Exposure, Origin};
 use agentvm_server::{ServerConfig, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_MESSAGE_BYTES};
 use agentvm_server::{
     DEFAULT_CREATES_PER_SECOND, DEFAULT_CREATE_BURST, DEFAULT_EXEC_OUTPUT_BYTES, DEFAULT_MAX_ACTIONS_PER_CONNECTION,
@@ -22,6 +23,15 @@ pub struct ServeArgs {
     /// Token clients must send (x-rivet-token, Authorization: Bearer, rvt-token or @token)
     #[arg(long, env = "AGENTVM_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A web origin (scheme://host[:port], exactly as the browser's address bar shows it) whose
+    /// pages may call this server; repeatable, or comma-separated in the variable. `*` is not
+    /// accepted. Without it, requests from web pages are refused (programs send no Origin)
+    #[arg(long = "allow-origin", value_name = "ORIGIN", env = "AGENTVM_ALLOW_ORIGIN", value_delimiter = ',')]
+    allow_origins: Vec<Origin>,
+    /// A host name clients may reach this server under (the Host header), besides loopback names
+    /// and the listen address; repeatable, or comma-separated in the variable
+    #[arg(long = "allow-host", value_name = "NAME", env = "AGENTVM_ALLOW_HOST", value_delimiter = ',')]
+    allow_hosts: Vec<AllowedHost>,
     /// Largest HTTP request body, in bytes
     #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
@@ -63,6 +73,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: data_dir.clone(),
         init_program: std::env::current_exe().context("finding the agentvm binary")?,
         token: args.token.filter(|t| !t.is_empty()),
+        exposure: Exposure { allowed_origins: args.allow_origins, allowed_hosts: args.allow_hosts },
         max_body_bytes: args.max_body_bytes,
         max_message_bytes: args.max_message_bytes,
         idle_timeout: std::time::Duration::try_from_secs_f64(args.idle_timeout)

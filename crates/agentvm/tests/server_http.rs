@@ -33,12 +33,28 @@ async fn metadata_and_health() {
 #[tokio::test]
 async fn plain_curl_style_exec() {
     let server = TestServer::start();
-    // The README's example, without any client library (and without the encoding header).
+    // The README's example, without any client library: what `curl -H 'x-rivet-encoding: json'
+    // -d '...'` sends (curl's -d labels the body as a form; the encoding header decides).
     let url = format!("{}/gateway/vm/action/exec?rvt-method=getOrCreate&rvt-key=demo", server.url);
-    let response = client().post(url).body(r#"{"args":["echo hi"]}"#).send().await.unwrap();
+    let response = client()
+        .post(&url)
+        .header("x-rivet-encoding", "json")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(r#"{"args":["echo hi"]}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body, json!({"output": {"exitCode": 0, "stdout": "hi\n", "stderr": ""}}));
+    // `Content-Type: application/json` alone works too; a body labelled as nothing or as text
+    // is refused (a browser would send it to any site without asking).
+    let json_type = client().post(&url).json(&json!({"args": ["echo typed"]})).send().await.unwrap();
+    assert_eq!(json_type.status(), 200);
+    let untyped = client().post(&url).body(r#"{"args":["echo hi"]}"#).send().await.unwrap();
+    assert_eq!(untyped.status(), 415);
+    let body: Value = untyped.json().await.unwrap();
+    assert_eq!(body["code"], "unsupported_media_type");
 }
 
 #[tokio::test]
@@ -95,6 +111,7 @@ async fn rest_actors_and_the_id_gateway() {
     assert_eq!(deleted.status(), 200);
     let gone = client()
         .post(format!("{}/gateway/{id}/action/exec", server.url))
+        .header("x-rivet-encoding", "json")
         .body(r#"{"args":["true"]}"#)
         .send()
         .await
@@ -108,7 +125,7 @@ async fn rest_actors_and_the_id_gateway() {
 async fn get_of_a_missing_actor_is_not_found_at_once() {
     let server = TestServer::start();
     let url = format!("{}/gateway/vm/action/exec?rvt-namespace=default&rvt-method=get&rvt-key=nobody", server.url);
-    let response = client().post(url).body(r#"{"args":["true"]}"#).send().await.unwrap();
+    let response = client().post(url).json(&json!({"args": ["true"]})).send().await.unwrap();
     assert_eq!(response.status(), 404);
     assert_eq!(response.headers()["x-rivet-error"], "actor.not_found");
 }
@@ -162,6 +179,7 @@ async fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
     assert_eq!(body["code"], "incoming_too_long");
     let response = client()
         .post(format!("{}/gateway/vm/action/exec?rvt-method=fetch", server.url))
+        .header("x-rivet-encoding", "json")
         .body("{}")
         .send()
         .await
@@ -179,14 +197,34 @@ async fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
 async fn a_token_is_required_when_set_and_for_non_loopback_addresses() {
     let server = TestServer::start_with(&["--token", "s3cret"]);
     let url = format!("{}/gateway/vm/action/exec?{GATEWAY_QUERY}&rvt-key=tok", server.url);
-    let denied = client().post(&url).body(r#"{"args":["true"]}"#).send().await.unwrap();
+    let denied =
+        client().post(&url).header("x-rivet-encoding", "json").body(r#"{"args":["true"]}"#).send().await.unwrap();
     assert_eq!(denied.status(), 401);
-    let ok = client().post(&url).header("x-rivet-token", "s3cret").body(r#"{"args":["echo t"]}"#).send().await.unwrap();
+    let ok = client()
+        .post(&url)
+        .header("x-rivet-encoding", "json")
+        .header("x-rivet-token", "s3cret")
+        .body(r#"{"args":["echo t"]}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
-    let ok = client().post(format!("{url}&rvt-token=s3cret")).body(r#"{"args":["true"]}"#).send().await.unwrap();
+    let ok = client()
+        .post(format!("{url}&rvt-token=s3cret"))
+        .header("x-rivet-encoding", "json")
+        .body(r#"{"args":["true"]}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
-    let wrong =
-        client().post(&url).header("x-rivet-token", "s3cre7").body(r#"{"args":["true"]}"#).send().await.unwrap();
+    let wrong = client()
+        .post(&url)
+        .header("x-rivet-encoding", "json")
+        .header("x-rivet-token", "s3cre7")
+        .body(r#"{"args":["true"]}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong.status(), 401);
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_agentvm"))

@@ -15,9 +15,11 @@ mod args;
 mod connection;
 mod error;
 mod events;
+mod exposure;
 mod gateway;
 mod lifecycle;
 mod limits;
+mod origin;
 mod routes;
 
 use std::future::{Future, IntoFuture};
@@ -29,7 +31,9 @@ use std::time::Duration;
 use agentvm_vm::{HostConfig, VmHost};
 
 pub use error::ApiError;
+pub use exposure::Exposure;
 pub use limits::{DEFAULT_CREATES_PER_SECOND, DEFAULT_CREATE_BURST, DEFAULT_MAX_VMS};
+pub use origin::{AllowedHost, HostError, Origin, OriginError};
 
 /// Default [`ServerConfig::exec_output_bytes`]: `exec` keeps this much of each stream (more is
 /// read and discarded, and the result says `truncated: true`). Larger outputs belong in a file
@@ -55,6 +59,9 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// A VM with no action for this long, no running spawned process and no open shell sleeps.
     pub idle_timeout: Duration,
+    /// Which web pages (origins) and host names besides loopback may reach the API; see
+    /// the `exposure` module for the rules.
+    pub exposure: Exposure,
     /// Most VMs (actors, awake or asleep) the server holds; creating more fails with
     /// `503 server/too_many_vms`.
     pub max_vms: u64,
@@ -80,6 +87,7 @@ impl ServerConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            exposure: Exposure::default(),
             max_vms: DEFAULT_MAX_VMS,
             creates_per_second: DEFAULT_CREATES_PER_SECOND,
             create_burst: DEFAULT_CREATE_BURST,

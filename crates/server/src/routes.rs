@@ -13,28 +13,19 @@ use axum::routing::{any, delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 use crate::actions;
 use crate::actors::Actor;
 use crate::connection;
 use crate::error::ApiError;
+use crate::exposure::{self, Gate};
 use crate::gateway::{self, Target, DEFAULT_NAMESPACE};
 use crate::AppState;
 use agentvm_protocol::keys;
 
 pub fn router(state: Arc<AppState>) -> Router {
     let body_limit = state.config.max_body_bytes;
-    let cors = CorsLayer::new()
-        .allow_origin(AllowOrigin::mirror_request())
-        .allow_headers(AllowHeaders::mirror_request())
-        .allow_credentials(true)
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS, Method::PATCH])
-        .expose_headers([
-            header::HeaderName::from_static("x-rivet-error"),
-            header::HeaderName::from_static("x-rivet-actor"),
-        ])
-        .max_age(std::time::Duration::from_secs(86400));
+    let gate = Arc::new(Gate::new(state.config.exposure.clone(), state.config.listen.ip()));
     Router::new()
         .route("/metadata", get(metadata))
         .route("/health", get(health))
@@ -45,7 +36,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/gateway/{segment}/{*rest}", any(gateway_unsupported))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(cors)
+        .layer(axum::middleware::from_fn(exposure::require_preflighted_body))
+        .layer(exposure::cors(Arc::clone(&gate)))
+        // Outermost: the browser boundary runs before CORS, routes and token checks.
+        .layer(axum::middleware::from_fn_with_state(gate, exposure::guard))
         .with_state(state)
 }
 
@@ -129,7 +123,7 @@ async fn run_http_action(
 ) -> Result<Response, ApiError> {
     let addressed = gateway::parse(segment, query)?;
     authorize(state, headers, addressed.token.as_deref())?;
-    // Without the header, JSON (so that plain curl works).
+    // Without the header, JSON (the exposure gate let the body in only as `application/json`).
     let encoding = match headers.get("x-rivet-encoding").and_then(|v| v.to_str().ok()) {
         Some(value) => Encoding::parse(value)?,
         None => Encoding::Json,
