@@ -156,6 +156,7 @@ async fn escape_tcp_buffers_stop_at_the_vm_limit_and_spare_the_host() {
     // The host: far below the kernel's pressure threshold.
     let now = host_tcp_memory();
     let [low, pressure, _] = host_tcp_thresholds();
+    eprintln!("attack: {line}; charged to the VM {charged} B; host TCP memory {before} -> {now} B (tcp_mem low {low})");
     assert!(now < before + 200 * 1024 * 1024, "host TCP memory grew from {before} to {now}");
     assert!(now < low / 2 && now < pressure / 2, "host TCP memory {now} near tcp_mem {low}/{pressure}");
     // Another VM still moves data over loopback TCP at full size while the attack holds.
@@ -209,6 +210,7 @@ except OSError as e:
 time.sleep(600)
 "#;
     let (pid, line) = spawn_until(&attacker, script, "EXHAUSTED", 30).await;
+    eprintln!("attack: {line}");
     // devpts `max=` counts from 0; the VM gets its share, no more, and ENOSPC at the limit.
     let opened = field(&line, "opened");
     assert!(opened <= u64::from(DEFAULT_MAX_PTYS) && opened >= u64::from(DEFAULT_MAX_PTYS) - 1, "{line}");
@@ -306,6 +308,7 @@ except OSError as e:
     print("STOPPED files=%d errno=%d %s" % (n, e.errno, e.strerror))
 "#;
     let out = sh(&attacker, &format!("python3 -c '{script}'")).await;
+    eprintln!("attack: {}", out.trim());
     assert!(out.starts_with("STOPPED"), "{out}");
     assert!(out.contains(&format!("errno={}", libc::EDQUOT)) && out.contains("Disk quota exceeded"), "{out}");
     let files = field(out.trim(), "files");
@@ -408,6 +411,7 @@ print("HELD children=%d total=%d fork_errno=%s open_errnos=%s" % (children, tota
 time.sleep(600)
 "#;
     let (pid, line) = spawn_until(&attacker, script, "HELD", 120).await;
+    eprintln!("attack: {line}; host file-nr {before} -> {} of {file_max}", allocated());
     let total = field(&line, "total");
     assert!(line.contains(&format!("fork_errno={}", libc::EAGAIN)), "forking did not stop at pids.max: {line}");
     assert!(line.contains(&format!("open_errnos=[{}]", libc::EMFILE)), "opening did not stop at EMFILE: {line}");
@@ -422,4 +426,37 @@ time.sleep(600)
     // The children are in the attack's process group: they go with it.
     attacker.kill_process(pid).unwrap();
     attacker.wait_process(pid).await.unwrap();
+}
+
+#[tokio::test]
+async fn escape_disk_a_stopped_host_leaves_no_mount_or_loop_device() {
+    let h = quota_host();
+    let image = h.dir.path().join("data/disk.img");
+    let vm = h.vm("disk-host-stop").await;
+    sh(&vm, "echo kept > /home/user/x").await;
+    let backed_by_image = || {
+        std::fs::read_dir("/sys/block").unwrap().flatten().any(|d| {
+            std::fs::read_to_string(d.path().join("loop/backing_file"))
+                .is_ok_and(|f| f.trim() == image.to_string_lossy())
+        })
+    };
+    assert!(backed_by_image(), "the VM disk is not on a loop device");
+    vm.shutdown(Duration::from_secs(2)).await;
+    drop(vm);
+    let TestHost { host, dir } = h;
+    drop(host);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&*dir.path().to_string_lossy()), "the VM disk is still mounted");
+    // Autoclear: the loop device goes once the filesystem is released.
+    eventually(10, "the loop device detached", || {
+        let gone = !backed_by_image();
+        async move { gone }
+    })
+    .await;
+    // The files are in the image: a new host on the same directory finds them.
+    let host =
+        agentvm_vm::VmHost::new(agentvm_vm::HostConfig::new(dir.path().join("data"), env!("CARGO_BIN_EXE_agentvm")))
+            .unwrap();
+    let vm = host.create_vm("disk-host-stop", VmOptions::default()).await.unwrap();
+    assert_eq!(sh(&vm, "cat /home/user/x").await, "kept\n");
 }
