@@ -135,10 +135,11 @@ pub const DEFAULT_LIMITS: CgroupLimits = CgroupLimits {
 /// speed (see [`agentvm_sandbox::cgroup`] for how it is enforced on v1 and v2 hosts).
 pub const DEFAULT_TCP_MEMORY_BYTES: u64 = 64 << 20;
 
-/// Default [`VmOptions::max_ptys`]: enough for an agent's shells, a `tmux` with a few panes and
-/// test suites that open terminals, while 88 running VMs fit in the host's terminal pool
-/// (see [`crate::terminal_budget`]).
-pub const DEFAULT_MAX_PTYS: u32 = 32;
+/// Default [`VmOptions::max_ptys`]: enough for an agent's shells and a `tmux` with a few panes,
+/// while 352 running VMs fit in the host's terminal pool of 2816 (see [`crate::terminal_budget`];
+/// a server keeps a VM running for its idle timeout after its last action, so a benchmark or a
+/// burst of clients easily has a few hundred). Give a VM more in its options when it needs them.
+pub const DEFAULT_MAX_PTYS: u32 = 8;
 
 /// Default [`VmOptions::disk_bytes`]: 10 GiB for the VM's files (see [`crate::disk`]).
 pub const DEFAULT_DISK_BYTES: u64 = 10 << 30;
