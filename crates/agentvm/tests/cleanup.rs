@@ -121,10 +121,11 @@ async fn when_the_host_process_is_killed_its_vms_die_with_it() {
     eventually(10, "the VM's processes to die with their host", || async { processes_in(pid_ns).is_empty() }).await;
     assert_eq!(processes_in(net_ns), Vec::<u32>::new());
     // Its cgroups are orphaned (no destructor ran); the next host on this machine sweeps them.
+    // Its VM disk stays mounted: the next host on the same data directory takes it over (and
+    // unmounts it when dropped).
     let cgroups: Vec<&str> = parts.get(2).map(|c| c.split(',').filter(|s| !s.is_empty()).collect()).unwrap_or_default();
     let _next =
-        agentvm_vm::VmHost::new(agentvm_vm::HostConfig::new(dir.path().join("next"), env!("CARGO_BIN_EXE_agentvm")))
-            .unwrap();
+        agentvm_vm::VmHost::new(agentvm_vm::HostConfig::new(dir.path(), env!("CARGO_BIN_EXE_agentvm"))).unwrap();
     for cg in cgroups {
         assert!(!Path::new(cg).exists(), "stale cgroup {cg} was not swept");
     }

@@ -191,5 +191,11 @@ fn mount_image(image: &Path, mountpoint: &Path) -> Result<(), QuotaError> {
     .map_err(|e| io_error(format!("mounting {} at {}", image.display(), mountpoint.display()))(e.into()))?;
     // The mount holds the device now; closing ours lets autoclear detach it after unmount.
     drop(device);
+    // Private: where the data directory is on a shared mount, the new mount would otherwise
+    // propagate into peer mount namespaces (a supervisor's, other jobs'), where our unmount may
+    // never reach it, keeping the filesystem and its loop device alive after we are gone. VMs
+    // still see it: their mount namespaces are copies of ours.
+    mount(None::<&str>, mountpoint, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|e| io_error(format!("making the mount at {} private", mountpoint.display()))(e.into()))?;
     Ok(())
 }
