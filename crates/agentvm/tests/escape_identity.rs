@@ -91,11 +91,13 @@ async fn escape_inotify_budget_is_per_vm() {
         .spawn("python3", &["-c".into(), "import ctypes,time\nl=ctypes.CDLL(None)\nfds=[l.inotify_init1(0) for _ in range(1000)]\nprint('held', flush=True)\ntime.sleep(60)".into()], Default::default())
         .await
         .unwrap();
-    common::eventually(10, "the flood to hold the budget", || async {
-        run(&a, "python3 -c 'import ctypes; exit(0 if ctypes.CDLL(None).inotify_init1(0) < 0 else 1)'").await.exit_code
-            == 0
-    })
-    .await;
+    let output = |pid| {
+        let chunks = a.process_output(pid, None).unwrap_or_default();
+        String::from_utf8_lossy(&chunks.iter().flat_map(|c| c.data.to_vec()).collect::<Vec<u8>>()).into_owned()
+    };
+    common::eventually(10, "the flood to hold the budget", || async { output(holder).contains("held") }).await;
+    let probe = run(&a, "python3 -c 'import ctypes; print(ctypes.CDLL(None).inotify_init1(0))'").await.stdout;
+    assert_eq!(probe, "-1\n", "the attacker still got an instance; holder said {:?}", output(holder));
     assert_eq!(sh(&b, "python3 -c 'import ctypes; print(ctypes.CDLL(None).inotify_init1(0) >= 0)'").await, "True\n");
     // The host's root (this test process) is unaffected.
     // SAFETY: inotify_init1 returns a new descriptor or -1.
@@ -110,16 +112,12 @@ async fn escape_inotify_budget_is_per_vm() {
 async fn escape_pipe_buffer_budget_is_per_vm() {
     let h = host();
     let (a, b) = (h.vm("pipes-a").await, h.vm("pipes-b").await);
-    // pipe-user-pages-soft (16384 pages) is per user: 1100 full-size pipes exceed it, after which
-    // the same user's new pipes shrink to one page.
-    let holder = a
-        .spawn(
-            "python3",
-            &["-c".into(), "import os,fcntl,time\np=[os.pipe() for _ in range(500)]\nq=[os.pipe() for _ in range(500)]\nr=[os.pipe() for _ in range(200)]\nprint(fcntl.fcntl(os.pipe()[0], 1032), flush=True)\ntime.sleep(60)".into()],
-            Default::default(),
-        )
-        .await
-        .unwrap();
+    // pipe-user-pages-soft (16384 pages) is per user: 1200 full-size pipes exceed it, after which
+    // the same user's new pipes shrink to one page. Three processes hold 400 each (a process may
+    // hold 1024 descriptors).
+    let hold = "python3 -c 'import os,time\np=[os.pipe() for _ in range(400)]\ntime.sleep(60)'";
+    let holder =
+        a.spawn("sh", &["-c".into(), format!("{hold} & {hold} & {hold} & wait")], Default::default()).await.unwrap();
     common::eventually(10, "the attacker to exhaust its own pipe budget", || async {
         run(&a, "python3 -c 'import os,fcntl; exit(0 if fcntl.fcntl(os.pipe()[0], 1032) < 65536 else 1)'")
             .await
