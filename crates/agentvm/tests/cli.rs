@@ -94,7 +94,8 @@ fn ps_shows_a_spawned_sleep_under_its_parent_and_kill_ends_it() {
     let deadline = Instant::now() + Duration::from_secs(15);
     let tree = loop {
         let out = text(&cli(&server, &["ps", "cli-ps"]).stdout);
-        if out.contains("sleep 100") || Instant::now() > deadline {
+        // The parent's own command line contains "sleep 100" too: wait for the child's line.
+        if out.lines().any(|l| l.ends_with("└─ sleep 100")) || Instant::now() > deadline {
             break out;
         }
         std::thread::sleep(Duration::from_millis(100));
