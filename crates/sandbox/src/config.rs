@@ -149,10 +149,12 @@ pub const DEFAULT_PROCESSES: u64 = 512;
 impl Confinement {
     /// Defaults for a VM with these cgroup limits: `/tmp` gets a quarter of the memory limit,
     /// `/dev/shm` an eighth (so filling them ends in `ENOSPC`, never in the OOM killer), each with
-    /// one inode per 4 KiB; `RLIMIT_NPROC` follows the pids limit.
+    /// one inode per KiB (an empty file's metadata costs about that much kernel memory, which the
+    /// memory cgroup counts; the inode cap is what bounds it in a rootless VM, which has none);
+    /// `RLIMIT_NPROC` follows the pids limit.
     pub fn sized_for(memory_bytes: Option<u64>, pids: Option<u64>) -> Confinement {
         let memory = memory_bytes.unwrap_or(DEFAULT_MEMORY_BASIS);
-        let tmpfs = |bytes: u64| TmpfsSize { bytes, inodes: (bytes / 4096).max(1024) };
+        let tmpfs = |bytes: u64| TmpfsSize { bytes, inodes: (bytes / 1024).max(1024) };
         Confinement {
             allow_nested_userns: false,
             rlimits: Rlimits {
