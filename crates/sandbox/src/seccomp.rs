@@ -27,18 +27,19 @@
 //! | `userfaultfd` | `EPERM` | Lets an exploit stall the kernel mid-copy to win races; no program a VM runs needs it (CRIU and QEMU post-copy do) | denied | allowed | allowed |
 //! | `kexec_load`, `kexec_file_load`, `init_module`, `finit_module`, `delete_module` | `EPERM` | The host kernel is not the VM's | denied | allowed | allowed |
 //! | `open_by_handle_at` | `EPERM` | Opens any inode of a file system by handle (the "shocker" container escape) | denied | allowed | allowed |
-//! | `name_to_handle_at` | `ENOSYS` | Its handles are only useful to `open_by_handle_at`; tools that ask for a mount id fall back | denied | allowed | allowed |
+//! | `name_to_handle_at` | `ENOSYS` | Its handles are only useful to `open_by_handle_at`; tools that ask for a mount id fall back | allowed | allowed | allowed |
 //! | `reboot` | `EPERM` | Would end the VM's PID namespace from inside; the host stops VMs | denied | allowed | allowed |
 //! | `syslog` | `EPERM` | The kernel log is the host's | denied | denied | allowed |
-//! | `settimeofday`, `clock_settime`, `clock_adjtime` | `EPERM` | The clock is the host's. `adjtimex` stays: without `CAP_SYS_TIME` it only reads (`ntp_gettime`) | denied | allowed | allowed |
+//! | `settimeofday`, `clock_settime` | `EPERM` | The clock is the host's | denied | allowed | allowed |
+//! | `adjtimex`, `clock_adjtime` | `EPERM` | Without `CAP_SYS_TIME` they only read the host clock's NTP state (`ntp_gettime`), which no VM program needs; not worth the surface | allowed | allowed | allowed |
 //! | `acct`, `swapon`, `swapoff`, `quotactl`, `quotactl_fd`, `lookup_dcookie` | `EPERM` | Host-wide administration | denied | `acct`, `quotactl` denied | allowed |
 //! | `fanotify_init` | `EPERM` | Unprivileged fanotify is new surface and another per-user budget; inotify remains | denied | allowed | allowed |
 //! | `move_pages`, `migrate_pages`, `mbind`, `set_mempolicy`, `set_mempolicy_home_node`, `get_mempolicy` | `EPERM` | NUMA placement: no use on a VM's shared cores, a history of refcount bugs, and `move_pages`/`migrate_pages` act on other processes | denied | denied | allowed |
 //! | `personality` other than `PER_LINUX`, `PER_LINUX32`, `UNAME26` and the query `0xffffffff` | `EPERM` | `READ_IMPLIES_EXEC`, `MMAP_PAGE_ZERO` and `ADDR_NO_RANDOMIZE` weaken exploit mitigations | same allow list | same | allowed |
 //! | `ioctl` `TIOCSTI`, `TIOCLINUX` | `EPERM` | Typing into a terminal's input queue (CVE-2017-5226, CVE-2023-28100) | allowed | denied | allowed |
-//! | x86: `iopl`, `ioperm`, `modify_ldt`, `uselib`, `_sysctl`, `ustat`, `sysfs` | `EPERM` | Port I/O and obsolete interfaces | denied | `modify_ldt`, `uselib` denied | allowed |
-//! | x86-64: every x32-ABI system call (number with bit 30 set) | `ENOSYS` | The x32 table has its own numbers for the calls above; no VM program is x32 | denied | denied | allowed |
-//! | x86-64: every 32-bit (`int 0x80`) system call | process killed | seccompiler's architecture check; the i386 table would need its own copy of every rule, and a VM runs the host's 64-bit userland | denied | allowed with a 32-bit copy | killed |
+//! | x86: `iopl`, `ioperm`, `modify_ldt`, `uselib`, `_sysctl`, `ustat`, `sysfs` | `EPERM` | Port I/O, 16-bit segments and obsolete interfaces | denied but `modify_ldt` | `modify_ldt`, `uselib` denied | allowed |
+//! | x86-64: every x32-ABI system call (number with bit 30 set) | `ENOSYS` | The x32 table has its own numbers for the calls above; no VM program is x32 | same rules, translated by libseccomp | same rules | not covered |
+//! | x86-64: every 32-bit (`int 0x80`) system call | process killed | seccompiler's architecture check; the i386 table would need its own copy of every rule, and a VM runs the host's 64-bit userland | same rules, translated by libseccomp | same rules | killed |
 //!
 //! **`ptrace` stays allowed**, as in Docker since Linux 4.8: the PID namespace confines it to
 //! the VM's own processes; the usual checks refuse init (in privileged mode it runs as another
@@ -181,6 +182,7 @@ fn denials(policy: Policy) -> Vec<Denial> {
         libc::SYS_settimeofday,
         libc::SYS_clock_settime,
         libc::SYS_clock_adjtime,
+        libc::SYS_adjtimex,
         libc::SYS_acct,
         libc::SYS_swapon,
         libc::SYS_swapoff,
