@@ -1,0 +1,294 @@
+//! The process API of the reference product: `exec`, `spawn`, stdin, wait, list, signals and
+//! `allProcesses`, and the helper runner ([`Vm::run_capture`]) the filesystem API uses. A
+//! program starts as a request to init with its three stdio pipes (see [`super::dispatch`]).
+
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use agentvm_sandbox::protocol::{Request, SpawnRequest, Stdio};
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::pipe;
+use tokio::sync::oneshot;
+
+use crate::control::Outgoing;
+use crate::error::{Result, VmError};
+use crate::process::{Kind, OutputChunk, ProcessRecord, HELPER_OUTPUT_BYTES};
+use crate::tree::build_tree;
+use crate::types::{ExecOptions, ExecResult, ProcessInfo, ProcessTreeNode, SpawnOptions, SpawnedProcessInfo};
+
+use super::{Pending, Vm};
+
+impl Vm {
+    /// Runs `command` with `/bin/sh -c` to completion and returns its exit code and output.
+    pub async fn exec(&self, command: &str, options: ExecOptions) -> Result<ExecResult> {
+        let argv = vec!["/bin/sh".to_string(), "-c".to_string(), command.to_string()];
+        let limit = self.inner.exec_output_bytes;
+        let record = self.start(Kind::Exec, argv, &options.env, options.cwd.as_deref(), limit).await?;
+        // If the caller stops waiting (dropped future), the command is killed.
+        let mut guard = KillOnDrop { vm: self, record: &record, armed: true };
+        let stdin = record.stdin.lock().await.take();
+        if let (Some(mut stdin), Some(data)) = (stdin, options.stdin) {
+            tokio::spawn(async move {
+                // EPIPE when the command exits without reading everything: nothing to report.
+                let _ = stdin.write_all(&data).await;
+            });
+        }
+        let finished = match options.timeout {
+            Some(limit) => tokio::time::timeout(limit, record.wait()).await.ok(),
+            None => Some(record.wait().await),
+        };
+        let (exit_code, timed_out) = match finished {
+            Some(code) => (code, false),
+            None => {
+                self.signal(&record, libc::SIGKILL);
+                (record.wait().await, true)
+            }
+        };
+        guard.armed = false;
+        let capture = record.take_capture();
+        Ok(ExecResult {
+            exit_code,
+            stdout: utf8_lossy(capture.stdout),
+            stderr: utf8_lossy(capture.stderr),
+            timed_out,
+            truncated: capture.truncated,
+        })
+    }
+
+    /// Starts `command` with `args` (no shell) in the background; returns its pid in the VM.
+    /// Its output arrives as `processOutput` events, its end as `processExit`.
+    pub async fn spawn(&self, command: &str, args: &[String], options: SpawnOptions) -> Result<i32> {
+        let mut argv = Vec::with_capacity(args.len() + 1);
+        argv.push(command.to_string());
+        argv.extend(args.iter().cloned());
+        let record = self.start(Kind::Spawned, argv, &options.env, options.cwd.as_deref(), 0).await?;
+        Ok(record.pid)
+    }
+
+    /// Writes to a process's stdin. Data for a process that has exited is dropped, as in the
+    /// reference product; writing after `closeProcessStdin` is an error.
+    pub async fn write_process_stdin(&self, pid: i32, data: &[u8]) -> Result<()> {
+        let record = self.record(pid)?;
+        if record.exit_code().is_some() {
+            return Ok(());
+        }
+        let mut stdin = record.stdin.lock().await;
+        let Some(pipe) = stdin.as_mut() else {
+            return Err(VmError::InvalidState(format!("stdin of process {pid} is closed")));
+        };
+        match pipe.write_all(data).await {
+            Ok(()) => Ok(()),
+            // The process closed its stdin or exited meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            Err(e) => Err(VmError::io(format!("writing to stdin of process {pid}"), e)),
+        }
+    }
+
+    /// Closes a process's stdin (the process reads end of file). Idempotent.
+    pub async fn close_process_stdin(&self, pid: i32) -> Result<()> {
+        let record = self.record(pid)?;
+        record.stdin.lock().await.take();
+        Ok(())
+    }
+
+    /// Waits for a process to exit; returns its exit code (128+signal for a signal death).
+    pub async fn wait_process(&self, pid: i32) -> Result<i32> {
+        Ok(self.record(pid)?.wait().await)
+    }
+
+    /// Processes started with `spawn`, exited ones included (the most recent
+    /// [`crate::process::EXITED_RETENTION`]).
+    pub fn list_processes(&self) -> Vec<SpawnedProcessInfo> {
+        self.inner.shared.processes.lock().unwrap().spawned().iter().map(|r| r.info()).collect()
+    }
+
+    pub fn get_process(&self, pid: i32) -> Result<SpawnedProcessInfo> {
+        Ok(self.record(pid)?.info())
+    }
+
+    /// SIGTERM to the process's group. No-op once it has exited.
+    pub fn stop_process(&self, pid: i32) -> Result<()> {
+        let record = self.record(pid)?;
+        self.signal(&record, libc::SIGTERM);
+        Ok(())
+    }
+
+    /// SIGKILL to the process's group. No-op once it has exited.
+    pub fn kill_process(&self, pid: i32) -> Result<()> {
+        let record = self.record(pid)?;
+        self.signal(&record, libc::SIGKILL);
+        Ok(())
+    }
+
+    /// Sends `signal` to the process group of a process agentvm started.
+    pub fn signal_process(&self, pid: i32, signal: i32) -> Result<()> {
+        if !(1..=64).contains(&signal) {
+            return Err(VmError::InvalidArgument(format!("invalid signal number {signal}")));
+        }
+        let record = self.record(pid)?;
+        self.signal(&record, signal);
+        Ok(())
+    }
+
+    /// Recent output of a process with sequence number above `after` (all retained if `None`).
+    pub fn process_output(&self, pid: i32, after: Option<u64>) -> Result<Vec<OutputChunk>> {
+        Ok(self.record(pid)?.output_since(after))
+    }
+
+    /// Every process in the VM (including those started by shells and their children), except
+    /// agentvm's init.
+    pub async fn all_processes(&self) -> Result<Vec<ProcessInfo>> {
+        let (reply, answer) = oneshot::channel();
+        let id = self.register(Pending::List { entries: Vec::new(), reply })?;
+        self.send(Request::ListProcesses { id }, Vec::new(), id)?;
+        let entries = answer.await.map_err(|_| self.stopped_error())?;
+        Ok(entries
+            .into_iter()
+            .map(|e| ProcessInfo {
+                pid: e.pid,
+                ppid: e.ppid,
+                pgid: e.pgid,
+                sid: e.sid,
+                driver: "native".into(),
+                command: e.command,
+                args: e.args,
+                cwd: e.cwd,
+                status: if e.exited { "exited" } else { "running" }.into(),
+                exit_code: e.exit_code,
+                start_time: e.start_time_ms,
+            })
+            .collect())
+    }
+
+    /// [`Vm::all_processes`] as a forest by parent pid.
+    pub async fn process_tree(&self) -> Result<Vec<ProcessTreeNode>> {
+        Ok(build_tree(self.all_processes().await?))
+    }
+
+    async fn start(
+        &self,
+        kind: Kind,
+        argv: Vec<String>,
+        env: &BTreeMap<String, String>,
+        cwd: Option<&str>,
+        capture_limit: usize,
+    ) -> Result<Arc<ProcessRecord>> {
+        if !self.is_running() {
+            return Err(self.stopped_error());
+        }
+        if argv[0].is_empty() {
+            return Err(VmError::InvalidArgument("command must not be empty".into()));
+        }
+        let cwd = self.working_dir(cwd)?;
+        let full_env = self.environment(env, &[], cwd)?;
+
+        let (stdin_read, stdin_write) = pipe_pair()?;
+        let (stdout_read, stdout_write) = pipe_pair()?;
+        let (stderr_read, stderr_write) = pipe_pair()?;
+        let io = |e| VmError::io("setting up process pipes", e);
+        let stdin = pipe::Sender::from_owned_fd(stdin_write).map_err(io)?;
+        let stdout = pipe::Receiver::from_owned_fd(stdout_read).map_err(io)?;
+        let stderr = pipe::Receiver::from_owned_fd(stderr_read).map_err(io)?;
+
+        let (reply, answer) = oneshot::channel();
+        let id = self.register(Pending::Spawn {
+            kind,
+            command: argv[0].clone(),
+            args: argv[1..].to_vec(),
+            stdin,
+            stdout,
+            stderr,
+            capture_limit,
+            reply,
+        })?;
+        let request =
+            Request::Spawn(SpawnRequest { id, argv, env: full_env, cwd: cwd.to_string(), stdio: Stdio::Pipes });
+        self.send(request, vec![stdin_read, stdout_write, stderr_write], id)?;
+        answer.await.map_err(|_| self.stopped_error())?
+    }
+
+    /// The working directory for a new program: absolute, default the user's home.
+    pub(super) fn working_dir<'a>(&'a self, cwd: Option<&'a str>) -> Result<&'a str> {
+        let cwd = cwd.unwrap_or(&self.inner.home);
+        if !cwd.starts_with('/') {
+            return Err(VmError::InvalidArgument(format!("cwd must be an absolute path: {cwd}")));
+        }
+        Ok(cwd)
+    }
+
+    /// The VM's default environment, then `fixed`, then the caller's `env`, as `KEY=value`.
+    pub(super) fn environment(
+        &self,
+        env: &BTreeMap<String, String>,
+        fixed: &[(&str, String)],
+        cwd: &str,
+    ) -> Result<Vec<String>> {
+        let mut full = self.inner.env.clone();
+        for (key, value) in fixed {
+            full.insert(key.to_string(), value.clone());
+        }
+        for (key, value) in env {
+            if key.is_empty() || key.contains(['=', '\0']) {
+                return Err(VmError::InvalidArgument(format!("invalid environment variable name: {key:?}")));
+            }
+            full.insert(key.clone(), value.clone());
+        }
+        full.insert("PWD".into(), cwd.to_string());
+        Ok(full.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
+    }
+
+    fn signal(&self, record: &ProcessRecord, signal: i32) {
+        if record.exit_code().is_none() {
+            let _ = self
+                .inner
+                .outgoing
+                .send(Outgoing { request: Request::Signal { pid: record.pid, signal }, fds: Vec::new() });
+        }
+    }
+
+    fn record(&self, pid: i32) -> Result<Arc<ProcessRecord>> {
+        self.inner.shared.processes.lock().unwrap().get(pid).ok_or(VmError::ProcessNotFound(pid))
+    }
+
+    /// Runs `argv` (no shell, working directory `/`) to completion with `stdin` as its input;
+    /// returns its exit code, stdout and stderr. For agentvm's own helpers (`vm-fs`).
+    pub(crate) async fn run_capture(&self, argv: Vec<String>, stdin: bytes::Bytes) -> Result<(i32, Vec<u8>, Vec<u8>)> {
+        let record = self.start(Kind::Exec, argv, &BTreeMap::new(), Some("/"), HELPER_OUTPUT_BYTES).await?;
+        // If the caller stops waiting (dropped future), the program is killed.
+        let mut guard = KillOnDrop { vm: self, record: &record, armed: true };
+        if let Some(mut pipe) = record.stdin.lock().await.take() {
+            // EPIPE when the program exits without reading everything: its output says why.
+            tokio::spawn(async move { pipe.write_all(&stdin).await });
+        }
+        let exit_code = record.wait().await;
+        guard.armed = false;
+        let capture = record.take_capture();
+        Ok((exit_code, capture.stdout, capture.stderr))
+    }
+}
+
+/// Kills an `exec` command whose caller stopped waiting for it (the future was dropped while
+/// `armed`); the caller disarms it once the command has ended.
+struct KillOnDrop<'a> {
+    vm: &'a Vm,
+    record: &'a Arc<ProcessRecord>,
+    armed: bool,
+}
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.vm.signal(self.record, libc::SIGKILL);
+        }
+    }
+}
+
+/// Captured output as text: moved when it is valid UTF-8, invalid sequences replaced otherwise.
+fn utf8_lossy(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+fn pipe_pair() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| VmError::io("creating a pipe", e.into()))
+}
