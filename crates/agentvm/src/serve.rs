@@ -27,6 +27,7 @@ pub struct ServeArgs {
     /// pages may call this server; repeatable, or comma-separated in the variable. `*` is not
     /// accepted. Without it, requests from web pages are refused (programs send no Origin)
     #[arg(long = "allow-origin", value_name = "ORIGIN", env = "AGENTVM_ALLOW_ORIGIN", value_delimiter = ',')]
+    #[allow(rustdoc::broken_intra_doc_links, reason = "clap's help text: `[:port]` is literal, not a link")]
     allow_origins: Vec<Origin>,
     /// A host name clients may reach this server under (the Host header), besides loopback names
     /// and the listen address; repeatable, or comma-separated in the variable

@@ -245,7 +245,7 @@ async fn escape_module_loading_denied() {
     )
     .await;
     assert_eq!(got, ["EPERM", "EPERM", "EPERM"]);
-    assert!(std::path::Path::new("/sys/module/overlay").exists(), "the host's overlay module is still there");
+    assert!(Path::new("/sys/module/overlay").exists(), "the host's overlay module is still there");
 }
 
 #[tokio::test]

@@ -116,7 +116,7 @@ impl TestServer {
         }
         if let Ok(pid) = i32::try_from(self.child.id()) {
             // SAFETY: kill(2) on our own child's pid (not yet reaped, so not reused).
-            #[allow(unsafe_code)]
+            #[allow(unsafe_code, reason = "std has no way to send SIGTERM to a child")]
             unsafe {
                 libc::kill(pid, libc::SIGTERM);
             }

@@ -86,7 +86,7 @@ pub(crate) fn write_bare_head(w: &mut Writer, error: &ErrorBody, version: u16) {
 }
 
 /// Reads what [`write_bare_head`] writes; `actor` is left `None`.
-pub(crate) fn read_bare_head(r: &mut Reader, version: u16) -> Result<ErrorBody> {
+pub(crate) fn read_bare_head(r: &mut Reader<'_>, version: u16) -> Result<ErrorBody> {
     let group = r.str("error group")?;
     let code = r.str("error code")?;
     let message = r.str("error message")?;
@@ -107,7 +107,7 @@ pub(crate) fn write_bare_actor(w: &mut Writer, actor: Option<&ActorSpecifier>) {
     });
 }
 
-pub(crate) fn read_bare_actor(r: &mut Reader) -> Result<Option<ActorSpecifier>> {
+pub(crate) fn read_bare_actor(r: &mut Reader<'_>) -> Result<Option<ActorSpecifier>> {
     r.optional("actor", |r| {
         let actor_id = r.str("actor id")?;
         let generation = r.uint("actor generation")?;

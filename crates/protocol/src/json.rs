@@ -47,7 +47,7 @@ struct ParsedVisitor;
 impl<'de> Visitor<'de> for ParsedVisitor {
     type Value = Value;
 
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a JSON value")
     }
 

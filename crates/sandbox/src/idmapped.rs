@@ -71,7 +71,7 @@ pub fn idmapped_view(dir: &Path, pid: i32) -> io::Result<OwnedFd> {
             empty.as_ptr(),
             libc::AT_EMPTY_PATH,
             &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
+            size_of::<MountAttr>(),
         )
     };
     if r != 0 {

@@ -271,75 +271,81 @@ fn configure_child(spec: &LaunchSpec<'_>, init: &InitProcess, control: &OwnedFd)
 /// # Safety
 /// Must only be called in the child of `clone3`, before `execve`.
 unsafe fn child_after_clone(plan: &ChildPlan) -> ! {
-    let received = match receive_go(plan.control) {
-        Some(fd) => fd,
-        None => libc::_exit(101),
-    };
-    if plan.base_with_go && received < 0 {
-        libc::_exit(EXIT_LAYER_OPEN);
-    }
-    // Park the received descriptor above the numbers we are about to fill.
-    let base = if received >= 0 {
-        let high = libc::fcntl(received, libc::F_DUPFD_CLOEXEC, 10);
-        libc::close(received);
-        if high < 0 {
+    // SAFETY: the caller guarantees we are the child of `clone3`, before `execve` (see `# Safety`);
+    // only raw system calls run here, on `plan`, which the parent keeps alive until we exec
+    // or exit (it waits for us under CLONE_VFORK or on the control socket).
+    unsafe {
+        let received = match receive_go(plan.control) {
+            Some(fd) => fd,
+            None => libc::_exit(101),
+        };
+        if plan.base_with_go && received < 0 {
+            libc::_exit(EXIT_LAYER_OPEN);
+        }
+        // Park the received descriptor above the numbers we are about to fill.
+        let base = if received >= 0 {
+            let high = libc::fcntl(received, libc::F_DUPFD_CLOEXEC, 10);
+            libc::close(received);
+            if high < 0 {
+                libc::_exit(102);
+            }
+            high
+        } else {
+            -1
+        };
+        if libc::dup2(plan.devnull, 0) < 0
+            || libc::dup2(plan.devnull, 1) < 0
+            || libc::dup2(plan.devnull, 2) < 0
+            || libc::dup2(plan.control, CONTROL_FD) < 0
+        {
             libc::_exit(102);
         }
-        high
-    } else {
-        -1
-    };
-    if libc::dup2(plan.devnull, 0) < 0
-        || libc::dup2(plan.devnull, 1) < 0
-        || libc::dup2(plan.devnull, 2) < 0
-        || libc::dup2(plan.control, CONTROL_FD) < 0
-    {
-        libc::_exit(102);
-    }
-    // Open the layer directories now: we are in the VM's mount namespace (overlayfs only accepts
-    // layers from the mounter's own namespace) and our file-system ids are still host root (or
-    // the user, rootless), so root-owned 0700 directories on the way to the data directory can
-    // be traversed as their owner. In privileged mode the base arrived as an idmapped view.
-    for (i, (path, target)) in plan.layers.iter().zip(LAYER_FDS).enumerate() {
-        let fd = if i == 0 && base >= 0 { base } else { libc::open(path.as_ptr(), libc::O_PATH | libc::O_DIRECTORY) };
-        if fd < 0 {
-            libc::_exit(EXIT_LAYER_OPEN);
+        // Open the layer directories now: we are in the VM's mount namespace (overlayfs only accepts
+        // layers from the mounter's own namespace) and our file-system ids are still host root (or
+        // the user, rootless), so root-owned 0700 directories on the way to the data directory can
+        // be traversed as their owner. In privileged mode the base arrived as an idmapped view.
+        for (i, (path, target)) in plan.layers.iter().zip(LAYER_FDS).enumerate() {
+            let fd =
+                if i == 0 && base >= 0 { base } else { libc::open(path.as_ptr(), libc::O_PATH | libc::O_DIRECTORY) };
+            if fd < 0 {
+                libc::_exit(EXIT_LAYER_OPEN);
+            }
+            if fd != target && (libc::dup2(fd, target) < 0 || libc::close(fd) < 0) {
+                libc::_exit(EXIT_LAYER_OPEN);
+            }
         }
-        if fd != target && (libc::dup2(fd, target) < 0 || libc::close(fd) < 0) {
-            libc::_exit(EXIT_LAYER_OPEN);
-        }
-    }
-    // Init starts with exactly: stdin/stdout/stderr on /dev/null, the control socket, the three
-    // layers and (until exec) the program. Nothing of the server's leaks into the VM.
-    if libc::dup3(plan.program, PROGRAM_FD, libc::O_CLOEXEC) < 0
-        || libc::syscall(libc::SYS_close_range, (PROGRAM_FD + 1) as libc::c_uint, libc::c_uint::MAX, 0) != 0
-    {
-        libc::_exit(102);
-    }
-    if plan.clear_groups && libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) != 0 {
-        libc::_exit(103);
-    }
-    if let Some((uid, gid)) = plan.ids {
-        if libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
-            || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
+        // Init starts with exactly: stdin/stdout/stderr on /dev/null, the control socket, the three
+        // layers and (until exec) the program. Nothing of the server's leaks into the VM.
+        if libc::dup3(plan.program, PROGRAM_FD, libc::O_CLOEXEC) < 0
+            || libc::syscall(libc::SYS_close_range, (PROGRAM_FD + 1) as libc::c_uint, libc::c_uint::MAX, 0) != 0
         {
-            libc::_exit(104);
+            libc::_exit(102);
         }
-    }
-    if let Some(last) = plan.raise_ambient_up_to {
-        if raise_ambient_capabilities(last).is_err() {
-            libc::_exit(105);
+        if plan.clear_groups && libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) != 0 {
+            libc::_exit(103);
         }
+        if let Some((uid, gid)) = plan.ids {
+            if libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
+                || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
+            {
+                libc::_exit(104);
+            }
+        }
+        if let Some(last) = plan.raise_ambient_up_to {
+            if raise_ambient_capabilities(last).is_err() {
+                libc::_exit(105);
+            }
+        }
+        libc::syscall(
+            libc::SYS_execveat,
+            PROGRAM_FD,
+            plan.empty_path,
+            plan.argv.as_ptr(),
+            plan.envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        );
+        libc::_exit(106);
     }
-    libc::syscall(
-        libc::SYS_execveat,
-        PROGRAM_FD,
-        plan.empty_path,
-        plan.argv.as_ptr(),
-        plan.envp.as_ptr(),
-        libc::AT_EMPTY_PATH,
-    );
-    libc::_exit(106);
 }
 
 /// Waits for GO on the control socket. Returns the descriptor that came with it (-1 if none),
@@ -348,32 +354,37 @@ unsafe fn child_after_clone(plan: &ChildPlan) -> ! {
 /// # Safety
 /// Raw system calls on stack memory only; callable between clone and exec.
 unsafe fn receive_go(control: RawFd) -> Option<RawFd> {
-    let mut byte = 0u8;
-    let mut iov = libc::iovec { iov_base: &mut byte as *mut u8 as *mut libc::c_void, iov_len: 1 };
-    // Room for one SCM_RIGHTS message with one descriptor, aligned for cmsghdr.
-    let mut control_buf = [0u64; 8];
-    let mut msg: libc::msghdr = std::mem::zeroed();
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control_buf.as_mut_ptr() as *mut libc::c_void;
-    msg.msg_controllen = std::mem::size_of_val(&control_buf) as _;
-    let n = loop {
-        let n = libc::recvmsg(control, &mut msg, libc::MSG_CMSG_CLOEXEC);
-        if n < 0 && *libc::__errno_location() == libc::EINTR {
-            continue;
+    // SAFETY: raw system calls on this stack frame's buffers (`byte`, `iov`, `control_buf`, `msg`),
+    // which outlive the calls; the cmsg pointer comes from CMSG_FIRSTHDR over `msg` and is
+    // checked for null and for an SCM_RIGHTS header before its one descriptor is copied out.
+    unsafe {
+        let mut byte = 0u8;
+        let mut iov = libc::iovec { iov_base: &mut byte as *mut u8 as *mut libc::c_void, iov_len: 1 };
+        // Room for one SCM_RIGHTS message with one descriptor, aligned for cmsghdr.
+        let mut control_buf = [0u64; 8];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control_buf.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = size_of_val(&control_buf) as _;
+        let n = loop {
+            let n = libc::recvmsg(control, &mut msg, libc::MSG_CMSG_CLOEXEC);
+            if n < 0 && *libc::__errno_location() == libc::EINTR {
+                continue;
+            }
+            break n;
+        };
+        if n != 1 || byte != GO {
+            return None;
         }
-        break n;
-    };
-    if n != 1 || byte != GO {
-        return None;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null() || (*cmsg).cmsg_level != libc::SOL_SOCKET || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
+            return Some(-1);
+        }
+        let mut fd: RawFd = -1;
+        std::ptr::copy_nonoverlapping(libc::CMSG_DATA(cmsg), &mut fd as *mut RawFd as *mut u8, size_of::<RawFd>());
+        Some(fd)
     }
-    let cmsg = libc::CMSG_FIRSTHDR(&msg);
-    if cmsg.is_null() || (*cmsg).cmsg_level != libc::SOL_SOCKET || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
-        return Some(-1);
-    }
-    let mut fd: RawFd = -1;
-    std::ptr::copy_nonoverlapping(libc::CMSG_DATA(cmsg), &mut fd as *mut RawFd as *mut u8, size_of::<RawFd>());
-    Some(fd)
 }
 
 /// The host uid/gid that must own the VM's user namespace, when it is not the server itself:
@@ -413,7 +424,7 @@ fn clone_as_owner(plan: &ChildPlan, mut clone_args: CloneArgs, owner: (u32, u32)
             intermediate_main,
             top,
             libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES | libc::SIGCHLD,
-            &mut job as *mut Intermediate as *mut libc::c_void,
+            &mut job as *mut Intermediate<'_> as *mut libc::c_void,
         )
     };
     if pid < 0 {
@@ -443,7 +454,7 @@ extern "C" fn intermediate_main(arg: *mut libc::c_void) -> libc::c_int {
     // share its memory (CLONE_VM) and it is suspended (CLONE_VFORK). Only raw system calls run
     // here: we share the parent's thread-local state and allocator.
     unsafe {
-        let job = &mut *(arg as *mut Intermediate);
+        let job = &mut *(arg as *mut Intermediate<'_>);
         let (uid, gid) = job.owner;
         // Real and effective ids become the owner's (the new namespace's owner is the effective
         // uid); the saved ids stay host root, which lets the file-system ids stay root too: the
@@ -476,22 +487,25 @@ extern "C" fn intermediate_main(arg: *mut libc::c_void) -> libc::c_int {
 /// # Safety
 /// Raw system calls only; callable between clone and exec.
 unsafe fn raise_ambient_capabilities(last: u32) -> Result<(), ()> {
-    let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
-    let mut data = [CapData::default(); 2];
-    if libc::syscall(libc::SYS_capget, &mut header as *mut CapHeader, data.as_mut_ptr()) != 0 {
-        return Err(());
+    // SAFETY: raw system calls on this stack frame's `header` and `data`, which outlive them.
+    unsafe {
+        let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+        let mut data = [CapData::default(); 2];
+        if libc::syscall(libc::SYS_capget, &mut header as *mut CapHeader, data.as_mut_ptr()) != 0 {
+            return Err(());
+        }
+        for d in &mut data {
+            d.inheritable = d.permitted;
+        }
+        if libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) != 0 {
+            return Err(());
+        }
+        for cap in 0..=last {
+            // Capabilities outside the bounding set cannot be raised; skipping them is correct.
+            libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong, cap as libc::c_ulong, 0, 0);
+        }
+        Ok(())
     }
-    for d in &mut data {
-        d.inheritable = d.permitted;
-    }
-    if libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) != 0 {
-        return Err(());
-    }
-    for cap in 0..=last {
-        // Capabilities outside the bounding set cannot be raised; skipping them is correct.
-        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong, cap as libc::c_ulong, 0, 0);
-    }
-    Ok(())
 }
 
 pub(crate) const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;

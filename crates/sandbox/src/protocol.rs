@@ -151,7 +151,7 @@ pub fn encode<T: Serialize>(message: &T) -> io::Result<Vec<Vec<u8>>> {
 pub fn send_datagram(socket: BorrowedFd<'_>, datagram: &[u8], fds: &[RawFd]) -> nix::Result<()> {
     let iov = [IoSlice::new(datagram)];
     let rights = [ControlMessage::ScmRights(fds)];
-    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+    let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
     sendmsg::<()>(socket.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None)?;
     Ok(())
 }

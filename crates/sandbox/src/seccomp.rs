@@ -233,8 +233,7 @@ fn denials(policy: Policy) -> Vec<Denial> {
         when: When::NoneOf { arg: 0, values: SAFE_PERSONALITIES },
     });
     for request in [libc::TIOCSTI, libc::TIOCLINUX] {
-        // `libc::Ioctl` is `c_ulong` with glibc but `c_int` with musl.
-        #[allow(clippy::unnecessary_cast)]
+        #[allow(clippy::unnecessary_cast, reason = "`libc::Ioctl` is `c_ulong` with glibc but `c_int` with musl")]
         let value = request as u64;
         list.push(Denial { nr: libc::SYS_ioctl, answer: Eperm, when: When::Equals { arg: 1, value } });
     }

@@ -1,6 +1,6 @@
 //! Shared helpers for integration tests: a real VM host on a temporary data directory, using
 //! the agentvm binary built by cargo as each VM's init.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses only some of these helpers")]
 
 pub mod server;
 pub mod ws;

@@ -1,5 +1,5 @@
 //! A real `agentvm serve` process on a random loopback port, for integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses only some of these helpers")]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

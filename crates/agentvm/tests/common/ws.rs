@@ -1,5 +1,5 @@
 //! A raw WebSocket client of `agentvm serve` in the json encoding, for frame-level tests.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses only some of these helpers")]
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! Helpers for the integration tests: each test starts its own real `agentvm serve`.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses only some of these helpers")]
 
 use std::time::Duration;
 

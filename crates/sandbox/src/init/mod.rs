@@ -3,9 +3,9 @@
 //! Init is small and single-threaded. It
 //! 1. receives its [`InitConfig`] over the control socket (descriptor [`CONTROL_FD`]),
 //! 2. enters a new cgroup namespace, builds the root filesystem and `pivot_root`s into it
-//!    ([`rootfs`]), writes the VM's boot files ([`bootfiles`]), brings up loopback and sets the
+//!    (`rootfs`), writes the VM's boot files (`bootfiles`), brings up loopback and sets the
 //!    host name,
-//! 3. confines itself and so every process of the VM ([`confine`]): namespace and resource
+//! 3. confines itself and so every process of the VM (`confine`): namespace and resource
 //!    limits, an empty capability bounding set, `no_new_privs` and the [`crate::seccomp`] policy,
 //! 4. then serves requests: it forks and execs programs with the stdio descriptors the host sent
 //!    (the host keeps the other ends), reaps every process (orphans included), reports the exits
@@ -63,8 +63,9 @@ pub fn main() -> ! {
 }
 
 fn run() -> io::Result<()> {
-    // SAFETY: fstat only inspects the descriptor.
+    // SAFETY: `stat` is plain old data, for which all-zero bytes are a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat only inspects the descriptor and writes into `st`, which outlives the call.
     if unsafe { libc::fstat(CONTROL_FD, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
         return Err(io::Error::other("must be started by agentvm (no control socket on descriptor 3)"));
     }
@@ -159,7 +160,7 @@ impl Init {
                     Err(Errno::EINTR) => continue,
                     Err(e) => return Err(e.into()),
                 }
-                let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+                let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
                 (ready(&fds[0]), ready(&fds[1]))
             };
             if signals_ready {

@@ -245,16 +245,20 @@ fn child(
 /// # Safety
 /// Plain system calls on memory prepared before the fork.
 unsafe fn raise_oom_score_adj(value: &[u8]) -> Result<(), ()> {
-    let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-    if fd < 0 {
-        return Err(());
-    }
-    let written = libc::write(fd, value.as_ptr() as *const libc::c_void, value.len());
-    libc::close(fd);
-    if written == value.len() as isize {
-        Ok(())
-    } else {
-        Err(())
+    // SAFETY: the caller upholds this function's contract (see `# Safety`): plain system calls on
+    // a static path and on `value`, which the caller's borrow keeps alive.
+    unsafe {
+        let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(());
+        }
+        let written = libc::write(fd, value.as_ptr() as *const libc::c_void, value.len());
+        libc::close(fd);
+        if written == value.len() as isize {
+            Ok(())
+        } else {
+            Err(())
+        }
     }
 }
 
@@ -263,13 +267,16 @@ unsafe fn raise_oom_score_adj(value: &[u8]) -> Result<(), ()> {
 /// # Safety
 /// Plain system calls.
 unsafe fn drop_all_capabilities() -> Result<(), ()> {
-    if libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) != 0 {
-        return Err(());
+    // SAFETY: plain system calls on this stack frame's `header` and `data`, which outlive them.
+    unsafe {
+        if libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) != 0 {
+            return Err(());
+        }
+        let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+        let data = [CapData::default(); 2];
+        if libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) != 0 {
+            return Err(());
+        }
+        Ok(())
     }
-    let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
-    let data = [CapData::default(); 2];
-    if libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) != 0 {
-        return Err(());
-    }
-    Ok(())
 }

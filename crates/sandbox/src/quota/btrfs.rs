@@ -34,7 +34,7 @@ struct VolArgs {
     fd: i64,
     name: [u8; 4088],
 }
-const SUBVOL_CREATE: libc::c_ulong = ioc(IOC_WRITE, 14, std::mem::size_of::<VolArgs>());
+const SUBVOL_CREATE: libc::c_ulong = ioc(IOC_WRITE, 14, size_of::<VolArgs>());
 
 /// `struct btrfs_ioctl_quota_ctl_args`.
 #[repr(C)]
@@ -42,7 +42,7 @@ struct QuotaCtlArgs {
     cmd: u64,
     status: u64,
 }
-const QUOTA_CTL: libc::c_ulong = ioc(IOC_READ | IOC_WRITE, 40, std::mem::size_of::<QuotaCtlArgs>());
+const QUOTA_CTL: libc::c_ulong = ioc(IOC_READ | IOC_WRITE, 40, size_of::<QuotaCtlArgs>());
 const QUOTA_CTL_ENABLE_SIMPLE_QUOTA: u64 = 4;
 
 /// `struct btrfs_ioctl_qgroup_limit_args` (with its `struct btrfs_qgroup_limit`).
@@ -55,7 +55,7 @@ struct QgroupLimitArgs {
     rsv_rfer: u64,
     rsv_excl: u64,
 }
-const QGROUP_LIMIT: libc::c_ulong = ioc(IOC_READ, 43, std::mem::size_of::<QgroupLimitArgs>());
+const QGROUP_LIMIT: libc::c_ulong = ioc(IOC_READ, 43, size_of::<QgroupLimitArgs>());
 const QGROUP_LIMIT_MAX_RFER: u64 = 1;
 const QGROUP_LIMIT_MAX_EXCL: u64 = 2;
 
