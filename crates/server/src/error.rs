@@ -3,7 +3,7 @@
 //! request encoding); over a WebSocket they become `Error` frames.
 
 use agentvm_protocol::{ErrorBody, ProtocolError, Value};
-use agentvm_vm::VmError;
+use agentvm_vm::{errno_code, Errno, VmError};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
@@ -127,7 +127,9 @@ impl From<ProtocolError> for ApiError {
     }
 }
 
-/// VM errors keep their text (`Process not found: 42`, `ENOENT: ...`); the code says the kind.
+/// VM errors: the code comes from the variant (and, for file system errors, `metadata.code`
+/// from the errno the error carries); the message is the error's `Display` (`Process not found:
+/// 42`, `ENOENT: no such file or directory, open '/x'`). No text is parsed.
 impl From<VmError> for ApiError {
     fn from(e: VmError) -> Self {
         let (status, code) = match &e {
@@ -140,12 +142,11 @@ impl From<VmError> for ApiError {
             VmError::CreateFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "boot_failed"),
             VmError::ResourceExhausted(_) => (StatusCode::SERVICE_UNAVAILABLE, "resource_exhausted"),
             VmError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "io_error"),
-            VmError::FileSystem(message) => {
-                // The text starts with the POSIX code (`ENOENT: ...`); clients get it as metadata too.
-                let errno = message.split(':').next().unwrap_or("EIO").to_string();
-                let status = if errno == "ENOENT" { StatusCode::NOT_FOUND } else { StatusCode::BAD_REQUEST };
-                let mut error = ApiError::new(status, "vm", "fs_error", message.clone());
-                error.metadata = Some(Value::object([("code", Value::from(errno))]));
+            VmError::FileSystem(fs) => {
+                let errno = fs.errno();
+                let status = if errno == Errno::ENOENT { StatusCode::NOT_FOUND } else { StatusCode::BAD_REQUEST };
+                let mut error = ApiError::new(status, "vm", "fs_error", fs.to_string());
+                error.metadata = Some(Value::object([("code", Value::from(errno_code(errno)))]));
                 return error;
             }
         };
@@ -169,3 +170,8 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// The rendered form of every VM error kind.
+#[cfg(test)]
+#[path = "error_vm_tests.rs"]
+mod vm_error_tests;

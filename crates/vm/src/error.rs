@@ -1,8 +1,14 @@
-//! Errors of the VM API. Their `Display` texts are what clients see, so they follow the
-//! reference product's wording (`Process not found: <pid>`) and the POSIX-code style
-//! (`ENOENT: ...`) where a system error is the cause.
+//! Errors of the VM API, as data: each variant says what kind of failure it is and carries its
+//! details (an error number, a path, a pid), never a text to parse. Their `Display` is the
+//! client-facing text (the reference product's wording, `Process not found: <pid>`, and Node's
+//! style, `ENOENT: no such file or directory, open '/home/user/x'`, for system errors); the API
+//! layer (the server's `error.rs`) shows it and takes the code from [`VmError::errno`], never
+//! from the text.
 
 use std::io;
+
+pub use agentvm_sandbox::fsops::error::FsError;
+pub use nix::errno::Errno;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
@@ -30,16 +36,69 @@ pub enum VmError {
     ResourceExhausted(String),
     #[error("{context}: {source}")]
     Io { context: String, source: io::Error },
-    /// A filesystem operation failed; the text starts with the POSIX code, in Node's style
-    /// (`ENOENT: no such file or directory, open '/home/user/x'`).
-    #[error("{0}")]
-    FileSystem(String),
+    /// A filesystem operation failed (see [`FileError`]).
+    #[error(transparent)]
+    FileSystem(FileError),
+}
+
+/// Why a filesystem operation ([`crate::files`]) failed: the operation's own failure inside the
+/// VM, or the file helper that runs it.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The operation failed inside the VM: errno, system call and path.
+    #[error(transparent)]
+    Operation(#[from] FsError),
+    /// The VM's file helper (`agentvm vm-fs`) exited with a failure; its stderr says why.
+    #[error("EIO: the VM's file helper failed (exit code {exit_code}): {stderr}")]
+    HelperFailed { exit_code: i32, stderr: String },
+    /// The helper answered something that is not a valid reply.
+    #[error("EIO: unexpected answer from the VM's file helper: {0}")]
+    HelperAnswer(String),
+    /// The request could not be encoded for the helper (its header is too large).
+    #[error("EINVAL: {0}")]
+    Request(String),
+}
+
+impl FileError {
+    /// The error number the failure stands for (what clients see as its code).
+    pub fn errno(&self) -> Errno {
+        match self {
+            FileError::Operation(e) => e.errno(),
+            FileError::HelperFailed { .. } | FileError::HelperAnswer(_) => Errno::EIO,
+            FileError::Request(_) => Errno::EINVAL,
+        }
+    }
+}
+
+impl From<FsError> for VmError {
+    fn from(e: FsError) -> Self {
+        VmError::FileSystem(FileError::Operation(e))
+    }
+}
+
+impl From<FileError> for VmError {
+    fn from(e: FileError) -> Self {
+        VmError::FileSystem(e)
+    }
 }
 
 impl VmError {
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> VmError {
         VmError::Io { context: context.into(), source }
     }
+
+    /// The POSIX error number of a system error (file operations, failed spawns), as data.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            VmError::FileSystem(e) => Some(e.errno()),
+            _ => None,
+        }
+    }
+}
+
+/// The symbolic name of an error number (`ENOENT`), as clients see it in `metadata.code`.
+pub fn errno_code(errno: Errno) -> String {
+    agentvm_sandbox::fsops::error::code(errno)
 }
 
 pub type Result<T, E = VmError> = std::result::Result<T, E>;

@@ -8,7 +8,8 @@
 //! user and permissions apply, and vm-fs's `openat2(RESOLVE_IN_ROOT)` resolution keeps every
 //! path, `..` and symbolic link inside the VM's root. Paths must be absolute.
 //!
-//! Failures are [`VmError::FileSystem`] with Node-style texts (`ENOENT: no such file or
+//! Failures are [`VmError::FileSystem`] carrying a [`FileError`]: the operation's errno, system
+//! call and path as vm-fs reported them (rendered in Node's style, `ENOENT: no such file or
 //! directory, open '/home/user/x'`); a helper that cannot run or answers nonsense is an `EIO`.
 
 use agentvm_sandbox::fsops::resolve::validate;
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use agentvm_sandbox::fsops::{DirEntryInfo, EntryKind, FileStat};
 
-use crate::error::{Result, VmError};
+use crate::error::{FileError, Result, VmError};
 use crate::vm::Vm;
 
 /// One entry of [`Vm::read_files`]: the content, or why it could not be read.
@@ -49,7 +50,7 @@ struct Batch {
 
 impl Batch {
     fn push(&mut self, op: &Op, payload: &[u8]) -> Result<()> {
-        encode_frame(&mut self.bytes, op, payload).map_err(|e| VmError::FileSystem(format!("EINVAL: {e}")))?;
+        encode_frame(&mut self.bytes, op, payload).map_err(FileError::Request)?;
         self.count += 1;
         Ok(())
     }
@@ -65,20 +66,16 @@ impl Answer {
     /// The operation's own error, if it failed.
     fn check(self) -> Result<Answer> {
         match self.reply.error {
-            Some(message) => Err(VmError::FileSystem(message)),
+            Some(error) => Err(error.into()),
             None => Ok(self),
         }
     }
 }
 
-fn fs_error(message: String) -> VmError {
-    VmError::FileSystem(message)
-}
-
 impl Vm {
     /// `readFile`: the whole file (`ENOENT`, `EISDIR`...).
     pub async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
-        validate(path, "open").map_err(fs_error)?;
+        validate(path, "open")?;
         Ok(self.run_one(&Op::ReadFile { path: path.into() }, &[]).await?.payload)
     }
 
@@ -86,7 +83,7 @@ impl Vm {
     /// directory `fsync`). The parent directory must exist (`ENOENT`); `/proc` and `/sys` are
     /// refused (`EACCES`); a symbolic link is followed inside the VM.
     pub async fn write_file(&self, path: &str, content: &[u8]) -> Result<()> {
-        validate(path, "open").map_err(fs_error)?;
+        validate(path, "open")?;
         self.run_one(&Op::WriteFile { path: path.into(), create_parents: false }, content).await?;
         Ok(())
     }
@@ -129,14 +126,14 @@ impl Vm {
     /// `mkdir`: one directory (`EEXIST`, `ENOENT` without a parent), or with `recursive` all
     /// missing ones (`mkdir -p`; existing directories are fine).
     pub async fn mkdir(&self, path: &str, recursive: bool) -> Result<()> {
-        validate(path, "mkdir").map_err(fs_error)?;
+        validate(path, "mkdir")?;
         self.run_one(&Op::Mkdir { path: path.into(), recursive }, &[]).await?;
         Ok(())
     }
 
     /// `readdir`: entry names, sorted, without `.` and `..`.
     pub async fn readdir(&self, path: &str) -> Result<Vec<String>> {
-        validate(path, "scandir").map_err(fs_error)?;
+        validate(path, "scandir")?;
         let answer = self.run_one(&Op::Readdir { path: path.into() }, &[]).await?;
         parse_listing(&answer.payload)
     }
@@ -150,7 +147,7 @@ impl Vm {
         max_depth: Option<u32>,
         exclude: &[String],
     ) -> Result<Vec<DirEntryInfo>> {
-        validate(path, "scandir").map_err(fs_error)?;
+        validate(path, "scandir")?;
         let op = Op::ReaddirRecursive { path: path.into(), max_depth, exclude: exclude.to_vec() };
         let answer = self.run_one(&op, &[]).await?;
         parse_listing(&answer.payload)
@@ -159,14 +156,14 @@ impl Vm {
     /// `stat`: follows symbolic links, except `is_symbolic_link`, which describes the final
     /// component itself (`lstat`).
     pub async fn stat(&self, path: &str) -> Result<FileStat> {
-        validate(path, "stat").map_err(fs_error)?;
+        validate(path, "stat")?;
         let answer = self.run_one(&Op::Stat { path: path.into() }, &[]).await?;
         answer.reply.stat.ok_or_else(|| malformed("a stat reply without the stat"))
     }
 
     /// `exists`: whether the path resolves (symbolic links followed; a dangling link is `false`).
     pub async fn exists(&self, path: &str) -> Result<bool> {
-        validate(path, "access").map_err(fs_error)?;
+        validate(path, "access")?;
         let answer = self.run_one(&Op::Exists { path: path.into() }, &[]).await?;
         answer.reply.exists.ok_or_else(|| malformed("an exists reply without the answer"))
     }
@@ -175,8 +172,8 @@ impl Vm {
     /// filesystems (the VM's `/tmp` and its home directory) it copies (modes and times kept,
     /// symbolic links re-created) and then deletes the source.
     pub async fn move_path(&self, from: &str, to: &str) -> Result<()> {
-        validate(from, "rename").map_err(fs_error)?;
-        validate(to, "rename").map_err(fs_error)?;
+        validate(from, "rename")?;
+        validate(to, "rename")?;
         self.run_one(&Op::Move { from: from.into(), to: to.into() }, &[]).await?;
         Ok(())
     }
@@ -185,7 +182,7 @@ impl Vm {
     /// (`ENOTEMPTY` otherwise) or, with `recursive`, with everything in it. Symbolic links are
     /// never followed.
     pub async fn delete_path(&self, path: &str, recursive: bool) -> Result<()> {
-        validate(path, "rm").map_err(fs_error)?;
+        validate(path, "rm")?;
         self.run_one(&Op::Delete { path: path.into(), recursive }, &[]).await?;
         Ok(())
     }
@@ -198,9 +195,10 @@ impl Vm {
         answers.pop().ok_or_else(|| malformed("no reply"))?.check()
     }
 
-    /// Runs several operations in one vm-fs run; one result per operation, in order. When the
-    /// run itself fails, every operation gets that error.
-    async fn run_many(&self, ops: &[(Op, &[u8])]) -> Vec<Result<Answer>> {
+    /// Runs several operations in one vm-fs run; one result per operation, in order, a failure
+    /// as the text `readFiles`/`writeFiles` report per entry. When the run itself fails, every
+    /// operation gets that error.
+    async fn run_many(&self, ops: &[(Op, &[u8])]) -> Vec<Result<Answer, String>> {
         let mut batch = Batch::default();
         let mut refused = Vec::with_capacity(ops.len());
         for (op, payload) in ops {
@@ -210,14 +208,18 @@ impl Vm {
             Ok(answers) => answers.into_iter(),
             Err(e) => {
                 let message = e.to_string();
-                return ops.iter().map(|_| Err(VmError::FileSystem(message.clone()))).collect();
+                return ops.iter().map(|_| Err(message.clone())).collect();
             }
         };
         refused
             .into_iter()
             .map(|refusal| match refusal {
-                Some(e) => Err(e),
-                None => answers.next().ok_or_else(|| malformed("a missing reply")).and_then(Answer::check),
+                Some(e) => Err(e.to_string()),
+                None => answers
+                    .next()
+                    .ok_or_else(|| malformed("a missing reply"))
+                    .and_then(Answer::check)
+                    .map_err(|e| e.to_string()),
             })
             .collect()
     }
@@ -231,14 +233,13 @@ impl Vm {
         let (code, stdout, stderr) = self.run_capture(argv, Bytes::from(batch.bytes)).await?;
         if code != 0 {
             let stderr = String::from_utf8_lossy(&stderr);
-            return Err(VmError::FileSystem(format!(
-                "EIO: the VM's file helper failed (exit code {code}): {}",
-                stderr.trim()
-            )));
+            let stderr = stderr.trim().to_string();
+            return Err(FileError::HelperFailed { exit_code: code, stderr }.into());
         }
         let frames = decode_frames::<Reply>(&stdout).map_err(|e| malformed(&e))?;
         if frames.len() != batch.count {
-            let last = frames.last().and_then(|(reply, _)| reply.error.clone()).unwrap_or_default();
+            let last =
+                frames.last().and_then(|(reply, _)| reply.error.as_ref()).map(ToString::to_string).unwrap_or_default();
             return Err(malformed(&format!("{} replies to {} operations {last}", frames.len(), batch.count)));
         }
         Ok(frames.into_iter().map(|(reply, payload)| Answer { reply, payload: payload.to_vec() }).collect())
@@ -250,5 +251,5 @@ fn parse_listing<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<T> {
 }
 
 fn malformed(what: &str) -> VmError {
-    VmError::FileSystem(format!("EIO: unexpected answer from the VM's file helper: {}", what.trim()))
+    FileError::HelperAnswer(what.trim().to_string()).into()
 }

@@ -9,7 +9,7 @@
 //!
 //! One run executes one batch: it reads request frames from stdin until end of file, executes
 //! each in order and answers each with one reply frame on stdout ([`wire`] describes the
-//! format), then exits 0. Operation errors are part of the replies (Node-style texts, see
+//! format), then exits 0. Operation errors are part of the replies (as data: errno, system call, path; see
 //! [`error`]); a malformed frame gets an `EINVAL` reply and ends the batch. Exit code 1 means
 //! `vm-fs` could not run at all (its stderr says why).
 
@@ -25,6 +25,7 @@ use std::path::Path;
 
 use nix::sys::stat::{umask, Mode};
 
+use error::FsError;
 use resolve::Root;
 use wire::{read_frame_head, write_frame, FrameError, Op, Reply};
 
@@ -67,7 +68,7 @@ pub fn serve(root: &Root, input: &mut impl Read, output: &mut impl Write) -> io:
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(FrameError::Malformed(message)) => {
-                write_frame(output, &Reply::error(format!("EINVAL: malformed request: {message}")), &[])?;
+                write_frame(output, &Reply::error(FsError::MalformedRequest { detail: message }), &[])?;
                 break;
             }
             Err(FrameError::Io(e)) => return Err(e),
@@ -75,14 +76,14 @@ pub fn serve(root: &Root, input: &mut impl Read, output: &mut impl Write) -> io:
         let mut payload = input.by_ref().take(payload_len);
         let (reply, data) = match serde_json::from_slice::<Op>(&header) {
             Ok(op) => run(root, op, &mut payload, &mut budget),
-            Err(e) => (Reply::error(format!("EINVAL: malformed request: {e}")), Vec::new()),
+            Err(e) => (Reply::error(FsError::MalformedRequest { detail: e.to_string() }), Vec::new()),
         };
         // Whatever of the payload the operation did not use (it failed early) is skipped.
         io::copy(&mut payload, &mut io::sink())?;
         let truncated = payload.limit() > 0;
         write_frame(output, &reply, &data)?;
         if truncated {
-            write_frame(output, &Reply::error("EINVAL: malformed request: truncated payload"), &[])?;
+            write_frame(output, &Reply::error(FsError::MalformedRequest { detail: "truncated payload".into() }), &[])?;
             break;
         }
     }
@@ -122,7 +123,7 @@ fn run(root: &Root, op: Op, payload: &mut io::Take<&mut impl Read>, budget: &mut
 
 /// JSON encoding of a listing for a reply payload.
 fn to_json<T: serde::Serialize>(value: &T) -> error::FsResult<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| format!("EIO: encoding a listing: {e}"))
+    serde_json::to_vec(value).map_err(|e| FsError::Encoding { detail: e.to_string() })
 }
 
 #[cfg(test)]
@@ -163,7 +164,7 @@ mod tests {
         assert_eq!(replies[3].1, br#"["b"]"#);
         assert_eq!(replies[4].0.exists, Some(true));
         assert_eq!(replies[5].0, Reply::default());
-        assert_eq!(replies[6].0.error.as_deref(), Some("ENOTEMPTY: directory not empty, rmdir '/a'"));
+        assert_eq!(replies[6].0.error, Some(error::fs_error(nix::errno::Errno::ENOTEMPTY, "rmdir", "/a")));
         assert_eq!(replies[7].0, Reply::default());
         assert_eq!(replies[8].1, br#"[{"path":"/g","type":"file","size":6}]"#);
         assert_eq!(std::fs::read(dir.path().join("g")).unwrap(), b"\x00\xffdata");
@@ -178,7 +179,7 @@ mod tests {
         encode_frame(&mut input, &serde_json::json!({"op": "format", "path": "/"}), b"skipped").unwrap();
         encode_frame(&mut input, &Op::Exists { path: "/".into() }, &[]).unwrap();
         let replies = batch(&root, &input);
-        assert!(replies[0].0.error.as_deref().unwrap().starts_with("EINVAL: malformed request"));
+        assert!(matches!(replies[0].0.error, Some(FsError::MalformedRequest { .. })));
         assert_eq!(replies[1].0.exists, Some(true));
         // A truncated payload: the write fails, nothing is left behind, the batch ends.
         let mut input = Vec::new();
@@ -192,7 +193,7 @@ mod tests {
         for garbage in [&[0xff_u8, 0xff, 0xff, 0xff][..], &[5, 0, 0, 0, b'{'], &[1]] {
             let replies = batch(&root, garbage);
             assert_eq!(replies.len(), 1);
-            assert!(replies[0].0.error.as_deref().unwrap().starts_with("EINVAL: malformed request"));
+            assert!(matches!(replies[0].0.error, Some(FsError::MalformedRequest { .. })));
         }
     }
 }

@@ -20,7 +20,7 @@ use nix::sys::stat::{fchmod, futimens, mkdirat, FileStat, Mode, SFlag};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{mkfifoat, symlinkat, syncfs, unlinkat, UnlinkatFlags};
 
-use super::error::{fs_error, FsResult};
+use super::error::{fs_error, FsError, FsResult};
 use super::ops::temp_name;
 use super::resolve::{open_child, split, validate, Root};
 use super::tree::{file_type, list, lstat_at, remove_contents};
@@ -62,7 +62,7 @@ fn move_across(from_dir: &OwnedFd, from_name: &str, to_dir: &OwnedFd, to_name: &
     } else {
         unlinkat(from_dir, from_name, UnlinkatFlags::NoRemoveDir).map_err(err)
     };
-    removed.map_err(|e| format!("{e} (the destination is complete; the source could not be removed)"))
+    removed.map_err(|e| FsError::SourceNotRemoved { source: Box::new(e) })
 }
 
 /// Removes a partial copy (best effort).

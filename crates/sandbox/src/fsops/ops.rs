@@ -11,7 +11,7 @@ use nix::fcntl::{openat, readlinkat, renameat, AtFlags, OFlag};
 use nix::sys::stat::{fchmod, fstatat, mkdirat, Mode, SFlag};
 use nix::unistd::{fsync, unlinkat, UnlinkatFlags};
 
-use super::error::{fs_error, FsResult};
+use super::error::{fs_error, FsError, FsResult};
 use super::resolve::{split, validate, Root};
 use super::wire::FileStat;
 
@@ -298,10 +298,10 @@ pub fn exists(root: &Root, path: &str) -> FsResult<bool> {
     Ok(root.open(path, OFlag::O_PATH).is_ok())
 }
 
-/// A Node-style message for an I/O error.
-pub(crate) fn io_error(e: io::Error, syscall: &str, path: &str) -> String {
+/// The failure of an I/O call: its error number, or `EIO` with the error's text.
+pub(crate) fn io_error(e: io::Error, syscall: &str, path: &str) -> FsError {
     match e.raw_os_error() {
         Some(errno) => fs_error(Errno::from_raw(errno), syscall, path),
-        None => format!("EIO: {e}, {syscall} '{path}'"),
+        None => FsError::Io { detail: e.to_string(), syscall: syscall.to_string(), path: path.to_string() },
     }
 }

@@ -27,7 +27,7 @@ use nix::errno::Errno;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
 
-use super::error::{fs_error, FsResult};
+use super::error::{fs_error, FsError, FsResult};
 
 /// Longest path accepted, terminating NUL included (Linux's `PATH_MAX`).
 pub const PATH_MAX: usize = 4096;
@@ -37,10 +37,10 @@ const EAGAIN_RETRIES: usize = 128;
 /// Checks a client path: absolute, shorter than [`PATH_MAX`], without NUL bytes.
 pub fn validate(path: &str, syscall: &str) -> FsResult<()> {
     if path.contains('\0') {
-        return Err(format!("EINVAL: path must not contain NUL bytes: '{}'", shorten(&path.replace('\0', "\\0"))));
+        return Err(FsError::NulByte { path: shorten(&path.replace('\0', "\\0")) });
     }
     if !path.starts_with('/') {
-        return Err(format!("EINVAL: path must be absolute: '{}'", shorten(path)));
+        return Err(FsError::NotAbsolute { path: shorten(path) });
     }
     if path.len() >= PATH_MAX {
         return Err(fs_error(Errno::ENAMETOOLONG, syscall, &shorten(path)));
@@ -140,12 +140,14 @@ mod tests {
     #[test]
     fn validation() {
         assert!(validate("/a/b", "open").is_ok());
-        assert_eq!(validate("rel", "open").unwrap_err(), "EINVAL: path must be absolute: 'rel'");
-        assert_eq!(validate("", "open").unwrap_err(), "EINVAL: path must be absolute: ''");
-        assert!(validate("/a\0b", "open").unwrap_err().starts_with("EINVAL: path must not contain NUL"));
+        assert_eq!(validate("rel", "open").unwrap_err(), FsError::NotAbsolute { path: "rel".into() });
+        assert_eq!(validate("", "open").unwrap_err().to_string(), "EINVAL: path must be absolute: ''");
+        assert_eq!(validate("/a\0b", "open").unwrap_err(), FsError::NulByte { path: "/a\\0b".into() });
         let long = format!("/{}", "a".repeat(PATH_MAX));
         let e = validate(&long, "open").unwrap_err();
-        assert!(e.starts_with("ENAMETOOLONG: name too long, open '/aaa") && e.len() < 300, "{e}");
+        assert_eq!(e.errno(), Errno::ENAMETOOLONG);
+        let text = e.to_string();
+        assert!(text.starts_with("ENAMETOOLONG: name too long, open '/aaa") && text.len() < 300, "{text}");
     }
 
     #[test]

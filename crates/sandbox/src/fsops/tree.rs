@@ -11,7 +11,7 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{fstatat, FileStat, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
-use super::error::{fs_error, FsResult};
+use super::error::{fs_error, FsError, FsResult};
 use super::resolve::{open_beneath, open_child, split, validate, Root};
 use super::wire::{DirEntryInfo, EntryKind};
 
@@ -103,11 +103,11 @@ pub fn readdir_recursive(
             let child = format!("{absolute}/{name_text}");
             path_bytes += child.len();
             if out.len() == MAX_RECURSIVE_ENTRIES || path_bytes > MAX_RECURSIVE_PATH_BYTES {
-                return Err(format!(
-                    "E2BIG: listing too large (over {MAX_RECURSIVE_ENTRIES} entries or {} MiB of paths; use maxDepth \
-                     or exclude), scandir '{path}'",
-                    MAX_RECURSIVE_PATH_BYTES >> 20
-                ));
+                return Err(FsError::ListingTooLarge {
+                    entries: MAX_RECURSIVE_ENTRIES,
+                    mib: MAX_RECURSIVE_PATH_BYTES >> 20,
+                    path: path.to_string(),
+                });
             }
             out.push(DirEntryInfo { path: child.clone(), kind, size: st.st_size.max(0) as u64 });
             if kind == EntryKind::Directory && max_depth.is_none_or(|max| depth < max) {

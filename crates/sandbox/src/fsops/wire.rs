@@ -16,6 +16,8 @@ use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
+use super::error::FsError;
+
 /// Largest header accepted in either direction.
 pub const MAX_HEADER: u32 = 1 << 20;
 
@@ -67,13 +69,13 @@ pub enum Op {
     },
 }
 
-/// The header of one reply frame. `error` is set when the operation failed; its text starts
-/// with the POSIX code, in Node's style (`ENOENT: no such file or directory, open '/x'`).
+/// The header of one reply frame. `error` is set when the operation failed: what failed, as
+/// data ([`FsError`]: errno, system call and path), never as text to parse.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Reply {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub error: Option<FsError>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stat: Option<FileStat>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,8 +83,8 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn error(message: impl Into<String>) -> Reply {
-        Reply { error: Some(message.into()), ..Reply::default() }
+    pub fn error(error: FsError) -> Reply {
+        Reply { error: Some(error), ..Reply::default() }
     }
 }
 
