@@ -109,7 +109,7 @@ pub enum Event {
     },
     SpawnFailed {
         id: u64,
-        message: String,
+        error: SpawnError,
     },
     /// A process started by `Spawn` ended: its exit code, or 128+signal.
     Exited {
@@ -122,6 +122,79 @@ pub enum Event {
         entries: Vec<ProcessEntry>,
         last: bool,
     },
+}
+
+/// Why init could not start a program, as data (the error number and what it applied to). Its
+/// `Display` is the client-facing text (`ENOENT: command not found: nope`,
+/// `ENOENT: No such file or directory, chdir '/nonexistent'`); nothing parses it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum SpawnError {
+    /// The request carried the wrong number of stdio descriptors (`EINVAL`).
+    #[error("EINVAL: expected {expected} stdio descriptors, got {got}")]
+    StdioCount { expected: usize, got: usize },
+    /// No program, or an empty one (`EINVAL`).
+    #[error("EINVAL: empty command")]
+    EmptyCommand,
+    /// An argument, environment variable or the working directory contains a NUL byte
+    /// (`EINVAL`); `what` names which.
+    #[error("EINVAL: {what} contains a NUL byte")]
+    NulByte { what: String },
+    /// Creating the pipe that reports the child's failure failed.
+    #[error("{}: {}, pipe", errno_name(*errno), errno_text(*errno))]
+    Pipe { errno: i32 },
+    #[error("{}: {}, fork", errno_name(*errno), errno_text(*errno))]
+    Fork { errno: i32 },
+    /// Opening or setting up the shell's terminal failed at `step` (`grantpt`, `opening /dev/ptmx`...).
+    #[error("{}: {}, {step}", errno_name(*errno), errno_text(*errno))]
+    Terminal { errno: i32, step: String },
+    /// The child could not take its stdio descriptors.
+    #[error("{}: {}, setting up stdio", errno_name(*errno), errno_text(*errno))]
+    Stdio { errno: i32 },
+    /// The working directory could not be entered.
+    #[error("{}: {}, chdir '{cwd}'", errno_name(*errno), errno_text(*errno))]
+    Chdir { errno: i32, cwd: String },
+    /// The child could not switch to the VM user.
+    #[error("{}: {}, dropping privileges", errno_name(*errno), errno_text(*errno))]
+    Identity { errno: i32 },
+    /// No candidate of `PATH` (or the given path) exists (`ENOENT`).
+    #[error("ENOENT: command not found: {program}")]
+    NotFound { program: String },
+    /// `execve` failed for another reason.
+    #[error("{}: {}, exec '{program}'", errno_name(*errno), errno_text(*errno))]
+    Exec { errno: i32, program: String },
+    /// Init answered a shell request without the terminal (`EIO`; host side).
+    #[error("init sent no terminal")]
+    NoTerminal,
+}
+
+impl SpawnError {
+    /// The error number the failure stands for.
+    pub fn errno(&self) -> nix::errno::Errno {
+        use nix::errno::Errno;
+        match self {
+            SpawnError::StdioCount { .. } | SpawnError::EmptyCommand | SpawnError::NulByte { .. } => Errno::EINVAL,
+            SpawnError::NotFound { .. } => Errno::ENOENT,
+            SpawnError::NoTerminal => Errno::EIO,
+            SpawnError::Pipe { errno }
+            | SpawnError::Fork { errno }
+            | SpawnError::Terminal { errno, .. }
+            | SpawnError::Stdio { errno }
+            | SpawnError::Chdir { errno, .. }
+            | SpawnError::Identity { errno }
+            | SpawnError::Exec { errno, .. } => Errno::from_raw(*errno),
+        }
+    }
+}
+
+/// `ENOENT`.
+fn errno_name(errno: i32) -> String {
+    format!("{:?}", nix::errno::Errno::from_raw(errno))
+}
+
+/// The C library's description (`No such file or directory`).
+fn errno_text(errno: i32) -> &'static str {
+    nix::errno::Errno::from_raw(errno).desc()
 }
 
 /// Splits an encoded message into datagrams, each starting with the more-fragments flag.

@@ -3,7 +3,7 @@
 //! `spawn.rs`, `server_http.rs`); the code and `metadata.code` come from the error's data.
 
 use super::*;
-use agentvm_vm::{FileError, FsError};
+use agentvm_vm::{FileError, FsError, SpawnError};
 
 type Rendered = (u16, &'static str, &'static str, String, Option<Value>);
 
@@ -37,12 +37,35 @@ fn shell_not_found() {
     );
 }
 
+/// One case per kind of spawn failure.
 #[test]
 fn spawn_failed() {
-    assert_eq!(
-        render(VmError::SpawnFailed("ENOENT: command not found: nope".into())),
-        plain(400, "spawn_failed", "ENOENT: command not found: nope")
-    );
+    let cases = [
+        (SpawnError::NotFound { program: "nope".into() }, "ENOENT: command not found: nope"),
+        (
+            SpawnError::Chdir { errno: Errno::ENOENT as i32, cwd: "/nonexistent".into() },
+            "ENOENT: No such file or directory, chdir '/nonexistent'",
+        ),
+        (
+            SpawnError::Exec { errno: Errno::EACCES as i32, program: "/etc".into() },
+            "EACCES: Permission denied, exec '/etc'",
+        ),
+        (SpawnError::Identity { errno: Errno::EPERM as i32 }, "EPERM: Operation not permitted, dropping privileges"),
+        (SpawnError::Stdio { errno: Errno::EBADF as i32 }, "EBADF: Bad file number, setting up stdio"),
+        (SpawnError::Pipe { errno: Errno::EMFILE as i32 }, "EMFILE: Too many open files, pipe"),
+        (SpawnError::Fork { errno: Errno::EAGAIN as i32 }, "EAGAIN: Try again, fork"),
+        (
+            SpawnError::Terminal { errno: Errno::ENOSPC as i32, step: "opening /dev/ptmx".into() },
+            "ENOSPC: No space left on device, opening /dev/ptmx",
+        ),
+        (SpawnError::StdioCount { expected: 3, got: 1 }, "EINVAL: expected 3 stdio descriptors, got 1"),
+        (SpawnError::EmptyCommand, "EINVAL: empty command"),
+        (SpawnError::NulByte { what: "an argument".into() }, "EINVAL: an argument contains a NUL byte"),
+        (SpawnError::NoTerminal, "init sent no terminal"),
+    ];
+    for (error, text) in cases {
+        assert_eq!(render(VmError::SpawnFailed(error)), plain(400, "spawn_failed", text));
+    }
 }
 
 #[test]

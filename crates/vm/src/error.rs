@@ -8,6 +8,7 @@
 use std::io;
 
 pub use agentvm_sandbox::fsops::error::FsError;
+pub use agentvm_sandbox::protocol::SpawnError;
 pub use nix::errno::Errno;
 
 #[derive(Debug, thiserror::Error)]
@@ -16,9 +17,9 @@ pub enum VmError {
     ProcessNotFound(i32),
     #[error("Shell not found: {0}")]
     ShellNotFound(String),
-    /// The program could not be started (text starts with the POSIX code, e.g. `ENOENT: ...`).
-    #[error("{0}")]
-    SpawnFailed(String),
+    /// The program could not be started: init's [`SpawnError`] (errno and what it applied to).
+    #[error(transparent)]
+    SpawnFailed(#[from] SpawnError),
     #[error("{0}")]
     InvalidArgument(String),
     /// The operation does not apply in the current state (e.g. stdin already closed).
@@ -91,6 +92,7 @@ impl VmError {
     pub fn errno(&self) -> Option<Errno> {
         match self {
             VmError::FileSystem(e) => Some(e.errno()),
+            VmError::SpawnFailed(e) => Some(e.errno()),
             _ => None,
         }
     }

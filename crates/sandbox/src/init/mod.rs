@@ -194,8 +194,8 @@ impl Init {
                     Stdio::Pipes => (fds, None),
                     Stdio::Terminal { cols, rows } => match terminal::open(cols, rows, (self.ids.uid, self.ids.gid)) {
                         Ok((master, slave)) => (vec![slave], Some(master)),
-                        Err(message) => {
-                            self.send(&Event::SpawnFailed { id, message });
+                        Err(error) => {
+                            self.send(&Event::SpawnFailed { id, error });
                             return None;
                         }
                     },
@@ -209,7 +209,7 @@ impl Init {
                         let attached: Vec<RawFd> = master.iter().map(|m| m.as_raw_fd()).collect();
                         send_with(self.control.as_fd(), &Event::Spawned { id, pid }, &attached);
                     }
-                    Err(message) => self.send(&Event::SpawnFailed { id, message }),
+                    Err(error) => self.send(&Event::SpawnFailed { id, error }),
                 }
             }
             Request::Signal { pid, signal } => {

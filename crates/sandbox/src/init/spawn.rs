@@ -18,7 +18,7 @@ use nix::unistd::{fork, ForkResult};
 
 use crate::config::InitConfig;
 use crate::launch::{CapData, CapHeader, LINUX_CAPABILITY_VERSION_3};
-use crate::protocol::{SpawnRequest, Stdio};
+use crate::protocol::{SpawnError, SpawnRequest, Stdio};
 
 /// `PATH` used when the request's environment has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -66,21 +66,21 @@ pub fn exit_code_of(status: &WaitStatus) -> Option<i32> {
 }
 
 /// Forks and execs `request`; returns the new pid (as seen in the VM).
-pub fn spawn(request: &SpawnRequest, fds: Vec<OwnedFd>, identity: &Identity) -> Result<i32, String> {
+pub fn spawn(request: &SpawnRequest, fds: Vec<OwnedFd>, identity: &Identity) -> Result<i32, SpawnError> {
     let expected = match request.stdio {
         Stdio::Pipes => 3,
         Stdio::Terminal { .. } => 1,
     };
     if fds.len() != expected {
-        return Err(format!("EINVAL: expected {expected} stdio descriptors, got {}", fds.len()));
+        return Err(SpawnError::StdioCount { expected, got: fds.len() });
     }
     let Some(program) = request.argv.first() else {
-        return Err("EINVAL: empty command".into());
+        return Err(SpawnError::EmptyCommand);
     };
     if program.is_empty() {
-        return Err("EINVAL: empty command".into());
+        return Err(SpawnError::EmptyCommand);
     }
-    let to_c = |s: &str, what: &str| CString::new(s).map_err(|_| format!("EINVAL: {what} contains a NUL byte"));
+    let to_c = |s: &str, what: &str| CString::new(s).map_err(|_| SpawnError::NulByte { what: what.to_string() });
     let argv: Vec<CString> = request.argv.iter().map(|a| to_c(a, "an argument")).collect::<Result<_, _>>()?;
     let env: Vec<CString> = request.env.iter().map(|e| to_c(e, "an environment variable")).collect::<Result<_, _>>()?;
     let cwd = to_c(&request.cwd, "the working directory")?;
@@ -99,10 +99,10 @@ pub fn spawn(request: &SpawnRequest, fds: Vec<OwnedFd>, identity: &Identity) -> 
     env_ptrs.push(std::ptr::null());
 
     let (report_read, report_write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("{}: {}, pipe", e, e.desc()))?;
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Pipe { errno: e as i32 })?;
     // SAFETY: init is single-threaded, so the child may run ordinary code until exec.
     match unsafe { fork() } {
-        Err(e) => Err(format!("{e:?}: {}, fork", e.desc())),
+        Err(e) => Err(SpawnError::Fork { errno: e as i32 }),
         Ok(ForkResult::Child) => {
             drop(report_read);
             let (stage, errno) = child(request.stdio, &fds, &cwd, identity, &candidates, &argv_ptrs, &env_ptrs);
@@ -139,16 +139,16 @@ pub fn spawn(request: &SpawnRequest, fds: Vec<OwnedFd>, identity: &Identity) -> 
     }
 }
 
-fn describe_failure(stage: u32, errno: Errno, request: &SpawnRequest) -> String {
-    let name = format!("{errno:?}");
+fn describe_failure(stage: u32, errno: Errno, request: &SpawnRequest) -> SpawnError {
+    let errno_raw = errno as i32;
     match stage {
-        s if s == Stage::Cwd as u32 => format!("{name}: {}, chdir '{}'", errno.desc(), request.cwd),
+        s if s == Stage::Cwd as u32 => SpawnError::Chdir { errno: errno_raw, cwd: request.cwd.clone() },
         s if s == Stage::Exec as u32 && errno == Errno::ENOENT => {
-            format!("ENOENT: command not found: {}", request.argv[0])
+            SpawnError::NotFound { program: request.argv[0].clone() }
         }
-        s if s == Stage::Exec as u32 => format!("{name}: {}, exec '{}'", errno.desc(), request.argv[0]),
-        s if s == Stage::Identity as u32 => format!("{name}: {}, dropping privileges", errno.desc()),
-        _ => format!("{name}: {}, setting up stdio", errno.desc()),
+        s if s == Stage::Exec as u32 => SpawnError::Exec { errno: errno_raw, program: request.argv[0].clone() },
+        s if s == Stage::Identity as u32 => SpawnError::Identity { errno: errno_raw },
+        _ => SpawnError::Stdio { errno: errno_raw },
     }
 }
 

@@ -6,9 +6,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use nix::fcntl::OFlag;
 use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
 
+use crate::protocol::SpawnError;
+
 /// Opens a new terminal; returns (master, slave).
-pub fn open(cols: u16, rows: u16, owner: (u32, u32)) -> Result<(OwnedFd, OwnedFd), String> {
-    let fail = |what: &str, e: nix::Error| format!("{e:?}: {}, {what}", e.desc());
+pub fn open(cols: u16, rows: u16, owner: (u32, u32)) -> Result<(OwnedFd, OwnedFd), SpawnError> {
+    let fail = |step: &str, e: nix::Error| SpawnError::Terminal { errno: e as i32, step: step.to_string() };
     let master =
         posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).map_err(|e| fail("opening /dev/ptmx", e))?;
     grantpt(&master).map_err(|e| fail("grantpt", e))?;

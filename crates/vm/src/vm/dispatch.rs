@@ -6,7 +6,7 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use agentvm_sandbox::protocol::{Event, Request};
+use agentvm_sandbox::protocol::{Event, Request, SpawnError};
 
 use crate::control::Outgoing;
 use crate::error::{Result, VmError};
@@ -53,7 +53,7 @@ impl Shared {
                     }
                     Some(Pending::Shell { shell_id, reply }) => {
                         let Some(master) = fds.into_iter().next() else {
-                            let _ = reply.send(Err(VmError::SpawnFailed("init sent no terminal".into())));
+                            let _ = reply.send(Err(VmError::SpawnFailed(SpawnError::NoTerminal)));
                             return;
                         };
                         let started = shell::start(
@@ -106,12 +106,12 @@ impl Shared {
                     }
                 }
             }
-            Event::SpawnFailed { id, message } => match self.pending.lock().unwrap().remove(&id) {
+            Event::SpawnFailed { id, error } => match self.pending.lock().unwrap().remove(&id) {
                 Some(Pending::Spawn { reply, .. }) => {
-                    let _ = reply.send(Err(VmError::SpawnFailed(message)));
+                    let _ = reply.send(Err(VmError::SpawnFailed(error)));
                 }
                 Some(Pending::Shell { reply, .. }) => {
-                    let _ = reply.send(Err(VmError::SpawnFailed(message)));
+                    let _ = reply.send(Err(VmError::SpawnFailed(error)));
                 }
                 _ => {}
             },
