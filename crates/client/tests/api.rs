@@ -188,6 +188,16 @@ async fn shells() {
     // close_shell hangs the terminal up: SIGHUP.
     let second = vm.open_shell(ShellOptions::default()).await.unwrap();
     assert_ne!(second, shell);
+    // Close it once it runs (on a loaded machine bash can still be starting after the grace).
+    vm.write_shell(&second, b"echo second-$((1+1))\n").await.unwrap();
+    let mut second_screen = String::new();
+    while !second_screen.contains("second-2") {
+        let event = wait_event(&mut conn, "shellData", 30).await;
+        if event.payload.get("shellId").and_then(Value::as_str) == Some(second.as_str()) {
+            let Some(Value::Bytes(data)) = event.payload.get("data") else { panic!("{event:?}") };
+            second_screen.push_str(&String::from_utf8_lossy(data));
+        }
+    }
     vm.close_shell(&second).await.unwrap();
     assert_eq!(vm.wait_shell(&second).await.unwrap(), 129);
     let err = vm.write_shell("shell-999", b"x").await.unwrap_err();
