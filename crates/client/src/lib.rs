@@ -63,6 +63,8 @@ mod error;
 mod types;
 mod vm;
 
+// Test scaffolding, compiled only for this crate's tests and doctests (see the `testing` feature).
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing;
 
