@@ -56,7 +56,7 @@ async fn unread_output_stalls_no_other_vm_and_stays_bounded() {
     }
     eprintln!("20 execs in the quiet VM took {:?} while the noisy VM streamed", started.elapsed());
     // The noisy process was never blocked: it produced far more than any buffer holds...
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually(10, "the noisy process to produce over 100 events", || async { noisy.events().next_seq() > 100 }).await;
     let seq_now = noisy.events().next_seq();
     assert!(seq_now > 100, "the noisy process produced only {seq_now} events");
     // ...while memory stayed bounded by the documented retention.

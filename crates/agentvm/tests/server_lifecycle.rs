@@ -119,8 +119,15 @@ async fn a_restart_keeps_actors_files_and_the_event_log() {
     let server = TestServer::start();
     http_action(&server, "life-restart", "exec", json!(["echo survived > /home/user/s"])).await;
     http_action(&server, "life-restart", "spawn", json!(["echo", ["logged"]])).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = http_action(&server, "life-restart", "getVmEvents", json!([])).await;
+    // The spawned process's exit is the last event: wait until the log holds it.
+    let mut before = Value::Null;
+    for _ in 0..500 {
+        before = http_action(&server, "life-restart", "getVmEvents", json!([])).await;
+        if before.as_array().is_some_and(|events| events.iter().any(|e| e["name"] == "processExit")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let names: Vec<&str> = before.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["vmBooted", "processOutput", "processExit"], "{before}");
     assert_eq!(before[1]["data"]["data"], json!(["$Uint8Array", "bG9nZ2VkCg=="]));
@@ -174,7 +181,12 @@ async fn a_killed_server_loses_no_acknowledged_write() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill it while writes are in flight, once a good number has been acknowledged.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while acked.lock().unwrap().len() <= 100 {
+        assert!(std::time::Instant::now() < deadline, "fewer than 100 writes acknowledged in 30 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let data = server.kill_hard();
     for worker in workers {
         worker.await.unwrap();

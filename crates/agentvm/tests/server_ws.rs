@@ -81,8 +81,16 @@ async fn events_reach_every_connection_of_the_same_vm_only() {
     for ws in [&mut a, &mut b, &mut other] {
         assert_eq!(next_json(ws).await["body"]["tag"], "Init");
         send_json(ws, subscribe("processOutput", true)).await;
+        // A connection handles its messages in order: once an action sent after the
+        // subscription is answered, the subscription is in place.
+        send_json(ws, action(900, "listProcesses", json!([]))).await;
+        loop {
+            let frame = next_json(ws).await;
+            if frame["body"]["tag"] == "ActionResponse" && frame["body"]["val"]["id"][1] == "900" {
+                break;
+            }
+        }
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
     send_json(&mut a, action(0, "spawn", json!(["echo", ["shared"]]))).await;
     for ws in [&mut a, &mut b] {
         loop {
