@@ -44,12 +44,14 @@ fn assert_gone(pid_ns: &str, net_ns: &str, cgroups: &[std::path::PathBuf], data:
     for dir in cgroups {
         assert!(!dir.exists(), "cgroup {} remains", dir.display());
     }
-    // The host's own VM disk (`<data>/disk`, see agentvm_vm::disk) stays mounted while the host
-    // lives; nothing of the VM may be mounted on the host.
-    let host_disk = format!(" {}/data/disk ", data.display());
+    // The host's own VM disk (`<data>/disk`, see agentvm_vm::disk) and LXCFS (`<data>/lxcfs`)
+    // stay mounted while the host lives; nothing of the VM may be mounted on the host.
+    let host_mounts = [format!(" {}/data/disk ", data.display()), format!(" {}/data/lxcfs ", data.display())];
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let leftover: Vec<&str> =
-        mounts.lines().filter(|l| l.contains(&*data.to_string_lossy()) && !l.contains(&host_disk)).collect();
+    let leftover: Vec<&str> = mounts
+        .lines()
+        .filter(|l| l.contains(&*data.to_string_lossy()) && !host_mounts.iter().any(|m| l.contains(m.as_str())))
+        .collect();
     assert!(leftover.is_empty(), "a mount under the data dir remains on the host: {leftover:?}");
 }
 

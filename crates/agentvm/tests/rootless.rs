@@ -19,6 +19,11 @@ async fn inner_rootless_checks() {
     let vm = host.create_vm("rootless", Default::default()).await.unwrap();
     assert_eq!(sh(&vm, "id -u; id -un; hostname").await, "1000\nuser\nrootless\n");
     assert_ne!(run(&vm, "touch /usr/x").await.exit_code, 0);
+    // Rootless VMs see the host's /proc figures (LXCFS needs root) but are pinned to the CPUs of
+    // their limit (the default: one), so nproc still counts the VM's CPUs.
+    assert_eq!(sh(&vm, "nproc").await, "1\n");
+    let host_mem = std::fs::read_to_string("/proc/meminfo").unwrap().lines().next().unwrap().to_string();
+    assert_eq!(sh(&vm, "head -n 1 /proc/meminfo").await, format!("{host_mem}\n"));
     assert_eq!(sh(&vm, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '").await, "lo\n");
     sh(&vm, "echo kept > /home/user/f").await;
     // The filesystem API's helper runs in the VM through /proc/self/exe here too.

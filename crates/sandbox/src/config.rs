@@ -91,6 +91,33 @@ pub struct Confinement {
     /// memory cgroup's OOM killer picks a command before init (which keeps 0: lowering it needs
     /// `CAP_SYS_RESOURCE` on the host).
     pub command_oom_score_adj: i32,
+    /// What the VM's `/proc` reports and which CPUs its processes start on (filled in by the
+    /// host for each VM; the default shows the host's `/proc` and keeps the host's CPUs).
+    pub proc_view: ProcView,
+}
+
+/// The VM's view of its machine, so that programs sizing themselves from it (`nproc`, `free`,
+/// `make -j`, thread pools) see the VM's limits rather than the host's (see
+/// `crate::init::proc_view`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ProcView {
+    /// A host directory of `/proc` files that answer each reader according to its cgroup and
+    /// PID namespace (LXCFS's `proc/`), mounted over the same names in the VM's `/proc`. The
+    /// launcher sends init a detached clone of each file with the configuration message (see
+    /// [`crate::proc_files`]); `None` (no LXCFS, rootless, nested user namespaces allowed): the
+    /// VM's `/proc` is its plain procfs.
+    pub files_dir: Option<PathBuf>,
+    /// The host CPUs of the VM: its v1 `cpuset` cgroup where there is one, and in any case the
+    /// set init pins itself to before the first command, inherited by every process of the VM,
+    /// so `sched_getaffinity` (what `nproc`, Go, Rust's `available_parallelism` and libuv read)
+    /// counts the VM's CPUs. Empty: the server's CPUs.
+    pub cpus: Vec<u32>,
+}
+
+impl ProcView {
+    /// The `/proc` files taken from [`ProcView::files_dir`], each present in LXCFS 5.
+    pub const FILES: [&'static str; 7] = ["meminfo", "cpuinfo", "stat", "uptime", "loadavg", "diskstats", "swaps"];
 }
 
 /// Per-process resource limits, set as both soft and hard limit unless noted; never above the
@@ -177,6 +204,7 @@ impl Confinement {
                 semaphores: [250, 32_000, 100, 1024],
             },
             command_oom_score_adj: 500,
+            proc_view: ProcView::default(),
         }
     }
 }

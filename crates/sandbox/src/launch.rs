@@ -260,8 +260,15 @@ fn configure_child(spec: &LaunchSpec<'_>, init: &InitProcess, control: &OwnedFd)
     let attached: Vec<RawFd> = base.iter().map(|fd| fd.as_raw_fd()).collect();
     protocol::send_datagram(control.as_fd(), &[GO], &attached).map_err(io::Error::from)?;
     drop(base);
-    for datagram in protocol::encode(spec.config)? {
-        protocol::send_datagram(control.as_fd(), &datagram, &[]).map_err(io::Error::from)?;
+    // The host's LXCFS files travel as detached mounts (see `crate::proc_files`).
+    let proc_files = match &spec.config.confinement.proc_view.files_dir {
+        Some(dir) => crate::proc_files::detached_clones(dir)?,
+        None => Vec::new(),
+    };
+    let attached: Vec<RawFd> = proc_files.iter().map(|fd| fd.as_raw_fd()).collect();
+    for (i, datagram) in protocol::encode(spec.config)?.iter().enumerate() {
+        let fds = if i == 0 { attached.as_slice() } else { &[] };
+        protocol::send_datagram(control.as_fd(), datagram, fds).map_err(io::Error::from)?;
     }
     Ok(())
 }

@@ -25,6 +25,7 @@ pub mod idmap;
 pub mod idmapped;
 pub mod init;
 pub mod launch;
+pub mod proc_files;
 pub mod protocol;
 pub mod quota;
 pub mod seccomp;

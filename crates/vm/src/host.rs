@@ -9,6 +9,8 @@
 //! <data>/vms/<id>/work   overlayfs scratch space
 //! <data>/disk.img        with disk quotas: one btrfs image holding every VM's layers,
 //! <data>/disk/<id>/      mounted at <data>/disk, one volume per VM (see [`crate::disk`])
+//! <data>/lxcfs/          as root: the LXCFS mount whose files VMs see as their /proc
+//!                        (with lxcfs.pid and lxcfs.log; see [`crate::proc_view`])
 //! ```
 //!
 //! The data directory is `0700` root; `upper` and `work` belong to the VM's root (the first id
@@ -22,7 +24,7 @@ use std::sync::Arc;
 
 use agentvm_sandbox::base::{self, BaseLayer, BaseOptions};
 use agentvm_sandbox::cgroup::CgroupHost;
-use agentvm_sandbox::config::UserSpec;
+use agentvm_sandbox::config::{Confinement, UserSpec};
 use agentvm_sandbox::idmap::{IdMapping, DEFAULT_PRIVILEGED_BASE, VM_USER_ID};
 use nix::fcntl::{Flock, FlockArg};
 
@@ -74,6 +76,8 @@ pub(crate) struct HostInner {
     pub uid_ranges: Option<Arc<UidRanges>>,
     /// Where VMs' layers live and their disk quotas.
     pub disks: crate::disk::Disks,
+    /// What VMs' `/proc` and CPU affinity show.
+    pub proc_views: crate::proc_view::ProcViews,
     _lock: Flock<fs::File>,
 }
 
@@ -131,6 +135,7 @@ impl VmHost {
         let _ = fs::set_permissions(data, fs::Permissions::from_mode(0o700));
         let cgroups = CgroupHost::detect();
         cgroups.sweep_stale();
+        let proc_views = crate::proc_view::ProcViews::start(data, matches!(ids, IdMapping::Privileged { .. }));
         let user = UserSpec {
             name: VM_USER_NAME.into(),
             uid: VM_USER_ID,
@@ -147,14 +152,19 @@ impl VmHost {
                 user,
                 uid_ranges,
                 disks,
+                proc_views,
                 _lock: lock,
             }),
         })
     }
 
     /// Boots the VM `id`, reusing its directory (and so its files) if it exists.
-    pub async fn create_vm(&self, id: &str, options: VmOptions) -> Result<Vm> {
+    pub async fn create_vm(&self, id: &str, mut options: VmOptions) -> Result<Vm> {
         validate_id(id)?;
+        let limits = options.limits;
+        let confinement =
+            options.confinement.get_or_insert_with(|| Confinement::sized_for(limits.memory_bytes, limits.pids));
+        confinement.proc_view = self.inner.proc_views.for_vm(&limits, confinement.allow_nested_userns);
         Vm::create(self.clone(), id.to_string(), options).await
     }
 

@@ -47,6 +47,8 @@ pub(super) fn detect() -> Result<CgroupHost, String> {
         memory: v1_dir("memory"),
         pids: v1_dir("pids"),
         cpu: v1_dir("cpu"),
+        cpuset: v1_dir("cpuset"),
+        cpuacct: v1_dir("cpuacct"),
         unified: unified.clone(),
     };
     let has_v1 = hierarchies.memory.is_some() || hierarchies.pids.is_some() || hierarchies.cpu.is_some();

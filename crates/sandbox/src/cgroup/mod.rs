@@ -88,8 +88,15 @@ impl CgroupHost {
     /// Creates the cgroups of one VM and writes its limits. Returns `Ok(None)`, after logging
     /// the reason once per process, when this host has no writable cgroups.
     pub fn create(&self, name: &str, limits: &CgroupLimits) -> io::Result<Option<VmCgroup>> {
+        self.create_with_cpus(name, limits, &[])
+    }
+
+    /// [`CgroupHost::create`], confining the VM to `cpus` (host CPU numbers; empty: the
+    /// server's) where a v1 `cpuset` hierarchy exists. Elsewhere init's CPU affinity does it
+    /// (see `crate::init::proc_view`).
+    pub fn create_with_cpus(&self, name: &str, limits: &CgroupLimits, cpus: &[u32]) -> io::Result<Option<VmCgroup>> {
         let planned = match self {
-            CgroupHost::V1(h) => h.plan(name, limits),
+            CgroupHost::V1(h) => h.plan(name, limits, cpus),
             CgroupHost::V2(h) => h.plan(name, limits),
             CgroupHost::Unavailable(reason) => Err(reason.clone()),
         };

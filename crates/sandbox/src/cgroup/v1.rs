@@ -11,6 +11,12 @@ pub struct Hierarchies {
     pub memory: Option<PathBuf>,
     pub pids: Option<PathBuf>,
     pub cpu: Option<PathBuf>,
+    /// The CPUs a VM may run on (see [`super::CgroupHost::create_with_cpus`]); with `cpuacct`,
+    /// what LXCFS reads to show a VM its own CPUs and CPU time in `/proc/cpuinfo` and
+    /// `/proc/stat` (it looks for a process's cgroup in every hierarchy).
+    pub cpuset: Option<PathBuf>,
+    /// CPU time accounting (no limit); often mounted together with `cpu`.
+    pub cpuacct: Option<PathBuf>,
     pub unified: Option<PathBuf>,
 }
 
@@ -24,10 +30,17 @@ pub(super) type Plan = (Vec<PathBuf>, Vec<LimitWrite>, Option<PathBuf>);
 
 impl Hierarchies {
     pub(super) fn parent_dirs(&self) -> Vec<PathBuf> {
-        [&self.memory, &self.pids, &self.cpu, &self.unified].into_iter().flatten().cloned().collect()
+        let mut dirs: Vec<PathBuf> = [&self.memory, &self.pids, &self.cpu, &self.cpuset, &self.cpuacct, &self.unified]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        dirs.dedup();
+        dirs
     }
 
-    pub(super) fn plan(&self, name: &str, limits: &CgroupLimits) -> Result<Plan, String> {
+    /// The cgroups of VM `name` and their limits; `cpus` (empty: the server's) go to `cpuset`.
+    pub(super) fn plan(&self, name: &str, limits: &CgroupLimits, cpus: &[u32]) -> Result<Plan, String> {
         let mut dirs = Vec::new();
         let mut writes = Vec::new();
         if let Some(parent) = &self.memory {
@@ -80,6 +93,23 @@ impl Hierarchies {
                 writes.push(LimitWrite { dir: dir.clone(), file: "cpu.cfs_quota_us", value: quota.to_string() });
             }
             dirs.push(dir);
+        }
+        if let Some(parent) = &self.cpuset {
+            // A v1 cpuset admits no process before both of its lists are set.
+            let dir = parent.join(name);
+            let read = |file: &str| std::fs::read_to_string(parent.join(file)).map(|s| s.trim().to_string());
+            let cpu_list = if cpus.is_empty() {
+                read("cpuset.cpus").map_err(|e| format!("reading {}/cpuset.cpus: {e}", parent.display()))?
+            } else {
+                cpus.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+            };
+            let mems = read("cpuset.mems").map_err(|e| format!("reading {}/cpuset.mems: {e}", parent.display()))?;
+            writes.push(LimitWrite { dir: dir.clone(), file: "cpuset.cpus", value: cpu_list });
+            writes.push(LimitWrite { dir: dir.clone(), file: "cpuset.mems", value: mems });
+            dirs.push(dir);
+        }
+        if let Some(parent) = self.cpuacct.as_ref().filter(|p| Some(*p) != self.cpu.as_ref()) {
+            dirs.push(parent.join(name));
         }
         let mut kill_file = None;
         if let Some(parent) = &self.unified {

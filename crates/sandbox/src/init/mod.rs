@@ -18,6 +18,7 @@ mod bootfiles;
 mod confine;
 mod limits;
 mod net;
+mod proc_view;
 mod procfs;
 mod rootfs;
 mod rootpath;
@@ -73,9 +74,9 @@ fn run() -> io::Result<()> {
     let control = unsafe { OwnedFd::from_raw_fd(CONTROL_FD) };
     nix::fcntl::fcntl(&control, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
     let mut receiver = protocol::Receiver::new();
-    let config: InitConfig = loop {
+    let (config, attached): (InitConfig, Vec<OwnedFd>) = loop {
         match receiver.receive(control.as_fd())? {
-            Received::Message(config, _) => break config,
+            Received::Message(config, fds) => break (config, fds),
             Received::Partial => continue,
             Received::Closed => return Ok(()),
         }
@@ -85,7 +86,8 @@ fn run() -> io::Result<()> {
     for fd in &layers {
         nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
     }
-    let setup_result = setup(&config, layers);
+    // The configuration carries the host's LXCFS files for /proc, if any (see `proc_view`).
+    let setup_result = setup(&config, layers, attached);
     if let Err(message) = setup_result {
         send(control.as_fd(), &Event::SetupFailed { message: message.clone() });
         return Err(io::Error::other(message));
@@ -105,10 +107,11 @@ fn run() -> io::Result<()> {
 
 /// Everything between exec and the first request: namespaces, filesystem, network, identity,
 /// confinement.
-fn setup(config: &InitConfig, layers: Vec<OwnedFd>) -> Result<(), String> {
+fn setup(config: &InitConfig, layers: Vec<OwnedFd>, proc_files: Vec<OwnedFd>) -> Result<(), String> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
         .map_err(|e| format!("unshare(cgroup namespace): {e}"))?;
-    rootfs::build(config, layers)?;
+    rootfs::build(config, layers, proc_files)?;
+    proc_view::pin_cpus(&config.confinement.proc_view.cpus)?;
     bootfiles::write(config).map_err(|e| format!("writing the boot files: {e}"))?;
     net::loopback_up().map_err(|e| format!("bringing up loopback: {e}"))?;
     nix::unistd::sethostname(&config.hostname).map_err(|e| format!("sethostname: {e}"))?;

@@ -7,7 +7,9 @@
 //!    are closed right after: from then on the VM's files are reached only through the overlay;
 //! 3. read-only, nosuid, nodev binds of the host's system directories (`/usr`...);
 //! 4. `/proc` for the VM's PID namespace — mounted *before* `pivot_root`, because inside a user
-//!    namespace the kernel refuses a new procfs once no fully visible one remains;
+//!    namespace the kernel refuses a new procfs once no fully visible one remains; then the
+//!    host's LXCFS files over some of its entries, when the host sent them (see
+//!    [`super::proc_view`]);
 //! 5. a tmpfs `/dev` with the host's null, zero, full, random, urandom and tty nodes bound in
 //!    (a user namespace cannot `mknod`), a new devpts instance, `/dev/ptmx`, a sized `/dev/shm`;
 //! 6. a sized tmpfs `/tmp` (see [`crate::config::Confinement`]);
@@ -44,8 +46,8 @@ const NEW_ROOT: &str = "/tmp";
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Builds the root from the layer descriptors (`base`, `upper`, `work`, consumed) and pivots
-/// into it.
-pub fn build(config: &InitConfig, layers: Vec<OwnedFd>) -> Result<(), String> {
+/// into it. `proc_files` are the host's LXCFS files for `/proc` (none without LXCFS).
+pub fn build(config: &InitConfig, layers: Vec<OwnedFd>, proc_files: Vec<OwnedFd>) -> Result<(), String> {
     let spec = &config.rootfs;
     let [base, upper, work] = layers.as_slice() else {
         return Err(format!("expected {} layer descriptors, got {}", spec_layers(), layers.len()));
@@ -98,6 +100,14 @@ pub fn build(config: &InitConfig, layers: Vec<OwnedFd>) -> Result<(), String> {
             None::<&str>,
         ),
     )?;
+    if !proc_files.is_empty() {
+        let proc_root = proc.mounted()?;
+        super::proc_view::attach_files(
+            &proc_files,
+            &PathBuf::from(format!("/proc/self/fd/{}", proc_root.as_raw_fd())),
+        )?;
+    }
+    drop(proc_files);
     build_dev(&MountPoint::prepare(&root_fd, "/dev")?, spec.max_ptys, &config.confinement.dev_shm)?;
     let tmp = MountPoint::prepare(&root_fd, "/tmp")?;
     let tmp_options = format!("mode=1777,{}", tmpfs_size(&config.confinement.tmp));

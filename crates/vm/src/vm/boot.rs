@@ -57,7 +57,7 @@ impl Vm {
             let h = &launch_host.inner;
             let cgroup = h
                 .cgroups
-                .create(&launch_host.next_cgroup_name(), &limits)
+                .create_with_cpus(&launch_host.next_cgroup_name(), &limits, &config.confinement.proc_view.cpus)
                 .map_err(|e| VmError::io("creating the VM's cgroups", e))?;
             let spec = LaunchSpec { init_program: &h.init_program, ids, cgroup: cgroup.as_ref(), config: &config };
             match launch(&spec) {
