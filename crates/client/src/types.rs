@@ -1,14 +1,23 @@
-//! Options and results of the typed VM methods, mirroring the server's JSON shapes, and the
-//! conversions between them and [`Value`].
+//! Options and results of the typed VM methods and the conversions between them and [`Value`].
+//! The results (process info, exec results, stats, directory entries) and the spawn and shell
+//! options are the server's own types from `agentvm-types`, re-exported here: one definition
+//! for both sides, without the VM crates' Linux-only dependencies.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use agentvm_protocol::Value;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 
 use crate::error::{Error, Result};
+
+pub use agentvm_types::{
+    DirEntryInfo, EntryKind, ExecResult, FileStat, ProcessInfo, ProcessTreeNode, ShellOptions, SpawnOptions,
+    SpawnedProcessInfo,
+};
+
+/// One entry of `readdirRecursive` (the name this client has always used).
+pub type DirEntry = DirEntryInfo;
 
 /// Options of [`VmHandle::exec`](crate::VmHandle::exec).
 #[derive(Debug, Clone, Default)]
@@ -22,124 +31,6 @@ pub struct ExecOptions {
     /// Kill the command's process group after this long: the result then has exit code 137
     /// and `timed_out: true`. The server accepts 1 ms to one day.
     pub timeout: Option<Duration>,
-}
-
-/// What [`VmHandle::exec`](crate::VmHandle::exec) returns.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ExecResult {
-    /// The exit code, or 128+signal for a signal death (137 after a timeout).
-    pub exit_code: i32,
-    /// Output decoded as UTF-8 (invalid sequences replaced).
-    pub stdout: String,
-    pub stderr: String,
-    /// Whether the command was killed because it ran past its timeout.
-    #[serde(default)]
-    pub timed_out: bool,
-}
-
-/// Options of [`VmHandle::spawn`](crate::VmHandle::spawn).
-#[derive(Debug, Clone, Default)]
-pub struct SpawnOptions {
-    pub env: BTreeMap<String, String>,
-    pub cwd: Option<String>,
-}
-
-/// Options of [`VmHandle::open_shell`](crate::VmHandle::open_shell). Defaults: `bash -l` (or
-/// `sh`), `TERM=xterm-256color`, 80x24.
-#[derive(Debug, Clone, Default)]
-pub struct ShellOptions {
-    pub command: Option<String>,
-    pub args: Option<Vec<String>>,
-    pub env: BTreeMap<String, String>,
-    pub cwd: Option<String>,
-    pub cols: Option<u16>,
-    pub rows: Option<u16>,
-}
-
-/// A process started with `spawn`, as `listProcesses` / `getProcess` report it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SpawnedProcessInfo {
-    /// The VM's own pid (what `ps` inside shows).
-    pub pid: i32,
-    pub command: String,
-    pub args: Vec<String>,
-    pub running: bool,
-    pub exit_code: Option<i32>,
-}
-
-/// Any process of the VM, as `allProcesses` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProcessInfo {
-    pub pid: i32,
-    pub ppid: i32,
-    pub pgid: i32,
-    pub sid: i32,
-    /// Always `"native"` (a real Linux process) in agentvm.
-    pub driver: String,
-    pub command: String,
-    pub args: Vec<String>,
-    pub cwd: String,
-    /// `"running"` or `"exited"` (a zombie not yet reaped by its parent).
-    pub status: String,
-    pub exit_code: Option<i32>,
-    /// Milliseconds since the Unix epoch.
-    pub start_time: u64,
-}
-
-/// A node of `processTree`: a process and the processes whose parent it is.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProcessTreeNode {
-    #[serde(flatten)]
-    pub info: ProcessInfo,
-    pub children: Vec<ProcessTreeNode>,
-}
-
-/// One entry of `readdirRecursive`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct DirEntry {
-    /// Absolute path in the VM.
-    pub path: String,
-    /// `"file"`, `"directory"` or `"symlink"` (devices, pipes and sockets count as files).
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Size in bytes (a symbolic link's size is the length of its target).
-    pub size: u64,
-}
-
-/// What `stat` returns (Node's `fs.Stats` fields; times in milliseconds since the Unix epoch).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FileStat {
-    /// File type and permission bits (`st_mode`).
-    pub mode: u32,
-    pub size: u64,
-    /// 512-byte blocks allocated.
-    #[serde(default)]
-    pub blocks: u64,
-    #[serde(default)]
-    pub dev: u64,
-    #[serde(default)]
-    pub rdev: u64,
-    pub is_directory: bool,
-    /// Whether the path itself is a symbolic link; the other fields describe its target.
-    pub is_symbolic_link: bool,
-    #[serde(default)]
-    pub atime_ms: f64,
-    pub mtime_ms: f64,
-    #[serde(default)]
-    pub ctime_ms: f64,
-    #[serde(default)]
-    pub birthtime_ms: f64,
-    #[serde(default)]
-    pub ino: u64,
-    #[serde(default)]
-    pub nlink: u64,
-    pub uid: u32,
-    pub gid: u32,
 }
 
 /// One event of a VM's durable log, from [`VmHandle::get_vm_events`](crate::VmHandle::get_vm_events).
@@ -272,7 +163,10 @@ mod tests {
         let value =
             Value::object([("exitCode", Value::Int(3)), ("stdout", Value::from("a")), ("stderr", Value::from(""))]);
         let r: ExecResult = decode("exec", value).unwrap();
-        assert_eq!(r, ExecResult { exit_code: 3, stdout: "a".into(), stderr: String::new(), timed_out: false });
+        assert_eq!(
+            r,
+            ExecResult { exit_code: 3, stdout: "a".into(), stderr: String::new(), timed_out: false, truncated: false }
+        );
         let err = decode::<ExecResult>("exec", Value::Int(1)).unwrap_err();
         assert!(err.to_string().starts_with("protocol error: exec: unexpected result"), "{err}");
         assert!(decode::<u64>("x", Value::Float(f64::NAN)).is_err());

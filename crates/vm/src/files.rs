@@ -16,30 +16,12 @@ use agentvm_sandbox::fsops::resolve::validate;
 use agentvm_sandbox::fsops::wire::{decode_frames, encode_frame, Op, Reply};
 use agentvm_sandbox::fsops::{PROGRAM, SUBCOMMAND};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-pub use agentvm_sandbox::fsops::{DirEntryInfo, EntryKind, FileStat};
+pub use agentvm_types::{DirEntryInfo, EntryKind, FileStat, ReadFileResult, WriteFileResult};
 
 use crate::error::{FileError, Result, VmError};
 use crate::vm::Vm;
-
-/// One entry of [`Vm::read_files`]: the content, or why it could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReadFileResult {
-    pub path: String,
-    pub content: Option<Vec<u8>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// One entry of [`Vm::write_files`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WriteFileResult {
-    pub path: String,
-    pub success: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
 
 /// The encoded operations of one vm-fs run.
 #[derive(Default)]

@@ -8,7 +8,7 @@
 //! delivered, then `shellExit`, then the master is closed, which hangs the terminal up for
 //! anything still attached to it, as when a terminal window closes.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,17 +34,8 @@ pub const CLOSE_GRACE: Duration = Duration::from_millis(500);
 const FINAL_OUTPUT_WAIT: Duration = Duration::from_millis(250);
 const READ_CHUNK: usize = 64 * 1024;
 
-/// Options of [`crate::Vm::open_shell`].
-#[derive(Debug, Clone, Default)]
-pub struct ShellOptions {
-    /// Program to run; default: `bash -l` where the VM has bash, else `sh`.
-    pub command: Option<String>,
-    pub args: Option<Vec<String>>,
-    pub env: BTreeMap<String, String>,
-    pub cwd: Option<String>,
-    pub cols: Option<u16>,
-    pub rows: Option<u16>,
-}
+/// Options of [`crate::Vm::open_shell`] (shared with the client).
+pub use agentvm_types::ShellOptions;
 
 /// A chunk of terminal output with the sequence number of its `shellData` event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

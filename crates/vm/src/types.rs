@@ -1,5 +1,5 @@
-//! Options and results of the process API. Field names serialize in camelCase, as the
-//! reference product's clients expect (`exitCode`, `startTime`...).
+//! Options of the process API and of VMs. The results (and the options a client sends as they
+//! are) are defined once in `agentvm-types`, shared with the Rust client, and re-exported here.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -7,7 +7,6 @@ use std::time::Duration;
 use agentvm_sandbox::cgroup::CgroupLimits;
 use agentvm_sandbox::config::Confinement;
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 /// Options of [`crate::Vm::exec`].
 #[derive(Debug, Clone, Default)]
@@ -22,78 +21,7 @@ pub struct ExecOptions {
     pub timeout: Option<Duration>,
 }
 
-/// Result of [`crate::Vm::exec`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ExecResult {
-    /// The exit code, or 128+signal; 137 after a timeout.
-    pub exit_code: i32,
-    /// Output decoded as UTF-8 (invalid sequences replaced).
-    pub stdout: String,
-    pub stderr: String,
-    /// `true` when the command was killed because it ran past its timeout.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub timed_out: bool,
-    /// `true` when stdout or stderr was longer than [`VmOptions::exec_output_bytes`]: the rest
-    /// was read and discarded.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub truncated: bool,
-}
-
-/// Options of [`crate::Vm::spawn`].
-#[derive(Debug, Clone, Default)]
-pub struct SpawnOptions {
-    pub env: BTreeMap<String, String>,
-    pub cwd: Option<String>,
-}
-
-/// A process started with `spawn`, as `listProcesses` / `getProcess` report it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SpawnedProcessInfo {
-    pub pid: i32,
-    pub command: String,
-    pub args: Vec<String>,
-    pub running: bool,
-    pub exit_code: Option<i32>,
-}
-
-/// Any process of the VM, as `allProcesses` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProcessInfo {
-    pub pid: i32,
-    pub ppid: i32,
-    pub pgid: i32,
-    pub sid: i32,
-    /// How the process runs: always `"native"` (a real Linux process) in agentvm.
-    pub driver: String,
-    pub command: String,
-    pub args: Vec<String>,
-    pub cwd: String,
-    /// `"running"` or `"exited"` (a zombie not yet reaped by its parent).
-    pub status: String,
-    pub exit_code: Option<i32>,
-    /// Milliseconds since the Unix epoch.
-    pub start_time: u64,
-}
-
-/// A node of `processTree`: a process and the processes whose parent it is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProcessTreeNode {
-    #[serde(flatten)]
-    pub info: ProcessInfo,
-    pub children: Vec<ProcessTreeNode>,
-}
-
-/// Which output stream a chunk came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OutputStream {
-    Stdout,
-    Stderr,
-}
+pub use agentvm_types::{ExecResult, OutputStream, ProcessInfo, ProcessTreeNode, SpawnOptions, SpawnedProcessInfo};
 
 /// Per-VM settings.
 #[derive(Debug, Clone)]

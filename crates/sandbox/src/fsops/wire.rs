@@ -88,53 +88,8 @@ impl Reply {
     }
 }
 
-/// What `stat` reports: the reference product's `VirtualStat`. Times are milliseconds since
-/// the Unix epoch (with a fractional part), like Node's `*Ms` fields.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FileStat {
-    /// File type and permission bits (`st_mode`).
-    pub mode: u32,
-    pub size: u64,
-    /// 512-byte blocks allocated.
-    pub blocks: u64,
-    pub dev: u64,
-    pub rdev: u64,
-    pub is_directory: bool,
-    /// Whether the path's final component is itself a symbolic link (`lstat`); every other
-    /// field describes what it points to (`stat`).
-    pub is_symbolic_link: bool,
-    pub atime_ms: f64,
-    pub mtime_ms: f64,
-    pub ctime_ms: f64,
-    /// Creation time where the filesystem records one, else the change time.
-    pub birthtime_ms: f64,
-    pub ino: u64,
-    pub nlink: u64,
-    pub uid: u32,
-    pub gid: u32,
-}
-
-/// Kind of a directory entry in `readdirRecursive`. Anything that is neither a directory nor a
-/// symbolic link (devices, pipes, sockets) is reported as a file, as the reference product does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EntryKind {
-    File,
-    Directory,
-    Symlink,
-}
-
-/// One entry of `readdirRecursive`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DirEntryInfo {
-    /// Absolute path in the VM.
-    pub path: String,
-    #[serde(rename = "type")]
-    pub kind: EntryKind,
-    /// Size in bytes (`lstat`: a symbolic link's size is the length of its target).
-    pub size: u64,
-}
+/// The listing and stat types live in `agentvm-types`, shared with the server and the client.
+pub use agentvm_types::{DirEntryInfo, EntryKind, FileStat};
 
 /// Appends one frame to `out`.
 pub fn encode_frame<H: Serialize>(out: &mut Vec<u8>, header: &H, payload: &[u8]) -> Result<(), String> {
