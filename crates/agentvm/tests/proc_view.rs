@@ -118,3 +118,55 @@ async fn the_lxcfs_mount_ends_with_its_host() {
     assert!(!mounted(), "lxcfs still mounted at {} after its host ended", mountpoint.display());
     drop(dir);
 }
+
+/// Live `lxcfs` processes serving `mountpoint` (zombies excluded).
+fn lxcfs_daemons_on(mountpoint: &std::path::Path) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).filter(|a| !a.is_empty()).collect();
+        let serves = args.first().is_some_and(|a| a.ends_with(b"lxcfs"))
+            && args.last().is_some_and(|a| *a == mountpoint.as_os_str().as_encoded_bytes());
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')));
+        if serves && !zombie {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn mounts_at(mountpoint: &std::path::Path) -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == mountpoint.to_str())
+        .count()
+}
+
+/// A SIGKILLed server cannot stop its lxcfs: the daemon and its FUSE mount stay. The next server
+/// on the same data directory stops that daemon, unmounts, and starts its own; a SIGTERM'd
+/// server leaves nothing.
+#[tokio::test]
+async fn the_next_server_recovers_a_killed_servers_lxcfs() {
+    let server = common::server::TestServer::start();
+    let mountpoint = server.data.path().join("data/lxcfs");
+    let first = lxcfs_daemons_on(&mountpoint);
+    assert_eq!(first.len(), 1, "the server runs one lxcfs on {}", mountpoint.display());
+    let data = server.kill_hard();
+    assert_eq!(lxcfs_daemons_on(&mountpoint), first, "lxcfs outlives a SIGKILLed server");
+    assert_eq!(mounts_at(&mountpoint), 1);
+
+    let mut server = common::server::TestServer::start_in(data, &[]);
+    let second = lxcfs_daemons_on(&mountpoint);
+    assert_eq!(second.len(), 1, "exactly one lxcfs after the restart: {second:?}");
+    assert_ne!(second, first, "the old daemon was replaced");
+    assert_eq!(mounts_at(&mountpoint), 1, "the old mount was unmounted");
+    let meminfo = std::fs::read_to_string(mountpoint.join("proc/meminfo")).expect("the new mount answers");
+    assert!(meminfo.starts_with("MemTotal:"), "{meminfo}");
+
+    server.stop();
+    assert_eq!(lxcfs_daemons_on(&mountpoint), Vec::<u32>::new(), "lxcfs outlives a stopped server");
+    assert_eq!(mounts_at(&mountpoint), 0, "lxcfs is still mounted after its server stopped");
+}
