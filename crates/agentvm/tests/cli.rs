@@ -135,6 +135,8 @@ fn cp_round_trips_a_binary_file_and_ls_cat_see_it() {
 #[test]
 fn logs_show_process_output_of_a_later_exec() {
     let server = TestServer::start();
+    // A booted VM: its log starts with `vmBooted`, which the follower prints once subscribed.
+    assert!(cli(&server, &["exec", "cli-logs", "--", "true"]).status.success());
     let mut follow = Command::new(env!("CARGO_BIN_EXE_agentvm"))
         .args(["--url", &server.url, "logs", "-f", "cli-logs"])
         .stdout(std::process::Stdio::piped())
@@ -148,12 +150,14 @@ fn logs_show_process_output_of_a_later_exec() {
             let _ = tx.send(line);
         }
     });
-    // The follower subscribes before it prints history: once the VM boots, it is listening.
-    std::thread::sleep(Duration::from_millis(1000));
+    // The follower subscribes before it prints history: once it has printed the boot, it is
+    // listening.
+    let first = rx.recv_timeout(Duration::from_secs(30)).expect("logs -f printed no history");
+    assert!(first.contains("vmBooted"), "{first}");
     let exec = cli(&server, &["exec", "cli-logs", "--", "echo", "logged-line"]);
     assert!(exec.status.success());
     let deadline = Instant::now() + Duration::from_secs(15);
-    let mut seen = Vec::new();
+    let mut seen = vec![first];
     while Instant::now() < deadline {
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
             let done = line.contains("processOutput") && line.contains("logged-line");

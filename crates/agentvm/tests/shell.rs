@@ -155,8 +155,11 @@ async fn resizing_sets_the_size_and_signals_the_foreground_program() {
 def winch(*_):\n    s = os.get_terminal_size(0); print(f\"got-winch-{s.lines}x{s.columns}\", flush=True); sys.exit(0)\n\
 signal.signal(signal.SIGWINCH, winch); print(\"waiting-for-winch\", flush=True)\nwhile True: signal.pause()'\n";
     vm.write_shell(&t.id, program.as_bytes()).await.unwrap();
-    // The program installs its handler before it prints, so the resize cannot come too early.
     t.expect("\nwaiting-for-winch").await;
+    // Not a condition wait, and cannot be one: the text is on the terminal before Python's
+    // `print` has returned, and a SIGWINCH handled inside it makes the handler's own `print` a
+    // reentrant call (RuntimeError). Nothing outside the process shows when `print` returned.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     vm.resize_shell(&t.id, 90, 33).unwrap();
     t.expect("got-winch-33x90").await;
     assert!(matches!(vm.resize_shell(&t.id, 0, 10), Err(VmError::InvalidArgument(_))));
