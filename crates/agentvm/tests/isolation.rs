@@ -149,7 +149,11 @@ async fn a_fork_bomb_is_stopped_by_the_pids_limit() {
     let bystander = h.vm("iso-bystander").await;
     let args: Vec<String> = ["-c", "f() { f | f & }; f; sleep 5"].map(String::from).to_vec();
     let pid = bomb.spawn("sh", &args, SpawnOptions::default()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let limit_hits = || {
+        let events = cgroup_file(&bomb, "pids", "pids.events").unwrap();
+        events.split_whitespace().nth(1).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0)
+    };
+    eventually(10, "the fork bomb to hit the pids limit", || async { limit_hits() > 0 }).await;
     // Other VMs and the host keep working.
     let r = tokio::time::timeout(Duration::from_secs(10), bystander.exec("echo alive", ExecOptions::default()))
         .await
