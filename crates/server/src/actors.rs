@@ -2,7 +2,7 @@
 //!
 //! Actors are recorded in the registry (SQLite), so after a restart every actor is known again,
 //! asleep, and wakes on demand with its files. What happens to an actor's VM — boot, sleep,
-//! crash, destroy — is the state machine of [`crate::lifecycle`]; this module supplies the work
+//! crash, destroy — is the state machine of [`agentvm_actors::lifecycle`]; this module supplies the work
 //! of each step:
 //!
 //! - **boot** on the first action that needs it, broadcasting `vmBooted`. Filesystem actions on
@@ -35,8 +35,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 use crate::events;
-use crate::lifecycle::{AcquireError, Lifecycle, Phase, Refusal};
-use crate::limits::RateLimiter;
+use agentvm_actors::lifecycle::{AcquireError, Lifecycle, Phase, Refusal};
+use agentvm_actors::limits::RateLimiter;
 use agentvm_protocol::keys::{self, Key};
 
 /// Length of actor ids (lowercase hex), like the engine's 30-character ids.

@@ -30,8 +30,8 @@ impl ApiError {
     }
 
     /// An action on an actor that `destroy` is removing, or removed.
-    pub fn refused(refusal: crate::lifecycle::Refusal, actor_id: &str) -> Self {
-        use crate::lifecycle::Refusal;
+    pub fn refused(refusal: agentvm_actors::Refusal, actor_id: &str) -> Self {
+        use agentvm_actors::Refusal;
         match refusal {
             Refusal::Destroying => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -17,8 +17,6 @@ mod error;
 mod events;
 mod exposure;
 mod gateway;
-mod lifecycle;
-mod limits;
 mod origin;
 mod routes;
 
@@ -30,9 +28,9 @@ use std::time::Duration;
 
 use agentvm_vm::{HostConfig, VmHost};
 
+pub use agentvm_actors::limits::{DEFAULT_CREATES_PER_SECOND, DEFAULT_CREATE_BURST, DEFAULT_MAX_VMS};
 pub use error::ApiError;
 pub use exposure::Exposure;
-pub use limits::{DEFAULT_CREATES_PER_SECOND, DEFAULT_CREATE_BURST, DEFAULT_MAX_VMS};
 pub use origin::{AllowedHost, HostError, Origin, OriginError};
 
 /// Default [`ServerConfig::exec_output_bytes`]: `exec` keeps this much of each stream (more is
