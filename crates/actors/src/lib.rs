@@ -2,14 +2,31 @@
 //!
 //! The transport-neutral actor core: each (namespace, name, key) is an actor backed by one
 //! agentvm VM. This crate knows nothing of HTTP or WebSockets; front ends sit on top of it (the
-//! built-in server `agentvm-server` today, an engine host later).
+//! built-in server `agentvm-server` today, an engine host later) and only translate: requests
+//! into [`Actors`] calls and [`actions::dispatch`], [`ActorError`]s into their own error shapes,
+//! and [`events::to_wire`] payloads into their frames.
 //!
+//! Where to find things:
+//!
+//! - **Where an action is handled**: [`actions`]: each action's arguments are parsed and run
+//!   there; [`actions::dispatch`] is the one entry point.
 //! - **Where a lifecycle transition happens**: [`lifecycle`], the state machine (`Asleep`,
 //!   `Booting`, `Awake`, `Stopping`, `Destroying`, `Destroyed`); its transition table `apply` is
-//!   the only place a phase changes.
+//!   the only place a phase changes. The work done at each step (booting, stopping, destroying)
+//!   is in [`actors`].
+//! - **The actor directory**: [`actors`] — actors by address and by id, their ids, the
+//!   registry (SQLite) that makes them survive restarts, idle sleep.
 //! - **Creation caps**: [`limits`] (the rate; the VM count cap is the registry's).
+//! - **Events**: [`events`] — their wire shapes and the durable per-VM event log.
+//! - **Errors**: [`ActorError`], one variant per kind; the front end renders client-facing text.
 
+pub mod actions;
+pub mod actors;
+pub mod error;
+pub mod events;
 pub mod lifecycle;
 pub mod limits;
 
+pub use actors::{Actor, Actors, Settings};
+pub use error::ActorError;
 pub use lifecycle::Refusal;

@@ -5,15 +5,15 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Default `max_vms`: a sleeping VM costs the server no descriptor and at
+/// Default [`crate::Settings::max_vms`]: a sleeping VM costs the server no descriptor and at
 /// most the in-memory tail of its event stream (64 KiB), so 10,000 fit in well under 1 GiB;
 /// running VMs are bounded by the machine (each has its own memory cgroup).
 pub const DEFAULT_MAX_VMS: u64 = 10_000;
-/// Default `creates_per_second`: well above what one client creating VMs
+/// Default [`crate::Settings::creates_per_second`]: well above what one client creating VMs
 /// one after the other reaches here (~7 ms per create + first exec, ~140/s), so benchmarks and
 /// tests never meet it, but a runaway loop of many clients does.
 pub const DEFAULT_CREATES_PER_SECOND: f64 = 200.0;
-/// Default `create_burst`: VMs that may be created at once after a quiet
+/// Default [`crate::Settings::create_burst`]: VMs that may be created at once after a quiet
 /// period.
 pub const DEFAULT_CREATE_BURST: u32 = 1000;
 

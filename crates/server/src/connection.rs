@@ -23,10 +23,9 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::actions;
-use crate::actors::Actor;
+use agentvm_actors::{actions, events, Actor};
+
 use crate::error::ApiError;
-use crate::events;
 use crate::AppState;
 
 /// BARE version of the `Init` frame (identical bytes in versions 2 to 4).
@@ -113,7 +112,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, actor: Arc<Actor>, enc
 }
 
 /// Handles one frame from the client.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, reason = "one frame touches every part of the connection's state")]
 fn receive(
     payload: &[u8],
     encoding: Encoding,
@@ -158,7 +157,7 @@ fn receive(
             running.spawn(async move {
                 let reply = match actions::dispatch(&state.actors, &actor, &name, &args).await {
                     Ok(output) => ToClient::ActionResponse { id, output },
-                    Err(error) => ToClient::Error { error: error.body(), action_id: Some(id) },
+                    Err(error) => ToClient::Error { error: ApiError::from(error).body(), action_id: Some(id) },
                 };
                 let _ = replies.send(reply);
             });

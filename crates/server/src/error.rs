@@ -1,7 +1,11 @@
 //! API errors: `{group, code, message, metadata?}` with an HTTP status, as RivetKit clients
 //! expect them. HTTP errors are always sent as JSON (clients accept JSON errors whatever the
 //! request encoding); over a WebSocket they become `Error` frames.
+//!
+//! This is where the actor core's typed errors ([`ActorError`]) get their client-facing form:
+//! status, group, code and message (see `From<ActorError>` below).
 
+use agentvm_actors::{ActorError, Refusal};
 use agentvm_protocol::{ErrorBody, ProtocolError, Value};
 use agentvm_vm::{errno_code, Errno, VmError};
 use axum::http::StatusCode;
@@ -30,8 +34,7 @@ impl ApiError {
     }
 
     /// An action on an actor that `destroy` is removing, or removed.
-    pub fn refused(refusal: agentvm_actors::Refusal, actor_id: &str) -> Self {
-        use agentvm_actors::Refusal;
+    pub fn refused(refusal: Refusal, actor_id: &str) -> Self {
         match refusal {
             Refusal::Destroying => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -127,6 +130,24 @@ impl From<ProtocolError> for ApiError {
     }
 }
 
+/// The core's error kinds as clients see them.
+impl From<ActorError> for ApiError {
+    fn from(e: ActorError) -> Self {
+        match e {
+            ActorError::ActionNotFound(name) => ApiError::action_not_found(&name),
+            ActorError::InvalidArguments(message) => ApiError::invalid_arguments(message),
+            ActorError::NotFound => ApiError::actor_not_found(),
+            ActorError::Refused { refusal, actor_id } => ApiError::refused(refusal, &actor_id),
+            ActorError::TooManyVms { limit } => ApiError::too_many_vms(limit),
+            ActorError::RateLimited { retry_after } => ApiError::creation_rate_limited(retry_after),
+            ActorError::Vm(e) => ApiError::from(e),
+            ActorError::Store(e) => ApiError::internal(format!("state store: {e}")),
+            ActorError::Io { context, source } => ApiError::internal(format!("{context}: {source}")),
+            ActorError::Internal(message) => ApiError::internal(message),
+        }
+    }
+}
+
 /// VM errors: the code comes from the variant (and, for file system errors, `metadata.code`
 /// from the errno the error carries); the message is the error's `Display` (`Process not found:
 /// 42`, `ENOENT: no such file or directory, open '/x'`). No text is parsed.
@@ -175,3 +196,85 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 #[path = "error_vm_tests.rs"]
 mod vm_error_tests;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Every kind of core error, rendered as clients receive it.
+    #[test]
+    fn core_errors_render_as_status_group_code_and_message() {
+        let render = |e: ActorError| {
+            let api = ApiError::from(e);
+            (api.status.as_u16(), api.group, api.code, api.message, api.metadata)
+        };
+        let id = "0123456789abcdef0123456789abcd".to_string();
+        assert_eq!(
+            render(ActorError::ActionNotFound("nope".into())),
+            (404, "actor", "action_not_found", "Action `nope` was not found.".into(), None)
+        );
+        assert_eq!(
+            render(ActorError::InvalidArguments("exec: argument 1 (command) must be a string, got number".into())),
+            (
+                400,
+                "action",
+                "invalid_arguments",
+                "exec: argument 1 (command) must be a string, got number".into(),
+                None
+            )
+        );
+        assert_eq!(
+            render(ActorError::NotFound),
+            (404, "actor", "not_found", "The actor does not exist or was destroyed.".into(), None)
+        );
+        assert_eq!(
+            render(ActorError::Refused { refusal: Refusal::Destroying, actor_id: id.clone() }),
+            (503, "actor", "destroying", format!("The actor {id} is being destroyed."), None)
+        );
+        assert_eq!(
+            render(ActorError::Refused { refusal: Refusal::Destroyed, actor_id: id.clone() }),
+            (410, "actor", "destroyed", format!("The actor {id} was destroyed."), None)
+        );
+        assert_eq!(
+            render(ActorError::TooManyVms { limit: 3 }),
+            (
+                503,
+                "server",
+                "too_many_vms",
+                "this server holds its maximum of 3 VMs (--max-vms): destroy some first".into(),
+                Some(Value::object([("limit", Value::from(3u64))]))
+            )
+        );
+        assert_eq!(
+            render(ActorError::RateLimited { retry_after: Duration::from_micros(1500) }),
+            (
+                429,
+                "server",
+                "rate_limited",
+                "VMs are being created faster than this server allows (--max-creates-per-second): retry in 1 ms".into(),
+                Some(Value::object([("retryAfterMs", Value::from(1u64))]))
+            )
+        );
+        assert_eq!(
+            render(ActorError::Vm(VmError::Stopped("vm1".into()))),
+            (503, "vm", "not_running", "VM vm1 is not running".into(), None)
+        );
+        assert_eq!(
+            render(ActorError::Io {
+                context: "creating /data/vms/x".into(),
+                source: std::io::Error::other("disk full")
+            }),
+            (500, "rivetkit", "internal_error", "creating /data/vms/x: disk full".into(), None)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        // A directory is no SQLite database: a real store error.
+        let Err(store) = agentvm_store::Registry::open(dir.path()) else { panic!("opened a directory as a registry") };
+        let text = format!("state store: {store}");
+        assert_eq!(render(ActorError::Store(store)), (500, "rivetkit", "internal_error", text, None));
+        assert_eq!(
+            render(ActorError::Internal("a blocking task failed: boom".into())),
+            (500, "rivetkit", "internal_error", "a blocking task failed: boom".into(), None)
+        );
+    }
+}

@@ -8,13 +8,15 @@
 //! `POST /gateway/{actor}/action/{name}` (stateless actions in json, cbor or bare) and
 //! `GET /gateway/{actor}/connect` (WebSocket: actions, subscriptions, events). `{actor}` is an
 //! actor name with `rvt-*` query parameters (clients 2.3) or an actor id (clients 2.0–2.2).
+//!
+//! This crate is one front end over the transport-neutral actor core, `agentvm-actors` (the
+//! actor directory, the VM lifecycle, action dispatch, events). It owns only what is HTTP or
+//! WebSocket: routes (`routes`), the gateway's addressing (`gateway`), WebSocket connections
+//! (`connection`), browser exposure and origin checks (`exposure`, `origin`), the REST JSON
+//! shapes, and how core errors become an HTTP status and `{group, code, message}` (`error`).
 
-mod actions;
-mod actors;
-mod args;
 mod connection;
 mod error;
-mod events;
 mod exposure;
 mod gateway;
 mod origin;
@@ -26,6 +28,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentvm_actors::{Actors, Settings};
 use agentvm_vm::{HostConfig, VmHost};
 
 pub use agentvm_actors::limits::{DEFAULT_CREATES_PER_SECOND, DEFAULT_CREATE_BURST, DEFAULT_MAX_VMS};
@@ -112,7 +115,7 @@ pub enum ServerError {
 
 pub struct AppState {
     pub config: ServerConfig,
-    pub actors: Arc<actors::Actors>,
+    pub actors: Arc<Actors>,
 }
 
 /// Runs the server until `shutdown` resolves, then stops every VM and returns. Calls
@@ -129,7 +132,7 @@ pub async fn serve(
     let host = tokio::task::spawn_blocking(move || VmHost::new(host_config))
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
-    let settings = actors::Settings {
+    let settings = Settings {
         idle_timeout: config.idle_timeout,
         max_vms: config.max_vms,
         creates_per_second: config.creates_per_second,
@@ -138,10 +141,10 @@ pub async fn serve(
     };
     let data_dir = config.data_dir.clone();
     // Opening the registry and every VM's event log is blocking work.
-    let actors = tokio::task::spawn_blocking(move || actors::Actors::load(host, &data_dir, settings))
+    let actors = tokio::task::spawn_blocking(move || Actors::load(host, &data_dir, settings))
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?
-        .map_err(|e| std::io::Error::other(e.message))?;
+        .map_err(|e| std::io::Error::other(ApiError::from(e).message))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind { addr: config.listen, source })?;

@@ -14,13 +14,12 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::actions;
-use crate::actors::Actor;
 use crate::connection;
 use crate::error::ApiError;
 use crate::exposure::{self, Gate};
 use crate::gateway::{self, Target, DEFAULT_NAMESPACE};
 use crate::AppState;
+use agentvm_actors::{actions, Actor};
 use agentvm_protocol::keys;
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -95,7 +94,7 @@ pub async fn resolve(state: &AppState, target: &Target) -> Result<Arc<Actor>, Ap
         Target::Name { namespace, name, key, create } => {
             Ok(state.actors.resolve(namespace, name, key, *create).await?.0)
         }
-        Target::Id(id) => state.actors.by_id(id),
+        Target::Id(id) => Ok(state.actors.by_id(id)?),
     }
 }
 
@@ -225,7 +224,7 @@ async fn actor_from_request(
     authorize(state, headers, None)?;
     let request = parse_actor_request(body)?;
     let key = keys::from_rest(request.key.as_deref().unwrap_or("/"));
-    state.actors.resolve(rest_namespace(query), &request.name, &key, true).await
+    Ok(state.actors.resolve(rest_namespace(query), &request.name, &key, true).await?)
 }
 
 /// `PUT /actors`: get or create.
@@ -236,7 +235,7 @@ async fn get_or_create_actor(
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (actor, created) = actor_from_request(&state, &query, &headers, &body).await?;
-    Ok(Json(json!({"actor": actor.record(), "created": created})))
+    Ok(Json(json!({"actor": record(&actor), "created": created})))
 }
 
 /// `POST /actors`: create; an existing actor with the same key is an error.
@@ -255,7 +254,7 @@ async fn create_actor(
             format!("an actor named {} with key {} already exists", actor.name, keys::to_rest(&actor.key)),
         ));
     }
-    Ok(Json(json!({"actor": actor.record()})))
+    Ok(Json(json!({"actor": record(&actor)})))
 }
 
 /// `GET /actors`: by `actor_ids`, by `name` + `key`, or all of a `name`.
@@ -267,12 +266,12 @@ async fn list_actors(
     authorize(&state, &headers, None)?;
     let namespace = rest_namespace(&query);
     let actors: Vec<serde_json::Value> = if let Some(ids) = &query.actor_ids {
-        ids.split(',').filter_map(|id| state.actors.by_id(id.trim()).ok()).map(|a| a.record()).collect()
+        ids.split(',').filter_map(|id| state.actors.by_id(id.trim()).ok()).map(|a| record(&a)).collect()
     } else if let (Some(name), Some(key)) = (&query.name, &query.key) {
         let key = keys::from_rest(key);
-        state.actors.resolve(namespace, name, &key, false).await.map(|(a, _)| vec![a.record()]).unwrap_or_default()
+        state.actors.resolve(namespace, name, &key, false).await.map(|(a, _)| vec![record(&a)]).unwrap_or_default()
     } else {
-        state.actors.list(namespace, query.name.as_deref()).iter().map(|a| a.record()).collect()
+        state.actors.list(namespace, query.name.as_deref()).iter().map(|a| record(a)).collect()
     };
     Ok(Json(json!({"actors": actors, "pagination": {"cursor": null}})))
 }
@@ -287,4 +286,24 @@ async fn destroy_actor(
     let actor = state.actors.by_id(&id)?;
     state.actors.destroy(&actor).await?;
     Ok(Json(json!({})))
+}
+
+/// An actor as the REST API describes it.
+fn record(actor: &Actor) -> serde_json::Value {
+    json!({
+        "actor_id": actor.id,
+        "name": actor.name,
+        "key": keys::to_rest(&actor.key),
+        "namespace_id": actor.namespace,
+        "datacenter": "default",
+        "runner_name_selector": "default",
+        "crash_policy": "sleep",
+        "create_ts": actor.created_ms,
+        "start_ts": actor.created_ms,
+        "pending_allocation_ts": null,
+        "connectable_ts": actor.created_ms,
+        "sleep_ts": null,
+        "reschedule_ts": null,
+        "destroy_ts": null,
+    })
 }

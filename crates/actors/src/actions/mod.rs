@@ -11,8 +11,10 @@ use agentvm_vm::{ExecOptions, ShellOptions, SpawnOptions};
 use bytes::Bytes;
 
 use crate::actors::{Actor, Actors};
-use crate::args::Args;
-use crate::error::ApiError;
+use crate::error::ActorError;
+use args::Args;
+
+mod args;
 
 /// Every action this server knows (unknown names fail before a VM boots).
 pub const ACTIONS: &[&str] = &[
@@ -58,9 +60,9 @@ pub async fn dispatch(
     actor: &Arc<Actor>,
     name: &str,
     values: &[Value],
-) -> Result<Value, ApiError> {
+) -> Result<Value, ActorError> {
     if !ACTIONS.contains(&name) {
-        return Err(ApiError::action_not_found(name));
+        return Err(ActorError::ActionNotFound(name.to_string()));
     }
     let args = Args::new(name, values);
     // Check the arguments before booting a VM for a call that cannot succeed.
@@ -100,14 +102,14 @@ pub async fn dispatch(
     let result = run(&vm, call).await;
     // A VM stopped under a running action by `destroy`: say so rather than "not running".
     result.map_err(|e| match actor.check_usable() {
-        Err(refused) if e.group == "vm" && e.code == "not_running" => refused,
+        Err(refused) if e.is_vm_stopped() => refused,
         _ => e,
     })
 }
 
 /// Runs an action that needs the VM.
-async fn run(vm: &agentvm_vm::Vm, call: Call) -> Result<Value, ApiError> {
-    let undefined = |r: Result<(), agentvm_vm::VmError>| r.map(|()| Value::Undefined).map_err(ApiError::from);
+async fn run(vm: &agentvm_vm::Vm, call: Call) -> Result<Value, ActorError> {
+    let undefined = |r: Result<(), agentvm_vm::VmError>| r.map(|()| Value::Undefined).map_err(ActorError::from);
     match call {
         Call::Exec(command, options) => to_value(&vm.exec(&command, options).await?),
         Call::Spawn(command, argv, options) => {
@@ -218,7 +220,7 @@ impl Call {
         )
     }
 
-    fn parse(name: &str, args: &Args<'_>) -> Result<Call, ApiError> {
+    fn parse(name: &str, args: &Args<'_>) -> Result<Call, ActorError> {
         Ok(match name {
             "exec" => {
                 let command = args.string(0, "command")?;
@@ -229,7 +231,7 @@ impl Call {
                         Some(Duration::from_secs_f64(ms / 1000.0))
                     }
                     Some(ms) => {
-                        return Err(ApiError::invalid_arguments(format!(
+                        return Err(ActorError::InvalidArguments(format!(
                         "exec: option `timeout` must be a number of milliseconds from 1 to {MAX_TIMEOUT_MS}, got {ms}"
                     )))
                     }
@@ -279,7 +281,7 @@ impl Call {
                 let since = whole_number(options.number("since")?, u64::MAX, "getVmEvents", "since")?;
                 let limit = whole_number(options.number("limit")?, MAX_EVENTS_PER_CALL, "getVmEvents", "limit")?;
                 if limit == Some(0) {
-                    return Err(ApiError::invalid_arguments(format!(
+                    return Err(ActorError::InvalidArguments(format!(
                         "getVmEvents: option `limit` must be a whole number from 1 to {MAX_EVENTS_PER_CALL}, got 0"
                     )));
                 }
@@ -299,7 +301,7 @@ impl Call {
                     None => None,
                     Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= u32::MAX as f64 => Some(n as u32),
                     Some(n) => {
-                        return Err(ApiError::invalid_arguments(format!(
+                        return Err(ActorError::InvalidArguments(format!(
                             "readdirRecursive: option `maxDepth` must be a whole number from 0, got {n}"
                         )))
                     }
@@ -314,7 +316,7 @@ impl Call {
             "exists" => Call::Exists(args.string(0, "path")?),
             "move" => Call::Move(args.string(0, "from")?, args.string(1, "to")?),
             "deleteFile" => Call::Delete(args.string(0, "path")?, args.options(1)?.flag("recursive")?),
-            other => return Err(ApiError::action_not_found(other)),
+            other => return Err(ActorError::ActionNotFound(other.to_string())),
         })
     }
 }
@@ -322,11 +324,11 @@ impl Call {
 /// A whole number from 0 to `max` (`None` when absent). NaN, infinities, fractions and
 /// negative numbers are refused with a message naming the option; numbers past `max` too,
 /// except for `u64::MAX` as `max`, where a larger number saturates (f64 cannot say 2^64 - 1).
-fn whole_number(value: Option<f64>, max: u64, action: &str, option: &str) -> Result<Option<u64>, ApiError> {
+fn whole_number(value: Option<f64>, max: u64, action: &str, option: &str) -> Result<Option<u64>, ActorError> {
     let Some(n) = value else { return Ok(None) };
     let in_range = n.is_finite() && n >= 0.0 && n.fract() == 0.0 && (max == u64::MAX || n <= max as f64);
     if !in_range {
-        return Err(ApiError::invalid_arguments(format!(
+        return Err(ActorError::InvalidArguments(format!(
             "{action}: option `{option}` must be a whole number from 0 to {max}, got {n}"
         )));
     }
@@ -334,6 +336,6 @@ fn whole_number(value: Option<f64>, max: u64, action: &str, option: &str) -> Res
     Ok(Some(n as u64))
 }
 
-fn to_value(result: &impl serde::Serialize) -> Result<Value, ApiError> {
-    serde_json::to_value(result).map(Value::from).map_err(|e| ApiError::internal(format!("encoding a result: {e}")))
+fn to_value(result: &impl serde::Serialize) -> Result<Value, ActorError> {
+    serde_json::to_value(result).map(Value::from).map_err(|e| ActorError::Internal(format!("encoding a result: {e}")))
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use agentvm_protocol::Value;
 
-use crate::error::ApiError;
+use crate::error::ActorError;
 
 pub struct Args<'a> {
     action: &'a str,
@@ -21,42 +21,42 @@ impl<'a> Args<'a> {
         self.values.get(index).filter(|v| !v.is_nullish())
     }
 
-    fn wrong(&self, index: usize, name: &str, expected: &str, got: Option<&Value>) -> ApiError {
+    fn wrong(&self, index: usize, name: &str, expected: &str, got: Option<&Value>) -> ActorError {
         let got = got.map_or("nothing", |v| v.type_name());
-        ApiError::invalid_arguments(format!(
+        ActorError::InvalidArguments(format!(
             "{}: argument {} ({name}) must be {expected}, got {got}",
             self.action,
             index + 1
         ))
     }
 
-    pub fn string(&self, index: usize, name: &str) -> Result<String, ApiError> {
+    pub fn string(&self, index: usize, name: &str) -> Result<String, ActorError> {
         match self.present(index) {
             Some(Value::String(s)) => Ok(s.clone()),
             other => Err(self.wrong(index, name, "a string", other)),
         }
     }
 
-    pub fn integer(&self, index: usize, name: &str) -> Result<i64, ApiError> {
+    pub fn integer(&self, index: usize, name: &str) -> Result<i64, ActorError> {
         self.present(index)
             .and_then(Value::as_i64)
             .ok_or_else(|| self.wrong(index, name, "an integer", self.present(index)))
     }
 
-    pub fn pid(&self, index: usize) -> Result<i32, ApiError> {
+    pub fn pid(&self, index: usize) -> Result<i32, ActorError> {
         let n = self.integer(index, "pid")?;
         i32::try_from(n).map_err(|_| self.wrong(index, "pid", "a process id", self.present(index)))
     }
 
-    pub fn u16(&self, index: usize, name: &str) -> Result<u16, ApiError> {
+    pub fn u16(&self, index: usize, name: &str) -> Result<u16, ActorError> {
         let n = self.integer(index, name)?;
         u16::try_from(n).map_err(|_| {
-            ApiError::invalid_arguments(format!("{}: {name} must be between 0 and 65535, got {n}", self.action))
+            ActorError::InvalidArguments(format!("{}: {name} must be between 0 and 65535, got {n}", self.action))
         })
     }
 
     /// A string (sent as UTF-8) or bytes.
-    pub fn data(&self, index: usize, name: &str) -> Result<Vec<u8>, ApiError> {
+    pub fn data(&self, index: usize, name: &str) -> Result<Vec<u8>, ActorError> {
         match self.present(index) {
             Some(Value::String(s)) => Ok(s.clone().into_bytes()),
             Some(Value::Bytes(b)) => Ok(b.clone()),
@@ -64,7 +64,7 @@ impl<'a> Args<'a> {
         }
     }
 
-    pub fn string_list(&self, index: usize, name: &str) -> Result<Vec<String>, ApiError> {
+    pub fn string_list(&self, index: usize, name: &str) -> Result<Vec<String>, ActorError> {
         match self.present(index) {
             None => Ok(Vec::new()),
             Some(Value::Array(items)) => items
@@ -77,7 +77,7 @@ impl<'a> Args<'a> {
     }
 
     /// `writeFiles` entries: `[{path, content}]`, content a string or bytes.
-    pub fn entries(&self, index: usize) -> Result<Vec<(String, Vec<u8>)>, ApiError> {
+    pub fn entries(&self, index: usize) -> Result<Vec<(String, Vec<u8>)>, ActorError> {
         let Some(Value::Array(items)) = self.present(index) else {
             return Err(self.wrong(index, "entries", "an array of {path, content}", self.present(index)));
         };
@@ -93,7 +93,7 @@ impl<'a> Args<'a> {
                 };
                 match (path, content) {
                     (Some(path), Some(content)) => Ok((path.to_string(), content)),
-                    _ => Err(ApiError::invalid_arguments(format!(
+                    _ => Err(ActorError::InvalidArguments(format!(
                         "{}: entry {i} must be {{path: string, content: string | Uint8Array}}",
                         self.action
                     ))),
@@ -103,7 +103,7 @@ impl<'a> Args<'a> {
     }
 
     /// An optional options object.
-    pub fn options(&self, index: usize) -> Result<Options<'a>, ApiError> {
+    pub fn options(&self, index: usize) -> Result<Options<'a>, ActorError> {
         match self.present(index) {
             None => Ok(Options { action: self.action, value: None }),
             Some(v @ Value::Map(_)) => Ok(Options { action: self.action, value: Some(v) }),
@@ -124,15 +124,15 @@ impl Options<'_> {
         self.value.and_then(|v| v.get(name)).filter(|v| !v.is_nullish())
     }
 
-    fn wrong(&self, name: &str, expected: &str, got: &Value) -> ApiError {
-        ApiError::invalid_arguments(format!(
+    fn wrong(&self, name: &str, expected: &str, got: &Value) -> ActorError {
+        ActorError::InvalidArguments(format!(
             "{}: option `{name}` must be {expected}, got {}",
             self.action,
             got.type_name()
         ))
     }
 
-    pub fn string(&self, name: &str) -> Result<Option<String>, ApiError> {
+    pub fn string(&self, name: &str) -> Result<Option<String>, ActorError> {
         match self.field(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -141,7 +141,7 @@ impl Options<'_> {
     }
 
     /// A boolean option, `false` when absent.
-    pub fn flag(&self, name: &str) -> Result<bool, ApiError> {
+    pub fn flag(&self, name: &str) -> Result<bool, ActorError> {
         match self.field(name) {
             None => Ok(false),
             Some(Value::Bool(b)) => Ok(*b),
@@ -149,14 +149,14 @@ impl Options<'_> {
         }
     }
 
-    pub fn number(&self, name: &str) -> Result<Option<f64>, ApiError> {
+    pub fn number(&self, name: &str) -> Result<Option<f64>, ActorError> {
         match self.field(name) {
             None => Ok(None),
             Some(v) => v.as_f64().map(Some).ok_or_else(|| self.wrong(name, "a number", v)),
         }
     }
 
-    pub fn u16(&self, name: &str) -> Result<Option<u16>, ApiError> {
+    pub fn u16(&self, name: &str) -> Result<Option<u16>, ActorError> {
         match self.field(name) {
             None => Ok(None),
             Some(v) => match v.as_i64().and_then(|n| u16::try_from(n).ok()) {
@@ -166,7 +166,7 @@ impl Options<'_> {
         }
     }
 
-    pub fn data(&self, name: &str) -> Result<Option<Vec<u8>>, ApiError> {
+    pub fn data(&self, name: &str) -> Result<Option<Vec<u8>>, ActorError> {
         match self.field(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone().into_bytes())),
@@ -175,7 +175,7 @@ impl Options<'_> {
         }
     }
 
-    pub fn string_list(&self, name: &str) -> Result<Option<Vec<String>>, ApiError> {
+    pub fn string_list(&self, name: &str) -> Result<Option<Vec<String>>, ActorError> {
         match self.field(name) {
             None => Ok(None),
             Some(Value::Array(items)) => items
@@ -189,7 +189,7 @@ impl Options<'_> {
     }
 
     /// `env`: an object of strings (numbers and booleans are accepted and converted).
-    pub fn env(&self) -> Result<BTreeMap<String, String>, ApiError> {
+    pub fn env(&self) -> Result<BTreeMap<String, String>, ActorError> {
         let mut env = BTreeMap::new();
         match self.field("env") {
             None => {}
@@ -202,7 +202,7 @@ impl Options<'_> {
                         Value::Bool(b) => b.to_string(),
                         Value::Null | Value::Undefined => continue,
                         other => {
-                            return Err(ApiError::invalid_arguments(format!(
+                            return Err(ActorError::InvalidArguments(format!(
                                 "{}: env.{key} must be a string, got {}",
                                 self.action,
                                 other.type_name()

@@ -2,7 +2,7 @@
 //!
 //! Actors are recorded in the registry (SQLite), so after a restart every actor is known again,
 //! asleep, and wakes on demand with its files. What happens to an actor's VM — boot, sleep,
-//! crash, destroy — is the state machine of [`agentvm_actors::lifecycle`]; this module supplies the work
+//! crash, destroy — is the state machine of [`crate::lifecycle`]; this module supplies the work
 //! of each step:
 //!
 //! - **boot** on the first action that needs it, broadcasting `vmBooted`. Filesystem actions on
@@ -16,7 +16,8 @@
 //!   registry row and all its data. Actions meanwhile are refused.
 //!
 //! Every actor has one event stream that outlives its VM's boots, so connections stay open
-//! across sleep and wake; a background task persists the stream to the VM's own SQLite log.
+//! across sleep and wake; a background task persists the stream to the VM's own SQLite log
+//! ([`crate::events`]).
 //!
 //! Blocking work (SQLite, creating and deleting directories) runs on tokio's blocking pool,
 //! never on the runtime's threads, and no lock is held across it except the membership lock
@@ -29,14 +30,13 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use agentvm_store::{EventStore, Registry, Resolved, StoredEvent};
-use agentvm_vm::{EventLog, Item, Retention, Subscription, Vm, VmEvent, VmHost, VmOptions};
-use serde_json::json;
+use agentvm_vm::{EventLog, Retention, Subscription, Vm, VmEvent, VmHost, VmOptions};
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
-use crate::events;
-use agentvm_actors::lifecycle::{AcquireError, Lifecycle, Phase, Refusal};
-use agentvm_actors::limits::RateLimiter;
+use crate::error::ActorError;
+use crate::events::store::{self as event_store, EventFile};
+use crate::lifecycle::{AcquireError, Lifecycle, Phase, Refusal};
+use crate::limits::RateLimiter;
 use agentvm_protocol::keys::{self, Key};
 
 /// Length of actor ids (lowercase hex), like the engine's 30-character ids.
@@ -51,9 +51,6 @@ pub const EVENT_TAIL_BYTES: usize = 64 << 10;
 /// Most of an actor's event stream kept in memory for readers that lag (a slow connection, the
 /// persister behind a burst); beyond it the slowest reader skips events and is told so.
 pub const EVENT_BACKLOG_BYTES: usize = 16 << 20;
-/// Most events (and payload bytes) written to SQLite in one transaction.
-const PERSIST_BATCH_EVENTS: usize = 256;
-const PERSIST_BATCH_BYTES: usize = 1 << 20;
 
 /// Server settings that shape every actor.
 #[derive(Debug, Clone, Copy)]
@@ -128,15 +125,15 @@ pub struct Actor {
 }
 
 /// Runs blocking work on tokio's blocking pool.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::internal(format!("a blocking task failed: {e}")))
+pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ActorError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| ActorError::Internal(format!("a blocking task failed: {e}")))
 }
 
 impl Actors {
     /// Opens the registry and knows every recorded actor again (all asleep). Blocking: call it
     /// from a blocking context.
-    pub fn load(host: VmHost, data_dir: &Path, settings: Settings) -> Result<Arc<Actors>, ApiError> {
-        let registry = Registry::open(&data_dir.join("registry.sqlite3")).map_err(store_error)?;
+    pub fn load(host: VmHost, data_dir: &Path, settings: Settings) -> Result<Arc<Actors>, ActorError> {
+        let registry = Registry::open(&data_dir.join("registry.sqlite3"))?;
         let actors = Arc::new(Actors {
             host,
             registry: Arc::new(registry),
@@ -147,7 +144,7 @@ impl Actors {
             membership: tokio::sync::RwLock::new(()),
         });
         let mut loaded = Vec::new();
-        for record in actors.registry.live().map_err(store_error)? {
+        for record in actors.registry.live()? {
             let dir = actors.vms_dir.join(&record.actor_id);
             let next_seq = prepare_files(&dir)?;
             let address = (record.namespace, record.name, record.key);
@@ -176,7 +173,7 @@ impl Actors {
             created_ms,
             host: self.host.clone(),
             events: EventLog::starting_at(retention, next_seq),
-            store: Arc::new(EventFile { path: dir.join("vm.sqlite3"), open: Mutex::new(None) }),
+            store: Arc::new(EventFile::new(dir.join("vm.sqlite3"))),
             lifecycle: Arc::default(),
             persister: Mutex::new(None),
             in_flight: AtomicUsize::new(0),
@@ -193,29 +190,28 @@ impl Actors {
         name: &str,
         key: &[String],
         create: bool,
-    ) -> Result<(Arc<Actor>, bool), ApiError> {
+    ) -> Result<(Arc<Actor>, bool), ActorError> {
         let address: Address = (namespace.to_string(), name.to_string(), keys::to_rest(key));
         if let Some(actor) = self.index.lock().unwrap().by_address.get(&address) {
             return Ok((Arc::clone(actor), false));
         }
         if !create {
-            return Err(ApiError::actor_not_found());
+            return Err(ActorError::NotFound);
         }
         let _creating = self.membership.read().await;
         if let Some(actor) = self.index.lock().unwrap().by_address.get(&address) {
             return Ok((Arc::clone(actor), false));
         }
-        self.creations.try_take().map_err(ApiError::creation_rate_limited)?;
+        self.creations.try_take().map_err(|retry_after| ActorError::RateLimited { retry_after })?;
         let (registry, vms_dir, max_vms) = (Arc::clone(&self.registry), self.vms_dir.clone(), self.settings.max_vms);
         let (ns, n, k) = address.clone();
         let key = key.to_vec();
-        let (resolved, dir, next_seq) = blocking(move || -> Result<_, ApiError> {
+        let (resolved, dir, next_seq) = blocking(move || -> Result<_, ActorError> {
             let resolved = registry
-                .get_or_create(&ns, &n, &k, now_ms(), max_vms, |generation| actor_id(&ns, &n, &key, generation))
-                .map_err(store_error)?;
+                .get_or_create(&ns, &n, &k, now_ms(), max_vms, |generation| actor_id(&ns, &n, &key, generation))?;
             let record = match &resolved {
                 Resolved::Existing(record) | Resolved::Created(record) => record,
-                Resolved::Full { limit } => return Err(ApiError::too_many_vms(*limit)),
+                Resolved::Full { limit } => return Err(ActorError::TooManyVms { limit: *limit }),
             };
             let dir = vms_dir.join(&record.actor_id);
             let next_seq = prepare_files(&dir)?;
@@ -225,7 +221,7 @@ impl Actors {
         let (record, created) = match resolved {
             Resolved::Existing(record) => (record, false),
             Resolved::Created(record) => (record, true),
-            Resolved::Full { limit } => return Err(ApiError::too_many_vms(limit)),
+            Resolved::Full { limit } => return Err(ActorError::TooManyVms { limit }),
         };
         let actor = {
             let mut index = self.index.lock().unwrap();
@@ -241,8 +237,8 @@ impl Actors {
         Ok((actor, created))
     }
 
-    pub fn by_id(&self, id: &str) -> Result<Arc<Actor>, ApiError> {
-        self.index.lock().unwrap().by_id.get(id).cloned().ok_or_else(ApiError::actor_not_found)
+    pub fn by_id(&self, id: &str) -> Result<Arc<Actor>, ActorError> {
+        self.index.lock().unwrap().by_id.get(id).cloned().ok_or(ActorError::NotFound)
     }
 
     /// Actors of `namespace`, optionally only those called `name`.
@@ -267,7 +263,7 @@ impl Actors {
     /// Destroys an actor: `vmShutdown {reason: "destroy"}`, its VM stopped, its registry row and
     /// all its data removed. A later `getOrCreate` of the same key gets a fresh VM (and id).
     /// Runs to its end even if the caller goes away; a second call waits for the first.
-    pub async fn destroy(self: &Arc<Self>, actor: &Arc<Actor>) -> Result<(), ApiError> {
+    pub async fn destroy(self: &Arc<Self>, actor: &Arc<Actor>) -> Result<(), ActorError> {
         let (actors, target) = (Arc::clone(self), Arc::clone(actor));
         actor
             .lifecycle
@@ -282,7 +278,7 @@ impl Actors {
                 {
                     let _removing = actors.membership.write().await;
                     let (registry, id) = (Arc::clone(&actors.registry), target.id.clone());
-                    blocking(move || registry.destroy(&id)).await?.map_err(store_error)?;
+                    blocking(move || registry.destroy(&id)).await??;
                     actors.index.lock().unwrap().remove(&target);
                 }
                 target.events.close();
@@ -314,13 +310,14 @@ impl Actors {
 }
 
 /// Creates an actor's directory and reads where its event numbering resumes. Blocking.
-fn prepare_files(dir: &Path) -> Result<u64, ApiError> {
+fn prepare_files(dir: &Path) -> Result<u64, ActorError> {
     let database = dir.join("vm.sqlite3");
     if !database.exists() {
-        std::fs::create_dir_all(dir).map_err(|e| ApiError::internal(format!("creating {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|source| ActorError::Io { context: format!("creating {}", dir.display()), source })?;
         return Ok(0);
     }
-    EventStore::open(&database).and_then(|store| store.next_seq()).map_err(store_error)
+    Ok(EventStore::open(&database).and_then(|store| store.next_seq())?)
 }
 
 impl Actor {
@@ -334,16 +331,20 @@ impl Actor {
     }
 
     /// Refuses actions once `destroy` began.
-    pub fn check_usable(&self) -> Result<(), ApiError> {
+    pub fn check_usable(&self) -> Result<(), ActorError> {
         match self.lifecycle.phase() {
-            Phase::Destroying => Err(ApiError::refused(Refusal::Destroying, &self.id)),
-            Phase::Destroyed => Err(ApiError::refused(Refusal::Destroyed, &self.id)),
+            Phase::Destroying => Err(self.refused(Refusal::Destroying)),
+            Phase::Destroyed => Err(self.refused(Refusal::Destroyed)),
             _ => Ok(()),
         }
     }
 
+    fn refused(&self, refusal: Refusal) -> ActorError {
+        ActorError::Refused { refusal, actor_id: self.id.clone() }
+    }
+
     /// The actor's running VM, booting it if needed and announcing it (`vmBooted`) unless `quiet`.
-    pub async fn vm(self: &Arc<Self>, quiet: bool) -> Result<Vm, ApiError> {
+    pub async fn vm(self: &Arc<Self>, quiet: bool) -> Result<Vm, ActorError> {
         let actor = Arc::clone(self);
         let boot = move || Arc::clone(&actor).boot(quiet);
         let events = Arc::clone(&self.events);
@@ -353,14 +354,14 @@ impl Actor {
             })
             .await
             .map_err(|e| match e {
-                AcquireError::Refused(refusal) => ApiError::refused(refusal, &self.id),
+                AcquireError::Refused(refusal) => self.refused(refusal),
                 AcquireError::Boot(e) => e,
-                AcquireError::Panicked(message) => ApiError::internal(format!("booting the VM panicked: {message}")),
+                AcquireError::Panicked(message) => ActorError::Internal(format!("booting the VM panicked: {message}")),
             })
     }
 
     /// Boots the VM (the work of the `Booting` phase).
-    async fn boot(self: Arc<Self>, quiet: bool) -> Result<Vm, ApiError> {
+    async fn boot(self: Arc<Self>, quiet: bool) -> Result<Vm, ActorError> {
         let options = VmOptions {
             // The key names the machine: `user@my-agent:~$` rather than a hash.
             hostname: Some(agentvm_vm::hostname_for(&self.key.join("-"))),
@@ -387,19 +388,9 @@ impl Actor {
     }
 
     /// Events with `seq > after`, from the VM's durable log and what is not yet persisted.
-    pub async fn events_after(&self, after: Option<u64>, limit: usize) -> Result<Vec<StoredEvent>, ApiError> {
-        // Nothing comes after the largest sequence number (and `after + 1` must not overflow).
-        let Some(from) = after.map_or(Some(0), |a| a.checked_add(1)) else { return Ok(Vec::new()) };
-        let store = Arc::clone(&self.store);
+    pub async fn events_after(&self, after: Option<u64>, limit: usize) -> Result<Vec<StoredEvent>, ActorError> {
         let awake = matches!(self.lifecycle.phase(), Phase::Awake { .. });
-        let mut stored = blocking(move || store.with(awake, |s| s.read(after, limit))).await?.map_err(store_error)?;
-        if stored.len() < limit {
-            let from = stored.last().map_or(from, |e| e.seq.saturating_add(1));
-            for event in self.events.replay(from).into_iter().take(limit - stored.len()) {
-                stored.push(to_stored(&event.event, event.seq));
-            }
-        }
-        Ok(stored)
+        event_store::read_after(&self.store, &self.events, awake, after, limit).await
     }
 
     /// Stops the VM for a server shutdown, broadcasting `vmShutdown {reason: "sleep"}` if it had
@@ -426,30 +417,15 @@ impl Actor {
         }
     }
 
-    /// The actor as the REST API describes it.
-    pub fn record(&self) -> serde_json::Value {
-        json!({
-            "actor_id": self.id,
-            "name": self.name,
-            "key": keys::to_rest(&self.key),
-            "namespace_id": self.namespace,
-            "datacenter": "default",
-            "runner_name_selector": "default",
-            "crash_policy": "sleep",
-            "create_ts": self.created_ms,
-            "start_ts": self.created_ms,
-            "pending_allocation_ts": null,
-            "connectable_ts": self.created_ms,
-            "sleep_ts": null,
-            "reschedule_ts": null,
-            "destroy_ts": null,
-        })
-    }
-
     fn start_persisting(self: &Arc<Self>) {
         let from = self.events.next_seq();
+        let actor = Arc::downgrade(self);
+        // The log file stays open while the VM is awake or booting (see `EventFile`).
+        let awake = move || {
+            actor.upgrade().is_some_and(|a| matches!(a.lifecycle.phase(), Phase::Awake { .. } | Phase::Booting))
+        };
         let task =
-            tokio::spawn(persist(self.events.subscribe(Some(from)), Arc::clone(&self.store), Arc::downgrade(self)));
+            tokio::spawn(event_store::persist(self.events.subscribe(Some(from)), Arc::clone(&self.store), awake));
         *self.persister.lock().unwrap() = Some(task);
     }
 }
@@ -488,80 +464,6 @@ async fn watch_for_crash(actor: Weak<Actor>, vm: Vm) {
     }
 }
 
-/// A VM's event log file, open only while needed: kept open while the VM is awake, closed when
-/// it sleeps, so that sleeping actors hold no descriptors (a server may know many thousands).
-/// Used only from blocking threads.
-struct EventFile {
-    path: PathBuf,
-    open: Mutex<Option<EventStore>>,
-}
-
-impl EventFile {
-    /// Runs `work` on the store, opening it if needed; closes it afterwards unless `keep_open`.
-    fn with<T>(
-        &self,
-        keep_open: bool,
-        work: impl FnOnce(&mut EventStore) -> agentvm_store::Result<T>,
-    ) -> agentvm_store::Result<T> {
-        let mut open = self.open.lock().unwrap();
-        let store = match open.take() {
-            Some(store) => store,
-            None => EventStore::open(&self.path)?,
-        };
-        let mut store = store;
-        let result = work(&mut store);
-        if keep_open {
-            *open = Some(store);
-        }
-        result
-    }
-
-    fn close(&self) {
-        self.open.lock().unwrap().take();
-    }
-}
-
-/// Writes the actor's events to its VM's log, in bounded batches, for as long as the stream
-/// lasts.
-async fn persist(mut events: Subscription, store: Arc<EventFile>, actor: Weak<Actor>) {
-    while let Some(item) = events.next().await {
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        let mut next = Some(item);
-        while let Some(item) = next.take() {
-            match item {
-                Item::Event(event) => {
-                    bytes += match &event.event {
-                        VmEvent::ProcessOutput { data, .. } | VmEvent::ShellData { data, .. } => data.len(),
-                        _ => 0,
-                    };
-                    batch.push(to_stored(&event.event, event.seq));
-                }
-                Item::Lagged { missed } => tracing::warn!(missed, "event log fell behind: events not persisted"),
-            }
-            if batch.len() < PERSIST_BATCH_EVENTS && bytes < PERSIST_BATCH_BYTES {
-                next = events.poll_now().flatten();
-            }
-        }
-        let awake =
-            actor.upgrade().is_some_and(|a| matches!(a.lifecycle.phase(), Phase::Awake { .. } | Phase::Booting));
-        let store = Arc::clone(&store);
-        let written = tokio::task::spawn_blocking(move || store.with(awake, |s| s.append(&batch))).await;
-        if let Ok(Err(e)) = written {
-            tracing::error!("persisting events: {e}");
-        }
-    }
-}
-
-fn to_stored(event: &VmEvent, seq: u64) -> StoredEvent {
-    let (name, payload) = events::to_wire(event);
-    StoredEvent { seq, name: name.to_string(), payload: events::to_json(&payload), created_ms: now_ms() }
-}
-
-fn store_error(e: agentvm_store::StoreError) -> ApiError {
-    ApiError::internal(format!("state store: {e}"))
-}
-
 /// A stable id for an address and generation: the same VM directory after a restart, a new one
 /// after a destroy.
 pub fn actor_id(namespace: &str, name: &str, key: &[String], generation: u64) -> String {
@@ -576,7 +478,7 @@ pub fn actor_id(namespace: &str, name: &str, key: &[String], generation: u64) ->
     id
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 

@@ -1,0 +1,56 @@
+//! The core's errors: what went wrong, as data. Each variant is one kind a front end tells
+//! its clients about; the text clients see (and, for HTTP, the status) is decided by the front
+//! end (`agentvm-server`'s `error.rs`), not here. `Display` is for logs.
+
+use std::time::Duration;
+
+use agentvm_store::StoreError;
+use agentvm_vm::VmError;
+
+use crate::lifecycle::Refusal;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActorError {
+    /// No action has this name (checked before a VM boots).
+    #[error("action `{0}` was not found")]
+    ActionNotFound(String),
+    /// The action's arguments are wrong; the text names the action, the argument and what was
+    /// wrong (`exec: argument 1 (command) must be a string, got number`).
+    #[error("{0}")]
+    InvalidArguments(String),
+    /// No actor has this address or id (never created, or destroyed).
+    #[error("the actor does not exist or was destroyed")]
+    NotFound,
+    /// The actor refuses actions: `destroy` began or finished.
+    #[error("actor {actor_id} refuses actions: {refusal:?}")]
+    Refused { refusal: Refusal, actor_id: String },
+    /// Creating one more actor would exceed the server's cap on VMs.
+    #[error("the server holds its maximum of {limit} VMs")]
+    TooManyVms { limit: u64 },
+    /// Actors are being created faster than the server's rate allows.
+    #[error("VMs are created too fast: retry in {retry_after:?}")]
+    RateLimited { retry_after: Duration },
+    /// The VM refused or failed the operation.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// The durable state (registry, event log) failed.
+    #[error("state store: {0}")]
+    Store(#[from] StoreError),
+    /// A filesystem operation of the core itself (an actor's directory) failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A bug or a task that died: nothing the client can fix.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ActorError {
+    /// The VM stopped under the action (shut down, or its init died).
+    pub fn is_vm_stopped(&self) -> bool {
+        matches!(self, ActorError::Vm(VmError::Stopped(_)))
+    }
+}
