@@ -8,8 +8,10 @@
 //!
 //! Where to find things:
 //!
-//! - **Where an action is handled**: [`actions`]: each action's arguments are parsed and run
-//!   there; [`actions::dispatch`] is the one entry point.
+//! - **Where an action is handled**: [`actions`], one file per family — `actions/processes.rs`,
+//!   `actions/shells.rs`, `actions/files.rs`, `actions/events.rs`, `actions/lifecycle.rs`
+//!   (the table in [`actions`] lists every action name). Each parses its arguments and runs
+//!   them; [`actions::dispatch`] is the one entry point.
 //! - **Where a lifecycle transition happens**: [`lifecycle`], the state machine (`Asleep`,
 //!   `Booting`, `Awake`, `Stopping`, `Destroying`, `Destroyed`); its transition table `apply` is
 //!   the only place a phase changes. The work done at each step (booting, stopping, destroying)
