@@ -233,10 +233,13 @@ fn an_interactive_shell_in_a_real_terminal() {
     let dir = tempfile::tempdir().unwrap();
     let (before, after) = (dir.path().join("before"), dir.path().join("after"));
     let script = format!(
-        "stty -g > {}; {} --url {} shell cli-shell; echo \"exit=$?\"; stty -g > {}; sleep 600",
+        // `after` appears whole (renamed into place), so the test never reads it half written.
+        "stty -g > {}; {} --url {} shell cli-shell; echo \"exit=$?\"; stty -g > {}.tmp && mv {}.tmp {}; sleep 600",
         before.display(),
         env!("CARGO_BIN_EXE_agentvm"),
         server.url,
+        after.display(),
+        after.display(),
         after.display()
     );
     let tmux = Tmux { socket: format!("agentvm-test-{}", std::process::id()) };
