@@ -43,18 +43,7 @@ fn code(body: &Value) -> String {
 
 /// Host pids of the VM inits the server runs (its child processes, whichever thread started them).
 fn vm_inits(server: &TestServer) -> Vec<i32> {
-    let server_pid = server.pid() as i32;
-    let mut inits = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
-        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
-        if ppid == Some(server_pid) {
-            inits.push(pid);
-        }
-    }
-    inits
+    server.vm_inits()
 }
 
 /// Cgroup directories of the server's VMs still present on the host.

@@ -248,9 +248,7 @@ async fn sigterm_stops_every_vm() {
         let (status, _) = action(&server, key, "spawn", r#"{"args":["sleep", ["1000"]]}"#).await;
         assert_eq!(status, 200);
     }
-    // The server's children are its VMs' inits.
-    let children = std::process::Command::new("pgrep").args(["-P", &server.pid().to_string()]).output().unwrap();
-    let inits: Vec<String> = String::from_utf8_lossy(&children.stdout).split_whitespace().map(str::to_string).collect();
+    let inits = server.vm_inits();
     assert_eq!(inits.len(), 2, "{inits:?}");
     let status = server.stop();
     assert!(status.success(), "{status:?}");

@@ -62,8 +62,9 @@ async fn a_vm_whose_init_dies_reports_an_error_and_boots_again() {
     let mut c = Conn::open(&server, "life-crash", LIFECYCLE).await;
     c.call("exec", json!(["echo x > /home/user/x"])).await;
     c.event("vmBooted", Duration::from_secs(10)).await;
-    let children = std::process::Command::new("pgrep").args(["-P", &server.pid().to_string()]).output().unwrap();
-    let init: i32 = String::from_utf8_lossy(&children.stdout).trim().parse().expect("one VM init");
+    let inits = server.vm_inits();
+    assert_eq!(inits.len(), 1, "{inits:?}");
+    let init = inits[0];
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(init), nix::sys::signal::Signal::SIGKILL).unwrap();
     assert_eq!(c.event("vmShutdown", Duration::from_secs(10)).await, json!({"reason": "error"}));
     let out = c.call("exec", json!(["cat /home/user/x"])).await;

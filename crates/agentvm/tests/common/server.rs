@@ -80,6 +80,26 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// Host pids of the server's VM inits: its children running `agentvm vm-init` (the server
+    /// has other children too, such as its LXCFS daemon).
+    pub fn vm_inits(&self) -> Vec<i32> {
+        let server_pid = self.pid() as i32;
+        let mut inits = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if ppid == Some(server_pid) && cmdline.starts_with(b"agentvm\0vm-init\0") {
+                inits.push(pid);
+            }
+        }
+        inits
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
