@@ -295,7 +295,7 @@ async fn escape_disk_writing_past_the_quota_gets_edquot() {
 #[tokio::test]
 async fn escape_disk_creating_inodes_past_the_quota_gets_edquot() {
     let h = quota_host();
-    let host_inodes_before = nix::sys::statvfs::statvfs(h.dir.path()).unwrap().files_free();
+    let host_inodes_before = host_entries(h.dir.path());
     let attacker = h.vm_with("inode-attacker", with_disk(4 << 20)).await;
     let script = r#"
 import os
@@ -314,8 +314,10 @@ except OSError as e:
     let files = field(out.trim(), "files");
     assert!(files > 1000, "only {files} files before the quota");
     // None of those inodes came from the host's filesystem.
-    let host_inodes_after = nix::sys::statvfs::statvfs(h.dir.path()).unwrap().files_free();
-    assert!(host_inodes_before.saturating_sub(host_inodes_after) < 1000, "the host lost inodes");
+    // (Counted under the test's own directory, on the host's filesystem only: the machine's free
+    // inode count moves with every other job running on it.)
+    let host_inodes_after = host_entries(h.dir.path());
+    assert!(host_inodes_after.saturating_sub(host_inodes_before) < 1000, "the host lost inodes");
     // A second VM still creates files.
     let other = h.vm("inode-bystander").await;
     sh(&other, "mkdir -p /home/user/d && for i in $(seq 100); do : > /home/user/d/$i; done").await;
@@ -459,4 +461,24 @@ async fn escape_disk_a_stopped_host_leaves_no_mount_or_loop_device() {
             .unwrap();
     let vm = host.create_vm("disk-host-stop", VmOptions::default()).await.unwrap();
     assert_eq!(sh(&vm, "cat /home/user/x").await, "kept\n");
+}
+
+/// Entries under `dir` on `dir`'s own filesystem (a VM disk mounted below is not descended into).
+fn host_entries(dir: &std::path::Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(path: &std::path::Path, dev: u64) -> usize {
+        let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
+        if meta.dev() != dev {
+            return 0;
+        }
+        let mut n = 1;
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(path) {
+                n += entries.flatten().map(|e| walk(&e.path(), dev)).sum::<usize>();
+            }
+        }
+        n
+    }
+    let dev = std::fs::metadata(dir).unwrap().dev();
+    walk(dir, dev)
 }
