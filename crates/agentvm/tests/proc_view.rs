@@ -150,7 +150,7 @@ fn mounts_at(mountpoint: &std::path::Path) -> usize {
 /// server leaves nothing.
 #[tokio::test]
 async fn the_next_server_recovers_a_killed_servers_lxcfs() {
-    let server = common::server::TestServer::start();
+    let server = server::TestServer::start();
     let mountpoint = server.data.path().join("data/lxcfs");
     let first = lxcfs_daemons_on(&mountpoint);
     assert_eq!(first.len(), 1, "the server runs one lxcfs on {}", mountpoint.display());
@@ -158,7 +158,7 @@ async fn the_next_server_recovers_a_killed_servers_lxcfs() {
     assert_eq!(lxcfs_daemons_on(&mountpoint), first, "lxcfs outlives a SIGKILLed server");
     assert_eq!(mounts_at(&mountpoint), 1);
 
-    let mut server = common::server::TestServer::start_in(data, &[]);
+    let mut server = server::TestServer::start_in(data, &[]);
     let second = lxcfs_daemons_on(&mountpoint);
     assert_eq!(second.len(), 1, "exactly one lxcfs after the restart: {second:?}");
     assert_ne!(second, first, "the old daemon was replaced");

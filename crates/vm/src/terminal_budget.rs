@@ -14,7 +14,7 @@
 //! stops. The budget is `max - reserve - HOST_MARGIN`, read from `/proc/sys/kernel/pty/` when
 //! the first VM boots; [`HOST_MARGIN`] is left for non-initial devpts instances that are not
 //! ours. When a boot would overdraw the budget it fails with
-//! [`VmError::ResourceExhausted`](crate::VmError::ResourceExhausted), saying how many
+//! [`VmError::ResourceExhausted`], saying how many
 //! terminals running VMs hold, instead of some other VM's `openShell` failing later. A VM that
 //! opens all of its own terminals gets `ENOSPC` from the kernel inside the VM, at its own limit.
 //!

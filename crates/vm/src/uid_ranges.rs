@@ -202,7 +202,7 @@ impl UidRanges {
 /// Shifts the owner and group of everything under `dir` from the range starting at `from` to
 /// the range starting at `to` (ids outside the old range are left alone). `chown` clears the
 /// set-user/group-id bits of files, so they are put back.
-fn reown_tree(dir: &Path, from: u32, to: u32) -> std::io::Result<()> {
+fn reown_tree(dir: &Path, from: u32, to: u32) -> io::Result<()> {
     let shift = |id: u32| match id.checked_sub(from) {
         Some(offset) if offset < PRIVILEGED_COUNT => Some(to + offset),
         _ => None,
