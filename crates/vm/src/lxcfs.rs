@@ -124,10 +124,10 @@ impl Lxcfs {
 impl Drop for Lxcfs {
     fn drop(&mut self) {
         let pid = Pid::from_raw(self.child.id() as i32);
-        // Detach the mount first: LXCFS's FUSE loop ends as soon as its mount is gone, whereas
-        // it takes its time over SIGTERM alone (measured: the whole 2 s grace, every time).
+        // Detach the mount first, then end the daemon at once: it keeps no state, and over
+        // SIGTERM it takes its time (measured: the whole 2 s grace, on most stops).
         let _ = umount2(&self.mountpoint, MntFlags::MNT_DETACH);
-        let _ = kill(pid, Signal::SIGTERM);
+        let _ = kill(pid, Signal::SIGKILL);
         let deadline = Instant::now() + STOP_TIMEOUT;
         while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
