@@ -33,28 +33,34 @@ const MOUNT_ATTR_NOSUID: u64 = 0x2;
 const MOUNT_ATTR_NODEV: u64 = 0x4;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 
-/// A detached, read-only, nosuid, nodev clone of `dir` whose ownership is mapped through the
-/// user namespace of process `pid` (whose `uid_map`/`gid_map` must already be written).
-pub fn idmapped_view(dir: &Path, pid: i32) -> io::Result<OwnedFd> {
-    let userns = File::open(format!("/proc/{pid}/ns/user"))
-        .map_err(|e| io::Error::new(e.kind(), format!("opening the VM's user namespace: {e}")))?;
-    let path = CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "base path contains a NUL byte"))?;
+/// A detached clone of the mount at `path` (`open_tree(OPEN_TREE_CLONE)`): it belongs to no
+/// mount namespace, so a process in another one may attach it with [`attach`].
+pub fn detached_clone(path: &Path) -> io::Result<OwnedFd> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
     // SAFETY: open_tree reads the NUL-terminated path and returns a new descriptor or -1.
     let tree = unsafe {
         libc::syscall(
             libc::SYS_open_tree,
             libc::AT_FDCWD,
-            path.as_ptr(),
+            c_path.as_ptr(),
             OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
         )
     };
     if tree < 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("open_tree({}): {e}", dir.display())));
+        return Err(io::Error::new(e.kind(), format!("open_tree({}): {e}", path.display())));
     }
     // SAFETY: a fresh descriptor returned by the kernel, owned by nobody else.
-    let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
+    Ok(unsafe { OwnedFd::from_raw_fd(tree as i32) })
+}
+
+/// A detached, read-only, nosuid, nodev clone of `dir` whose ownership is mapped through the
+/// user namespace of process `pid` (whose `uid_map`/`gid_map` must already be written).
+pub fn idmapped_view(dir: &Path, pid: i32) -> io::Result<OwnedFd> {
+    let userns = File::open(format!("/proc/{pid}/ns/user"))
+        .map_err(|e| io::Error::new(e.kind(), format!("opening the VM's user namespace: {e}")))?;
+    let tree = detached_clone(dir)?;
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
         attr_clr: 0,
