@@ -2,9 +2,9 @@
 // it with the client the version's run.mjs imported from its own node_modules (bare specifiers
 // resolve relative to the importing file, so each version must import rivetkit itself).
 //
-//   ENDPOINT=http://127.0.0.1:PORT ENCODING=bare KEY=test [SCENARIO=seed|multiplayer|files] node <version>/run.mjs
+//   ENDPOINT=http://127.0.0.1:PORT ENCODING=bare KEY=test [SCENARIO=seed|multiplayer|files|bulk] node <version>/run.mjs
 
-const SCENARIOS = { seed: "./seed-examples.mjs", multiplayer: "./multiplayer.mjs", files: "./files.mjs" };
+const SCENARIOS = { seed: "./seed-examples.mjs", multiplayer: "./multiplayer.mjs", files: "./files.mjs", bulk: "./bulk-output.mjs" };
 
 export async function main(createClient, version) {
 	const scenario = process.env.SCENARIO || "seed";
