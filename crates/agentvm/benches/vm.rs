@@ -10,13 +10,21 @@
 //! stateless HTTP actions (bare encoding, as the rivetkit client sends them by default) and a
 //! WebSocket connection (connect + Init + action for cold; actions on one connection for warm).
 //!
+//! Then bulk output throughput in MB/s beside the host pipe floor (see `vm/throughput.rs`).
+//!
 //! Prints a Markdown report with the machine it ran on. The machine is shared and noisy:
 //! compare figures from one run, not across runs. Iterations: `AGENTVM_BENCH_ITERS` (default
 //! 100 cold, 5x that warm), idle batch `AGENTVM_BENCH_IDLE` (default 50).
+//!
+//! Groups: `core` (library path), `server` (through `agentvm serve`), `throughput`; name some
+//! to run only those: `cargo bench -p agentvm --bench vm -- throughput`.
 
 use std::time::{Duration, Instant};
 
 use agentvm_vm::{ExecOptions, HostConfig, Vm, VmHost, VmOptions};
+
+#[path = "vm/throughput.rs"]
+mod throughput;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -65,9 +73,30 @@ async fn echo(vm: &Vm) {
     assert_eq!(r.stdout, "hello\n");
 }
 
+/// Whether the command line selects `group`: every group without arguments, else those named
+/// (`cargo bench -p agentvm --bench vm -- throughput`; cargo adds `--bench`, which is skipped).
+fn selected(group: &str) -> bool {
+    let names: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    names.is_empty() || names.iter().any(|n| n == group)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let iterations = env_usize("AGENTVM_BENCH_ITERS", 100);
+    println!("Machine: {}\n", machine());
+    if selected("core") {
+        core_figures(iterations).await;
+    }
+    if selected("server") {
+        print_server_figures(server_figures(iterations).await);
+    }
+    if selected("throughput") {
+        throughput::run().await;
+    }
+}
+
+/// The library-path group: cold and warm `exec`, memory per idle VM.
+async fn core_figures(iterations: usize) {
     let idle_count = env_usize("AGENTVM_BENCH_IDLE", 50);
     let dir = tempfile::Builder::new().prefix("agentvm-bench-").tempdir().unwrap();
     let host = VmHost::new(HostConfig::new(dir.path().join("data"), env!("CARGO_BIN_EXE_agentvm"))).unwrap();
@@ -112,10 +141,7 @@ async fn main() {
     let pss_avg = idle.iter().map(|vm| pss_kib(vm.host_pid())).sum::<u64>() as f64 / idle_count as f64;
     drop(idle);
 
-    let server = server_figures(iterations).await;
-
     println!("## VM core (library path)\n");
-    println!("Machine: {}\n", machine());
     println!("| Measure | p50 | p95 | n |");
     println!("|---|---|---|---|");
     println!(
@@ -136,6 +162,9 @@ async fn main() {
     println!("| host `MemAvailable` drop / VM | {per_vm_kib:.0} |");
     println!("| PSS of one VM's init (average) | {pss_avg:.0} |");
     println!();
+}
+
+fn print_server_figures(server: Vec<(&'static str, Vec<Duration>)>) {
     println!("## Through `agentvm serve` (loopback)\n");
     println!("| Measure | p50 | p95 | n |");
     println!("|---|---|---|---|");
@@ -148,14 +177,17 @@ async fn main() {
             samples.len()
         );
     }
+    println!();
 }
 
-/// Starts `agentvm serve` on a random port; returns the process and its base URL.
-fn start_server(data: &std::path::Path) -> (std::process::Child, String) {
+/// Starts `agentvm serve` on a random port with `extra` options; returns the process and its
+/// base URL.
+fn start_server(data: &std::path::Path, extra: &[&str]) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_agentvm"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
+        .args(extra)
         .env("AGENTVM_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -178,7 +210,7 @@ async fn server_figures(iterations: usize) -> Vec<(&'static str, Vec<Duration>)>
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
     let dir = tempfile::Builder::new().prefix("agentvm-bench-").tempdir().unwrap();
-    let (mut child, url) = start_server(&dir.path().join("data"));
+    let (mut child, url) = start_server(&dir.path().join("data"), &[]);
     let http = reqwest::Client::new();
     let body = encode_action_request(Encoding::Bare, 4, &[Value::from("echo hello")]);
     let query = "rvt-namespace=default&rvt-method=getOrCreate&rvt-runner=default&rvt-crash-policy=sleep";
