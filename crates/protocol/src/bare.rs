@@ -146,6 +146,17 @@ impl Writer {
         self.out.extend_from_slice(bytes);
     }
 
+    /// A `data` field of `len` bytes that `write` appends straight to the message, which grows
+    /// once by `len`: a large payload is not built in a buffer of its own and copied in.
+    /// `write` must append exactly `len` bytes.
+    pub(crate) fn data_with(&mut self, len: usize, write: impl FnOnce(&mut Vec<u8>)) {
+        self.uint(len as u64);
+        self.out.reserve_exact(len);
+        let start = self.out.len();
+        write(&mut self.out);
+        debug_assert_eq!(self.out.len() - start, len, "a data field's announced length");
+    }
+
     pub(crate) fn str(&mut self, s: &str) {
         self.data(s.as_bytes());
     }

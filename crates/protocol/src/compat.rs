@@ -30,7 +30,7 @@ const BIGINT: &str = "$BigInt";
 const UINT8_ARRAY: &str = "$Uint8Array";
 const ARRAY_BUFFER: &str = "$ArrayBuffer";
 const UNDEFINED: &str = "$Undefined";
-const SET: &str = "$Set";
+pub(crate) const SET: &str = "$Set";
 
 /// Decodes base64 the way Node's `Buffer.from(s, "base64")` is used by clients: the standard
 /// alphabet, padding optional, non-zero trailing bits tolerated.

@@ -66,7 +66,7 @@ pub fn encode_action_response(encoding: Encoding, version: Option<u16>, output: 
         Encoding::Bare => {
             let version = version.unwrap_or(DEFAULT_BARE_VERSION);
             let mut w = Writer::with_version(version);
-            w.data(&payload::encode_blob(output, version));
+            payload::write_blob(&mut w, output, version);
             w.finish()
         }
         Encoding::Json | Encoding::Cbor => envelope::write(

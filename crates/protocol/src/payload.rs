@@ -4,19 +4,38 @@
 //! json and cbor messages it is part of the message tree: compat-encoded when the server sends
 //! it, revived by the caller when a json client sent it, native when a cbor client sent it.
 
+use crate::bare::Writer;
 use crate::cbor;
-use crate::compat::{self, Outgoing};
+use crate::compat;
 use crate::error::{malformed, Result};
 use crate::value::Value;
 
-/// A bare `data` blob the server sends to a client of BARE `version` (see [`Outgoing`]).
-pub(crate) fn encode_blob(value: &Value, version: u16) -> Vec<u8> {
-    cbor::encode(&compat::encode_outgoing(value, Outgoing::bare(version)))
+/// Whether a client of BARE `version` revives compat forms in CBOR, so the server escapes
+/// `["$x", v]` pairs and writes sets as `["$Set", [...]]` (see [`compat::Outgoing::bare`]).
+fn escapes(version: u16) -> bool {
+    compat::Outgoing::bare(version) == (compat::Outgoing::Cbor { escape: true })
 }
 
-/// A bare `data` blob of an argument list the server sends (a CBOR array).
-pub(crate) fn encode_args_blob(args: &[Value], version: u16) -> Vec<u8> {
-    cbor::encode(&compat::encode_outgoing_array(args, Outgoing::bare(version)))
+/// A bare `data` blob the server sends to a client of BARE `version` (see [`compat::Outgoing`]).
+pub(crate) fn encode_blob(value: &Value, version: u16) -> Vec<u8> {
+    let escape = escapes(version);
+    let mut blob = Vec::with_capacity(cbor::outgoing_len(value, escape));
+    cbor::write_outgoing(&mut blob, value, escape);
+    blob
+}
+
+/// Writes `value` as a bare `data` field the server sends to a client of BARE `version`: the
+/// CBOR goes straight into the message (a payload of hundreds of MiB is copied once).
+pub(crate) fn write_blob(w: &mut Writer, value: &Value, version: u16) {
+    let escape = escapes(version);
+    w.data_with(cbor::outgoing_len(value, escape), |out| cbor::write_outgoing(out, value, escape));
+}
+
+/// Writes an argument list (a CBOR array) as a bare `data` field the server sends, like
+/// [`write_blob`].
+pub(crate) fn write_args_blob(w: &mut Writer, args: &[Value], version: u16) {
+    let escape = escapes(version);
+    w.data_with(cbor::outgoing_array_len(args, escape), |out| cbor::write_outgoing_array(out, args, escape));
 }
 
 /// Client side: a bare `data` blob of an argument list as the 2.3 client sends it (CBOR of the

@@ -132,12 +132,12 @@ fn encode_to_client_bare(version: u16, message: &ToClient) -> Vec<u8> {
         ToClient::ActionResponse { id, output } => {
             w.uint(TO_CLIENT_ACTION_RESPONSE);
             w.uint(*id);
-            w.data(&payload::encode_blob(output, version));
+            payload::write_blob(&mut w, output, version);
         }
         ToClient::Event { name, args } => {
             w.uint(TO_CLIENT_EVENT);
             w.str(name);
-            w.data(&payload::encode_args_blob(args, version));
+            payload::write_args_blob(&mut w, args, version);
         }
     }
     w.finish()

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use agentvm_protocol::Value;
-use agentvm_vm::{ExecOptions, SpawnOptions, Vm};
+use agentvm_vm::{ExecOptions, ExecResult, SpawnOptions, Vm};
 use bytes::Bytes;
 
 use super::args::Args;
@@ -92,7 +92,7 @@ pub(super) fn parse(name: &str, args: &Args<'_>) -> Result<Option<Call>, ActorEr
 /// Runs a process action on the running VM.
 pub(super) async fn run(vm: &Vm, call: Call) -> Result<Value, ActorError> {
     match call {
-        Call::Exec(command, options) => to_value(&vm.exec(&command, options).await?),
+        Call::Exec(command, options) => Ok(exec_result(vm.exec(&command, options).await?)),
         Call::Spawn(command, argv, options) => {
             let pid = vm.spawn(&command, &argv, options).await?;
             Ok(Value::object([("pid", Value::Int(pid.into()))]))
@@ -106,5 +106,38 @@ pub(super) async fn run(vm: &Vm, call: Call) -> Result<Value, ActorError> {
         Call::Kill(pid) => undefined(vm.kill_process(pid)),
         Call::All => to_value(&vm.all_processes().await?),
         Call::Tree => to_value(&vm.process_tree().await?),
+    }
+}
+
+/// `exec`'s result as a value: `ExecResult`'s serde form (`exitCode`, `stdout`, `stderr`, and
+/// `timedOut` and `truncated` only when true), with the output moved in rather than copied
+/// through `serde_json` (it can be hundreds of MiB).
+fn exec_result(result: ExecResult) -> Value {
+    let ExecResult { exit_code, stdout, stderr, timed_out, truncated } = result;
+    let mut fields = vec![
+        ("exitCode", Value::Int(exit_code.into())),
+        ("stdout", Value::String(stdout)),
+        ("stderr", Value::String(stderr)),
+    ];
+    if timed_out {
+        fields.push(("timedOut", Value::Bool(true)));
+    }
+    if truncated {
+        fields.push(("truncated", Value::Bool(true)));
+    }
+    Value::object(fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exec_result_is_its_serde_form() {
+        for (timed_out, truncated) in [(false, false), (true, false), (false, true), (true, true)] {
+            let result =
+                ExecResult { exit_code: 137, stdout: "out\u{fffd}".into(), stderr: "err".into(), timed_out, truncated };
+            assert_eq!(exec_result(result.clone()), to_value(&result).unwrap());
+        }
     }
 }

@@ -21,9 +21,9 @@ use crate::value::Value;
 const MAJOR_UNSIGNED: u8 = 0;
 const MAJOR_NEGATIVE: u8 = 1;
 const MAJOR_BYTES: u8 = 2;
-const MAJOR_TEXT: u8 = 3;
-const MAJOR_ARRAY: u8 = 4;
-const MAJOR_MAP: u8 = 5;
+pub(crate) const MAJOR_TEXT: u8 = 3;
+pub(crate) const MAJOR_ARRAY: u8 = 4;
+pub(crate) const MAJOR_MAP: u8 = 5;
 const MAJOR_TAG: u8 = 6;
 
 const FALSE: u8 = 0xf4;
@@ -37,6 +37,42 @@ const TAG_BIGNUM_NEGATIVE: u64 = 3;
 /// "Finite set" tag (cbor-x writes JS `Set`s with it).
 pub(crate) const TAG_SET: u64 = 258;
 
+/// Where encoded bytes go: a buffer, or [`Length`], which only counts them. Every writer below
+/// is generic over it, so a value can be measured first and then written into a buffer
+/// allocated once at its exact size (large payloads, such as an `exec` result of hundreds of
+/// MiB, are then copied once, into their final place).
+pub(crate) trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+
+    fn put_byte(&mut self, byte: u8) {
+        self.put(&[byte]);
+    }
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+
+    fn put_byte(&mut self, byte: u8) {
+        self.push(byte);
+    }
+}
+
+/// A [`Sink`] that counts the bytes it is given.
+#[derive(Debug, Default)]
+pub(crate) struct Length(pub usize);
+
+impl Sink for Length {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0 += bytes.len();
+    }
+
+    fn put_byte(&mut self, _byte: u8) {
+        self.0 += 1;
+    }
+}
+
 /// Encodes `value` as one CBOR item.
 pub(crate) fn encode(value: &Value) -> Vec<u8> {
     let mut out = Vec::new();
@@ -44,24 +80,21 @@ pub(crate) fn encode(value: &Value) -> Vec<u8> {
     out
 }
 
-fn write_value(out: &mut Vec<u8>, value: &Value) {
+pub(crate) fn write_value<S: Sink>(out: &mut S, value: &Value) {
     match value {
-        Value::Undefined => out.push(UNDEFINED),
-        Value::Null => out.push(NULL),
-        Value::Bool(b) => out.push(if *b { TRUE } else { FALSE }),
+        Value::Undefined => out.put_byte(UNDEFINED),
+        Value::Null => out.put_byte(NULL),
+        Value::Bool(b) => out.put_byte(if *b { TRUE } else { FALSE }),
         Value::Int(n) => write_int(out, *n),
         Value::Float(f) => {
-            out.push(FLOAT64);
-            out.extend_from_slice(&f.to_be_bytes());
+            out.put_byte(FLOAT64);
+            out.put(&f.to_be_bytes());
         }
         Value::BigInt(n) => write_bigint(out, *n),
-        Value::String(s) => {
-            write_head(out, MAJOR_TEXT, s.len() as u64);
-            out.extend_from_slice(s.as_bytes());
-        }
+        Value::String(s) => write_text(out, s),
         Value::Bytes(bytes) => {
             write_head(out, MAJOR_BYTES, bytes.len() as u64);
-            out.extend_from_slice(bytes);
+            out.put(bytes);
         }
         Value::Array(items) => write_array(out, items),
         Value::Set(items) => {
@@ -71,15 +104,19 @@ fn write_value(out: &mut Vec<u8>, value: &Value) {
         Value::Map(entries) => {
             write_head(out, MAJOR_MAP, entries.len() as u64);
             for (key, value) in entries {
-                write_head(out, MAJOR_TEXT, key.len() as u64);
-                out.extend_from_slice(key.as_bytes());
+                write_text(out, key);
                 write_value(out, value);
             }
         }
     }
 }
 
-fn write_array(out: &mut Vec<u8>, items: &[Value]) {
+pub(crate) fn write_text<S: Sink>(out: &mut S, text: &str) {
+    write_head(out, MAJOR_TEXT, text.len() as u64);
+    out.put(text.as_bytes());
+}
+
+fn write_array<S: Sink>(out: &mut S, items: &[Value]) {
     write_head(out, MAJOR_ARRAY, items.len() as u64);
     for item in items {
         write_value(out, item);
@@ -91,10 +128,10 @@ const NUMBER_RANGE: std::ops::RangeInclusive<i64> = -(1 << 32)..=(1 << 32) - 1;
 
 /// A JS number that is an integer: the shortest integer form (major type 0 for `n >= 0`, major
 /// type 1 with `-1 - n` below) within [`NUMBER_RANGE`], an `f64` outside it.
-fn write_int(out: &mut Vec<u8>, n: i64) {
+fn write_int<S: Sink>(out: &mut S, n: i64) {
     if !NUMBER_RANGE.contains(&n) {
-        out.push(FLOAT64);
-        out.extend_from_slice(&(n as f64).to_be_bytes());
+        out.put_byte(FLOAT64);
+        out.put(&(n as f64).to_be_bytes());
     } else if n >= 0 {
         write_head(out, MAJOR_UNSIGNED, n.unsigned_abs());
     } else {
@@ -105,7 +142,7 @@ fn write_int(out: &mut Vec<u8>, n: i64) {
 
 /// A `BigInt`: the 8-byte form when it fits 64 bits (so cbor-x decodes a `bigint`), a tag 2/3
 /// bignum (minimal big-endian magnitude) otherwise.
-fn write_bigint(out: &mut Vec<u8>, n: i128) {
+fn write_bigint<S: Sink>(out: &mut S, n: i128) {
     let (major, tag, magnitude) = if n >= 0 {
         (MAJOR_UNSIGNED, TAG_BIGNUM_POSITIVE, n.unsigned_abs())
     } else {
@@ -113,8 +150,8 @@ fn write_bigint(out: &mut Vec<u8>, n: i128) {
     };
     match u64::try_from(magnitude) {
         Ok(small) => {
-            out.push(major << 5 | 27);
-            out.extend_from_slice(&small.to_be_bytes());
+            out.put_byte(major << 5 | 27);
+            out.put(&small.to_be_bytes());
         }
         Err(_) => {
             let be = magnitude.to_be_bytes();
@@ -122,27 +159,27 @@ fn write_bigint(out: &mut Vec<u8>, n: i128) {
             let digits = be.get(start..).unwrap_or_default();
             write_head(out, MAJOR_TAG, tag);
             write_head(out, MAJOR_BYTES, digits.len() as u64);
-            out.extend_from_slice(digits);
+            out.put(digits);
         }
     }
 }
 
 /// An item head: major type plus argument in the shortest form.
-fn write_head(out: &mut Vec<u8>, major: u8, arg: u64) {
+pub(crate) fn write_head<S: Sink>(out: &mut S, major: u8, arg: u64) {
     let m = major << 5;
     if arg < 24 {
-        out.push(m | arg as u8);
+        out.put_byte(m | arg as u8);
     } else if let Ok(a) = u8::try_from(arg) {
-        out.extend_from_slice(&[m | 24, a]);
+        out.put(&[m | 24, a]);
     } else if let Ok(a) = u16::try_from(arg) {
-        out.push(m | 25);
-        out.extend_from_slice(&a.to_be_bytes());
+        out.put_byte(m | 25);
+        out.put(&a.to_be_bytes());
     } else if let Ok(a) = u32::try_from(arg) {
-        out.push(m | 26);
-        out.extend_from_slice(&a.to_be_bytes());
+        out.put_byte(m | 26);
+        out.put(&a.to_be_bytes());
     } else {
-        out.push(m | 27);
-        out.extend_from_slice(&arg.to_be_bytes());
+        out.put_byte(m | 27);
+        out.put(&arg.to_be_bytes());
     }
 }
 

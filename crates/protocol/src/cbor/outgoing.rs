@@ -1,0 +1,130 @@
+//! A payload the server sends in a bare message, written as CBOR straight from the value.
+//!
+//! The result is byte for byte `encode(&compat::encode_outgoing(value, Outgoing::bare(v)))`,
+//! without building the compat-encoded tree first: that tree is a copy of every string and byte
+//! string in the value, and an `exec` result or a `readFile` can hold hundreds of MiB. With
+//! [`outgoing_len`] the caller sizes its buffer once, so the payload's bytes are copied once,
+//! into the message.
+//!
+//! The compat rules for CBOR styles (see [`crate::compat::Outgoing`]): values are native CBOR;
+//! a `Set` becomes `["$Set", [...]]` when `escape` is set (clients 2.3+), a plain array
+//! otherwise; with `escape`, a user pair `["$x", v]` is written as `["$$x", v]`.
+
+use super::encode::{write_head, write_text, write_value, Length, Sink, MAJOR_ARRAY, MAJOR_MAP, MAJOR_TEXT};
+use crate::compat::SET;
+use crate::value::Value;
+
+/// Writes `value` compat-encoded for a bare client (`escape`: the client revives compat forms in
+/// CBOR, i.e. BARE version 4 and later).
+pub(crate) fn write_outgoing<S: Sink>(out: &mut S, value: &Value, escape: bool) {
+    match value {
+        Value::Set(items) if escape => {
+            write_head(out, MAJOR_ARRAY, 2);
+            write_text(out, SET);
+            write_items(out, items, escape);
+        }
+        Value::Set(items) => write_items(out, items, escape),
+        Value::Array(items) => write_outgoing_array(out, items, escape),
+        Value::Map(entries) => {
+            write_head(out, MAJOR_MAP, entries.len() as u64);
+            for (key, value) in entries {
+                write_text(out, key);
+                write_outgoing(out, value, escape);
+            }
+        }
+        other => write_value(out, other),
+    }
+}
+
+/// Writes an array payload: its items, with the `$`-escape of a `["$x", v]` pair when `escape`.
+pub(crate) fn write_outgoing_array<S: Sink>(out: &mut S, items: &[Value], escape: bool) {
+    match items {
+        [Value::String(tag), payload] if escape && tag.starts_with('$') => {
+            write_head(out, MAJOR_ARRAY, 2);
+            write_head(out, MAJOR_TEXT, tag.len() as u64 + 1);
+            out.put(b"$");
+            out.put(tag.as_bytes());
+            write_outgoing(out, payload, escape);
+        }
+        _ => write_items(out, items, escape),
+    }
+}
+
+fn write_items<S: Sink>(out: &mut S, items: &[Value], escape: bool) {
+    write_head(out, MAJOR_ARRAY, items.len() as u64);
+    for item in items {
+        write_outgoing(out, item, escape);
+    }
+}
+
+/// The length of what [`write_outgoing`] writes.
+pub(crate) fn outgoing_len(value: &Value, escape: bool) -> usize {
+    let mut length = Length::default();
+    write_outgoing(&mut length, value, escape);
+    length.0
+}
+
+/// The length of what [`write_outgoing_array`] writes.
+pub(crate) fn outgoing_array_len(items: &[Value], escape: bool) -> usize {
+    let mut length = Length::default();
+    write_outgoing_array(&mut length, items, escape);
+    length.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cbor::encode;
+    use crate::compat::{encode_outgoing, encode_outgoing_array, Outgoing};
+
+    /// Values covering every variant and every compat rule, nested.
+    fn samples() -> Vec<Value> {
+        let leaves = vec![
+            Value::Undefined,
+            Value::Null,
+            Value::Bool(true),
+            Value::Int(-7),
+            Value::Int(1 << 40),
+            Value::Float(2.5),
+            Value::BigInt(1 << 70),
+            Value::from("text"),
+            Value::from("$looks-tagged"),
+            Value::Bytes((0..=255).collect()),
+            Value::Set(vec![Value::Int(1), Value::from("$x")]),
+        ];
+        let mut samples = leaves.clone();
+        samples.push(Value::Array(vec![Value::from("$x"), Value::Int(1)]));
+        samples.push(Value::Array(vec![Value::from("$x"), Value::Int(1), Value::Int(2)]));
+        samples.push(Value::Array(vec![Value::from("x"), Value::from("$y")]));
+        samples.push(Value::Array(vec![Value::Set(vec![]), Value::from("$y")]));
+        samples.push(Value::Array(leaves.clone()));
+        samples.push(Value::object([
+            ("stdout", Value::from("x".repeat(70_000))),
+            ("pair", Value::Array(vec![Value::from("$$already"), Value::Set(vec![Value::Bytes(vec![1])])])),
+            ("all", Value::Array(leaves)),
+        ]));
+        samples
+    }
+
+    #[test]
+    fn writes_exactly_the_compat_tree_and_measures_it() {
+        for escape in [false, true] {
+            let style = Outgoing::Cbor { escape };
+            for value in samples() {
+                let mut direct = Vec::new();
+                write_outgoing(&mut direct, &value, escape);
+                assert_eq!(direct, encode(&encode_outgoing(&value, style)), "{value:?}, escape {escape}");
+                assert_eq!(outgoing_len(&value, escape), direct.len());
+            }
+            let items = samples();
+            let mut direct = Vec::new();
+            write_outgoing_array(&mut direct, &items, escape);
+            assert_eq!(direct, encode(&encode_outgoing_array(&items, style)));
+            assert_eq!(outgoing_array_len(&items, escape), direct.len());
+            let pair = [Value::from("$x"), Value::Bytes(vec![9])];
+            let mut direct = Vec::new();
+            write_outgoing_array(&mut direct, &pair, escape);
+            assert_eq!(direct, encode(&encode_outgoing_array(&pair, style)));
+        }
+    }
+}
