@@ -9,7 +9,9 @@
 //! - `processOutput` events to the real rivetkit Node client (2.3.19, bare), the same way
 //!   (scenario `bulk` of clients/node, timed inside Node);
 //! - `exec("head -c N /dev/zero")` as a stateless HTTP action (bare), output within the server's
-//!   `--max-exec-output-bytes` (the bench server allows 512 MiB).
+//!   `--max-exec-output-bytes` (the bench server allows 512 MiB): once read as a raw HTTP body
+//!   and only counted (what the server delivers), once through the Rust client, which decodes
+//!   the result (what a Rust caller gets).
 //!
 //! A path that lost bytes (or sent `streamError`) is reported with the share that arrived.
 //! `AGENTVM_BENCH_THROUGHPUT_BYTES` (default 256 MiB) is N; `AGENTVM_BENCH_THROUGHPUT_ITERS`
@@ -71,11 +73,14 @@ pub async fn run() {
         rows.push(("`processOutput` to the rivetkit 2.3.19 Node client (bare)", samples));
     }
     if wanted("exec") {
-        let mut samples = Vec::new();
+        let mut raw = Vec::new();
+        let mut decoded = Vec::new();
         for i in 0..iterations {
-            samples.push(exec_over_http(&client, &format!("tput-exec-{i}"), bytes).await);
+            raw.push(exec_raw_http(&url, &format!("tput-exec-raw-{i}"), bytes).await);
+            decoded.push(exec_over_http(&client, &format!("tput-exec-{i}"), bytes).await);
         }
-        rows.push(("`exec` result (HTTP action, bare)", samples));
+        rows.push(("`exec` result, raw HTTP body (bare, counted, not decoded)", raw));
+        rows.push(("`exec` result through the Rust client (bare, decoded)", decoded));
     }
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
     let _ = child.wait();
@@ -229,6 +234,32 @@ async fn exec_over_http(client: &Client, key: &str, bytes: u64) -> Sample {
         (other, _) => Some(other.unwrap_or_else(|| "truncated".into())),
     };
     Sample { bytes: stdout, seconds, loss }
+}
+
+/// `exec("head -c N /dev/zero")` as one HTTP request on a booted VM whose answer is only
+/// counted as it arrives: the server's side of `exec`, without a client's decoding.
+async fn exec_raw_http(url: &str, key: &str, bytes: u64) -> Sample {
+    use agentvm_protocol::{encode_action_request, Encoding};
+    let query = "rvt-namespace=default&rvt-method=getOrCreate&rvt-runner=default&rvt-crash-policy=sleep";
+    let http = reqwest::Client::new();
+    let exec = |command: String| {
+        http.post(format!("{url}/gateway/vm/action/exec?{query}&rvt-key={key}"))
+            .header("x-rivet-encoding", "bare")
+            .body(encode_action_request(Encoding::Bare, 4, &[Value::from(command)]))
+            .send()
+    };
+    exec("true".into()).await.expect("booting the VM").bytes().await.expect("booting the VM");
+    let started = Instant::now();
+    let mut response = exec(format!("head -c {bytes} /dev/zero")).await.expect("exec");
+    assert!(response.status().is_success(), "exec answered {}", response.status());
+    let mut body = 0u64;
+    while let Some(chunk) = response.chunk().await.expect("reading the answer") {
+        body += chunk.len() as u64;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    // The answer is the output plus a few bytes of framing (version, lengths, the other fields).
+    let loss = (body < bytes || body > bytes + 256).then(|| format!("an answer of {body} bytes"));
+    Sample { bytes, seconds, loss }
 }
 
 /// What went missing, if anything.
