@@ -76,6 +76,20 @@ pub fn encode_action_response(encoding: Encoding, version: Option<u16>, output: 
     }
 }
 
+/// [`encode_action_response`] taking the output by value, as the parts of the body in order.
+/// In bare, the large strings and byte strings of the output (an `exec`'s stdout, a file read
+/// with `readFile`) are parts of their own, moved rather than copied: a body of hundreds of MiB
+/// is then never copied in user space. json and cbor bodies are one part.
+pub fn encode_action_response_parts(encoding: Encoding, version: Option<u16>, output: Value) -> Vec<Vec<u8>> {
+    match encoding {
+        Encoding::Bare => {
+            let version = version.unwrap_or(DEFAULT_BARE_VERSION);
+            payload::finish_with_blob(Writer::with_version(version), output, version)
+        }
+        Encoding::Json | Encoding::Cbor => vec![encode_action_response(encoding, version, &output)],
+    }
+}
+
 /// Encodes an HTTP error body as JSON: `{"group","code","message","metadata"?,"actor"?}`, with
 /// `metadata` compat-encoded. Send it with `content-type: application/json` whatever the request
 /// encoding.
@@ -118,4 +132,34 @@ pub fn decode_action_response(encoding: Encoding, body: &[u8]) -> Result<(Option
 pub fn decode_http_error_json(body: &[u8]) -> Result<ErrorBody, ProtocolError> {
     let mut fields = Fields::of(envelope::read(Encoding::Json, body, true)?, "error body")?;
     error_body::from_fields(&mut fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parts_make_the_same_body() {
+        let stdout = "x".repeat(100_000);
+        let output = Value::object([
+            ("exitCode", Value::Int(0)),
+            ("stdout", Value::from(stdout.clone())),
+            ("stderr", Value::from("")),
+            ("bytes", Value::Bytes(vec![1; 100_000])),
+            ("pair", Value::Array(vec![Value::from("$x"), Value::Bytes(vec![2; 100_000])])),
+        ]);
+        for encoding in [Encoding::Bare, Encoding::Json, Encoding::Cbor] {
+            for version in [None, Some(3), Some(4)] {
+                let parts = encode_action_response_parts(encoding, version, output.clone());
+                assert_eq!(
+                    parts.concat(),
+                    encode_action_response(encoding, version, &output),
+                    "{encoding:?} {version:?}"
+                );
+                if encoding == Encoding::Bare {
+                    assert!(parts.iter().any(|p| p == stdout.as_bytes()), "stdout is a part of its own");
+                }
+            }
+        }
+    }
 }

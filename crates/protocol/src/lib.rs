@@ -52,7 +52,7 @@ pub use encoding::Encoding;
 pub use error::ProtocolError;
 pub use http::{
     decode_action_request, decode_action_response, decode_http_error_json, encode_action_request,
-    encode_action_response, encode_http_error_json,
+    encode_action_response, encode_action_response_parts, encode_http_error_json,
 };
 pub use message::{ActorSpecifier, ErrorBody, Frame, ToClient, ToServer};
 pub use value::Value;

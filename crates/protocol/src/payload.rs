@@ -31,6 +31,17 @@ pub(crate) fn write_blob(w: &mut Writer, value: &Value, version: u16) {
     w.data_with(cbor::outgoing_len(value, escape), |out| cbor::write_outgoing(out, value, escape));
 }
 
+/// Ends the message `w` with a bare `data` field holding `value`, as the parts of the message
+/// in order: the large strings and byte strings of `value` are parts of their own, moved (see
+/// [`cbor::write_outgoing_owned`]).
+pub(crate) fn finish_with_blob(mut w: Writer, value: Value, version: u16) -> Vec<Vec<u8>> {
+    let escape = escapes(version);
+    w.uint(cbor::outgoing_len(&value, escape) as u64);
+    let mut parts = cbor::Parts { done: Vec::new(), current: w.finish() };
+    cbor::write_outgoing_owned(&mut parts, value, escape);
+    parts.finish()
+}
+
 /// Writes an argument list (a CBOR array) as a bare `data` field the server sends, like
 /// [`write_blob`].
 pub(crate) fn write_args_blob(w: &mut Writer, args: &[Value], version: u16) {

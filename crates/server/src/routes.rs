@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use agentvm_protocol::{decode_action_request, encode_action_response, Encoding};
-use axum::body::Bytes;
+use agentvm_protocol::{decode_action_request, encode_action_response_parts, Encoding};
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -137,14 +137,27 @@ async fn run_http_action(
     let actor = resolve(state, &addressed.target).await?;
     let (version, args) = decode_action_request(encoding, &body)?;
     let output = actions::dispatch(&state.actors, &actor, name, &args).await?;
-    let bytes = encode_action_response(encoding, version, &output);
     let content_type = if encoding == Encoding::Json { "application/json" } else { "application/octet-stream" };
-    let mut response = (StatusCode::OK, bytes).into_response();
+    let mut response = response_body(encode_action_response_parts(encoding, version, output));
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Ok(id) = HeaderValue::from_str(&actor.id) {
         response.headers_mut().insert("x-rivet-actor", id);
     }
     Ok(response)
+}
+
+/// An action's answer from its parts (see [`encode_action_response_parts`]): large outputs are
+/// sent from where they are, without being copied into one buffer first. The length is known,
+/// so the answer has a `Content-Length` like any other.
+fn response_body(mut parts: Vec<Vec<u8>>) -> Response {
+    if parts.len() == 1 {
+        return parts.pop().unwrap_or_default().into_response();
+    }
+    let length = parts.iter().map(Vec::len).sum::<usize>();
+    let chunks = parts.into_iter().map(|part| Ok::<_, std::convert::Infallible>(Bytes::from(part)));
+    let mut response = Body::from_stream(futures_util::stream::iter(chunks)).into_response();
+    response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    response
 }
 
 /// A WebSocket connection: `GET /gateway/{actor}/connect`.

@@ -20,7 +20,7 @@ use crate::value::Value;
 
 const MAJOR_UNSIGNED: u8 = 0;
 const MAJOR_NEGATIVE: u8 = 1;
-const MAJOR_BYTES: u8 = 2;
+pub(crate) const MAJOR_BYTES: u8 = 2;
 pub(crate) const MAJOR_TEXT: u8 = 3;
 pub(crate) const MAJOR_ARRAY: u8 = 4;
 pub(crate) const MAJOR_MAP: u8 = 5;
