@@ -14,6 +14,9 @@ use crate::vm::VmHandle;
 /// Where `agentvm serve` listens by default.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:6420";
 
+/// Most of an answer's announced `Content-Length` allocated before its bytes arrive.
+const PREALLOCATED_BODY_BYTES: u64 = 1 << 30;
+
 /// The BARE protocol version this client speaks (that of the rivetkit 2.3 client).
 pub(crate) const BARE_VERSION: u16 = 4;
 
@@ -206,10 +209,17 @@ impl Client {
         if let Some(token) = &self.token {
             request = request.header("x-rivet-token", token);
         }
-        let response = request.send().await.map_err(|e| self.request_error(e))?;
+        let mut response = request.send().await.map_err(|e| self.request_error(e))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| self.request_error(e))?;
-        Ok((status, body.to_vec()))
+        // One buffer of the announced size, filled as chunks arrive: an answer (an `exec`'s
+        // output) can be hundreds of MiB, and gathering it in a growing buffer, then copying it
+        // out, would copy it twice more. The size is trusted up to a bound only.
+        let announced = response.content_length().unwrap_or(0).min(PREALLOCATED_BODY_BYTES);
+        let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.request_error(e))? {
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, body))
     }
 
     fn request_error(&self, error: reqwest::Error) -> Error {
