@@ -25,12 +25,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use agentvm_store::{EventStore, Registry, Resolved, StoredEvent};
-use agentvm_vm::{EventLog, Retention, Subscription, Vm, VmEvent, VmHost, VmOptions};
+use agentvm_store::{EventRetention, Registry, Resolved, StoredEvent};
+use agentvm_vm::{EventLog, Filter, Retention, Subscription, Vm, VmEvent, VmHost, VmOptions};
 use sha2::{Digest, Sha256};
 
 use crate::error::ActorError;
@@ -45,12 +45,13 @@ const ID_LEN: usize = 30;
 const QUIET_IDLE: Duration = Duration::from_secs(5);
 /// How long processes get to stop when a VM sleeps or is destroyed.
 const STOP_GRACE: Duration = Duration::from_secs(2);
-/// The in-memory tail of an actor's event stream: its durable log is the VM's SQLite file, so
-/// memory only holds what readers (the persister, connections) have not read yet, plus this.
-pub const EVENT_TAIL_BYTES: usize = 64 << 10;
-/// Most of an actor's event stream kept in memory for readers that lag (a slow connection, the
-/// persister behind a burst); beyond it the slowest reader skips events and is told so.
-pub const EVENT_BACKLOG_BYTES: usize = 16 << 20;
+/// Most event bytes numbered but not yet written to the log before output producers wait.
+pub const EVENT_BACKLOG_BYTES: usize = 8 << 20;
+/// How long output producers wait for a connection whose queue is full before it is detached
+/// (and later told what it missed with `streamError`).
+pub const EVENT_STALL_GRACE: Duration = Duration::from_secs(1);
+/// How long stopping a VM waits for its last events to be written.
+const FLUSH_WAIT: Duration = Duration::from_secs(10);
 
 /// Server settings that shape every actor.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +64,10 @@ pub struct Settings {
     pub create_burst: u32,
     /// Most output `exec` keeps per stream.
     pub exec_output_bytes: usize,
+    /// How much history each VM's durable event log keeps.
+    pub event_retention: EventRetention,
+    /// A connection's event queue is full at this many bytes (see `agentvm_vm::EventLog`).
+    pub event_queue_bytes: usize,
 }
 
 /// (namespace, name, key in its REST form).
@@ -81,6 +86,8 @@ pub struct Actors {
     /// exclusively for the registry delete and the index removal, so that a creation never
     /// sees a registry row whose actor is being removed from the index, or the reverse.
     membership: tokio::sync::RwLock<()>,
+    /// Set once the server shuts down: no VM boots any more.
+    shutting_down: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -122,6 +129,7 @@ pub struct Actor {
     in_flight: AtomicUsize,
     last_activity: Mutex<Instant>,
     settings: Settings,
+    shutting_down: Arc<AtomicBool>,
 }
 
 /// Runs blocking work on tokio's blocking pool.
@@ -142,11 +150,12 @@ impl Actors {
             creations: RateLimiter::new(settings.creates_per_second, settings.create_burst),
             index: Mutex::new(Index::default()),
             membership: tokio::sync::RwLock::new(()),
+            shutting_down: Arc::default(),
         });
         let mut loaded = Vec::new();
         for record in actors.registry.live()? {
             let dir = actors.vms_dir.join(&record.actor_id);
-            let next_seq = prepare_files(&dir)?;
+            let next_seq = prepare_files(&dir, settings.event_retention)?;
             let address = (record.namespace, record.name, record.key);
             loaded.push(actors.instantiate(record.actor_id, address, record.created_ms, dir, next_seq));
         }
@@ -164,7 +173,13 @@ impl Actors {
 
     fn instantiate(&self, id: String, address: Address, created_ms: u64, dir: PathBuf, next_seq: u64) -> Arc<Actor> {
         let (namespace, name, rest_key) = address;
-        let retention = Retention { bytes: EVENT_TAIL_BYTES, max_lag_bytes: EVENT_BACKLOG_BYTES };
+        // Nothing is retained in memory for replay: `getVmEvents` reads the durable log.
+        let limits = Retention {
+            bytes: 0,
+            queue_bytes: self.settings.event_queue_bytes,
+            stall_grace: EVENT_STALL_GRACE,
+            backlog_bytes: EVENT_BACKLOG_BYTES,
+        };
         Arc::new(Actor {
             id,
             namespace,
@@ -172,13 +187,14 @@ impl Actors {
             key: keys::from_rest(&rest_key),
             created_ms,
             host: self.host.clone(),
-            events: EventLog::starting_at(retention, next_seq),
-            store: Arc::new(EventFile::new(dir.join("vm.sqlite3"))),
+            events: EventLog::durable(limits, next_seq),
+            store: Arc::new(EventFile::new(dir.join("vm.sqlite3"), self.settings.event_retention)),
             lifecycle: Arc::default(),
             persister: Mutex::new(None),
             in_flight: AtomicUsize::new(0),
             last_activity: Mutex::new(Instant::now()),
             settings: self.settings,
+            shutting_down: Arc::clone(&self.shutting_down),
         })
     }
 
@@ -204,6 +220,7 @@ impl Actors {
         }
         self.creations.try_take().map_err(|retry_after| ActorError::RateLimited { retry_after })?;
         let (registry, vms_dir, max_vms) = (Arc::clone(&self.registry), self.vms_dir.clone(), self.settings.max_vms);
+        let retention = self.settings.event_retention;
         let (ns, n, k) = address.clone();
         let key = key.to_vec();
         let (resolved, dir, next_seq) = blocking(move || -> Result<_, ActorError> {
@@ -214,7 +231,7 @@ impl Actors {
                 Resolved::Full { limit } => return Err(ActorError::TooManyVms { limit: *limit }),
             };
             let dir = vms_dir.join(&record.actor_id);
-            let next_seq = prepare_files(&dir)?;
+            let next_seq = prepare_files(&dir, retention)?;
             Ok((resolved, dir, next_seq))
         })
         .await??;
@@ -288,7 +305,7 @@ impl Actors {
                 }
                 let (host, id, store) = (actors.host.clone(), target.id.clone(), Arc::clone(&target.store));
                 blocking(move || {
-                    store.close();
+                    store.forget();
                     host.remove_vm_data(&id)
                 })
                 .await??;
@@ -302,22 +319,41 @@ impl Actors {
         let period = (self.settings.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
         loop {
             tokio::time::sleep(period).await;
+            let mut slept = 0;
             for actor in self.all() {
-                actor.sleep_if_idle().await;
+                if actor.sleep_if_idle().await {
+                    slept += 1;
+                }
+            }
+            if slept > 0 {
+                // What the VMs' event streams and processes held is free now; give it back.
+                let _ = blocking(crate::memory::release_free_memory).await;
             }
         }
+    }
+
+    /// The server shuts down: from now on no VM boots (actions that would need one fail with
+    /// [`ActorError::ShuttingDown`]); every awake VM is stopped, its `vmShutdown` written to
+    /// its log.
+    pub async fn shut_down(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        let mut stops = tokio::task::JoinSet::new();
+        for actor in self.all() {
+            stops.spawn(async move { actor.stop().await });
+        }
+        while stops.join_next().await.is_some() {}
     }
 }
 
 /// Creates an actor's directory and reads where its event numbering resumes. Blocking.
-fn prepare_files(dir: &Path) -> Result<u64, ActorError> {
+fn prepare_files(dir: &Path, retention: EventRetention) -> Result<u64, ActorError> {
     let database = dir.join("vm.sqlite3");
     if !database.exists() {
         std::fs::create_dir_all(dir)
             .map_err(|source| ActorError::Io { context: format!("creating {}", dir.display()), source })?;
         return Ok(0);
     }
-    Ok(EventStore::open(&database).and_then(|store| store.next_seq())?)
+    Ok(EventFile::new(database, retention).open_store()?.next_seq())
 }
 
 impl Actor {
@@ -345,6 +381,9 @@ impl Actor {
 
     /// The actor's running VM, booting it if needed and announcing it (`vmBooted`) unless `quiet`.
     pub async fn vm(self: &Arc<Self>, quiet: bool) -> Result<Vm, ActorError> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(ActorError::ShuttingDown);
+        }
         let actor = Arc::clone(self);
         let boot = move || Arc::clone(&actor).boot(quiet);
         let events = Arc::clone(&self.events);
@@ -362,6 +401,11 @@ impl Actor {
 
     /// Boots the VM (the work of the `Booting` phase).
     async fn boot(self: Arc<Self>, quiet: bool) -> Result<Vm, ActorError> {
+        // Checked again here, in the `Booting` phase: a caller that passed the check in `vm`
+        // just before the shutdown began must not boot.
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(ActorError::ShuttingDown);
+        }
         let options = VmOptions {
             // The key names the machine: `user@my-agent:~$` rather than a hash.
             hostname: Some(agentvm_vm::hostname_for(&self.key.join("-"))),
@@ -382,20 +426,22 @@ impl Actor {
         ActivityGuard { actor: Arc::clone(self) }
     }
 
-    /// Reads the actor's events from now on.
-    pub fn subscribe(&self) -> Subscription {
-        self.events.subscribe(None)
+    /// Reads the actor's events published from now on (those `filter` accepts), each reader
+    /// with its own bounded queue (see `agentvm_vm::EventLog`).
+    pub fn subscribe(&self, filter: Option<Filter>) -> Subscription {
+        self.events.subscribe_filtered(None, filter)
     }
 
-    /// Events with `seq > after`, from the VM's durable log and what is not yet persisted.
+    /// Events with `seq > after` from the VM's durable log (every published event is in it).
     pub async fn events_after(&self, after: Option<u64>, limit: usize) -> Result<Vec<StoredEvent>, ActorError> {
         let awake = matches!(self.lifecycle.phase(), Phase::Awake { .. });
-        event_store::read_after(&self.store, &self.events, awake, after, limit).await
+        event_store::read_after(&self.store, awake, after, limit).await
     }
 
-    /// Stops the VM for a server shutdown, broadcasting `vmShutdown {reason: "sleep"}` if it had
-    /// been announced. Files stay.
+    /// Stops the VM for a server shutdown (after a boot or a stop in progress ended),
+    /// broadcasting `vmShutdown {reason: "sleep"}` if it had been announced. Files stay.
     pub async fn stop(self: &Arc<Self>) {
+        self.lifecycle.settled().await;
         let events = Arc::clone(&self.events);
         let store = Arc::clone(&self.store);
         self.lifecycle.stop_if(|_, _| true, move |vm, announced| stop_vm(vm, announced, events, store)).await;
@@ -403,7 +449,7 @@ impl Actor {
 
     /// Sleeps the VM if it is awake and idle (checked under the lifecycle's lock, so that an
     /// action that starts meanwhile is either counted or waits for the stop and boots again).
-    async fn sleep_if_idle(self: &Arc<Self>) {
+    async fn sleep_if_idle(self: &Arc<Self>) -> bool {
         let idle_for = self.last_activity.lock().unwrap().elapsed();
         let idle_timeout = self.settings.idle_timeout;
         let in_flight = &self.in_flight;
@@ -412,31 +458,36 @@ impl Actor {
             idle_for >= timeout && in_flight.load(Ordering::Acquire) == 0 && !vm.has_activity()
         };
         let (events, store) = (Arc::clone(&self.events), Arc::clone(&self.store));
-        if self.lifecycle.stop_if(is_idle, move |vm, announced| stop_vm(vm, announced, events, store)).await {
+        let slept = self.lifecycle.stop_if(is_idle, move |vm, announced| stop_vm(vm, announced, events, store)).await;
+        if slept {
             tracing::info!(actor = %self.id, "VM idle: slept");
         }
+        slept
     }
 
     fn start_persisting(self: &Arc<Self>) {
-        let from = self.events.next_seq();
         let actor = Arc::downgrade(self);
         // The log file stays open while the VM is awake or booting (see `EventFile`).
         let awake = move || {
             actor.upgrade().is_some_and(|a| matches!(a.lifecycle.phase(), Phase::Awake { .. } | Phase::Booting))
         };
-        let task =
-            tokio::spawn(event_store::persist(self.events.subscribe(Some(from)), Arc::clone(&self.store), awake));
+        let task = tokio::spawn(event_store::persist(Arc::clone(&self.events), Arc::clone(&self.store), awake));
         *self.persister.lock().unwrap() = Some(task);
     }
 }
 
-/// The work of the `Stopping` phase: `vmShutdown` if the VM was announced, then stop it and
-/// release its event file (a sleeping actor holds no descriptor).
+/// The work of the `Stopping` phase: `vmShutdown` if the VM was announced, then stop it, wait
+/// for its last events to be written, and release its event file (a sleeping actor holds no
+/// descriptor).
 async fn stop_vm(vm: Vm, announced: bool, events: Arc<EventLog>, store: Arc<EventFile>) {
     if announced {
         events.push(VmEvent::VmShutdown { reason: "sleep".into() });
     }
     vm.shutdown(STOP_GRACE).await;
+    drop(vm);
+    if tokio::time::timeout(FLUSH_WAIT, events.flushed()).await.is_err() {
+        tracing::error!("stopping a VM: its last events were not written within {FLUSH_WAIT:?}");
+    }
     let _ = tokio::task::spawn_blocking(move || store.close()).await;
 }
 

@@ -30,6 +30,9 @@ pub enum ActorError {
     /// Actors are being created faster than the server's rate allows.
     #[error("VMs are created too fast: retry in {retry_after:?}")]
     RateLimited { retry_after: Duration },
+    /// The server is shutting down: no VM boots any more.
+    #[error("the server is shutting down")]
+    ShuttingDown,
     /// The VM refused or failed the operation.
     #[error(transparent)]
     Vm(#[from] VmError),

@@ -28,6 +28,7 @@ pub mod error;
 pub mod events;
 pub mod lifecycle;
 pub mod limits;
+pub mod memory;
 
 pub use actors::{Actor, Actors, Settings};
 pub use error::ActorError;

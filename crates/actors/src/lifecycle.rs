@@ -174,6 +174,15 @@ impl<M: Machine> Lifecycle<M> {
         }
     }
 
+    /// Resolves once no boot or stop is in progress.
+    pub async fn settled(&self) {
+        self.until(|phase| match phase {
+            Phase::Booting | Phase::Stopping => Next::Wait,
+            _ => Next::Done(()),
+        })
+        .await;
+    }
+
     /// The running VM for an action. Waits while the VM boots or stops; boots it (with `boot`,
     /// in its own task) when it sleeps; refuses once `destroy` began. `announce` runs once, under
     /// the lock, when the VM is first used by a caller that is not `quiet` (to broadcast

@@ -4,11 +4,12 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use agentvm_server::EventRetention;
 use agentvm_server::{AllowedHost, Exposure, Origin};
 use agentvm_server::{ServerConfig, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_MESSAGE_BYTES};
 use agentvm_server::{
-    DEFAULT_CREATES_PER_SECOND, DEFAULT_CREATE_BURST, DEFAULT_EXEC_OUTPUT_BYTES, DEFAULT_MAX_ACTIONS_PER_CONNECTION,
-    DEFAULT_MAX_VMS,
+    DEFAULT_CREATES_PER_SECOND, DEFAULT_CREATE_BURST, DEFAULT_EVENT_QUEUE_BYTES, DEFAULT_EXEC_OUTPUT_BYTES,
+    DEFAULT_MAX_ACTIONS_PER_CONNECTION, DEFAULT_MAX_VMS,
 };
 use anyhow::Context;
 
@@ -58,6 +59,16 @@ pub struct ServeArgs {
     /// Actions one WebSocket connection may have running at once
     #[arg(long, default_value_t = DEFAULT_MAX_ACTIONS_PER_CONNECTION)]
     max_actions_per_connection: usize,
+    /// Events each VM's durable event log keeps (the oldest go first)
+    #[arg(long, default_value_t = EventRetention::default().events, value_parser = clap::value_parser!(u64).range(1..))]
+    event_log_events: u64,
+    /// Payload bytes each VM's durable event log keeps (the oldest go first; the newest event always stays)
+    #[arg(long, default_value_t = EventRetention::default().bytes)]
+    event_log_bytes: u64,
+    /// Bytes of events queued per WebSocket connection before output producers wait for it
+    /// (a connection that stops reading for 1 s is then skipped and told so with `streamError`)
+    #[arg(long, default_value_t = DEFAULT_EVENT_QUEUE_BYTES as u64, value_parser = clap::value_parser!(u64).range(65536..))]
+    event_queue_bytes: u64,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -88,6 +99,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         create_burst: args.create_burst,
         exec_output_bytes: args.max_exec_output_bytes,
         max_actions_per_connection: args.max_actions_per_connection.max(1),
+        event_retention: EventRetention { events: args.event_log_events, bytes: args.event_log_bytes },
+        event_queue_bytes: usize::try_from(args.event_queue_bytes).unwrap_or(usize::MAX),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {

@@ -2,6 +2,13 @@
 //! in its own task so a long wait never blocks the others) and the actor's events, forwarded
 //! only when subscribed.
 //!
+//! Events reach the connection through its own bounded queue in the actor's event stream,
+//! filtered by the subscribed names before anything is queued. A connection that reads slowly
+//! slows the output producers down instead of losing events; one that stops reading for longer
+//! than a grace period is detached, and what did not fit its queue is replaced by one
+//! `streamError {code: "event_stream_lagged", skipped, resumeFrom}` event, in order (see
+//! `agentvm_vm::EventLog`).
+//!
 //! A connection owns its actions: they run in a [`JoinSet`] that is aborted when the socket
 //! closes, so an `exec` whose caller left is killed (its future is dropped, and `exec`'s
 //! kill-on-drop guard SIGKILLs the command's process group) and no longer keeps the VM awake.
@@ -17,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentvm_protocol::{decode_to_server, encode_to_client, Encoding, Frame, ToClient, ToServer};
-use agentvm_vm::Item;
+use agentvm_vm::{Filter, Item};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
@@ -37,10 +44,13 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, actor: Arc<Actor>, enc
     let (mut sink, mut stream) = socket.split();
     let version = Arc::new(AtomicU16::new(INIT_VERSION));
     let subscriptions: Arc<Mutex<HashSet<String>>> = Arc::default();
+    // Only events of subscribed names enter this connection's queue (no copy of the others).
+    let wanted = Arc::clone(&subscriptions);
+    let filter: Filter = Box::new(move |event| wanted.lock().unwrap().contains(events::name(event)));
     let (replies, mut outgoing) = mpsc::unbounded_channel::<ToClient>();
     // Actions of this connection still running; aborted when the connection ends.
     let mut running: JoinSet<()> = JoinSet::new();
-    let mut events = actor.subscribe();
+    let mut events = actor.subscribe(Some(filter));
     let connection_id = uuid::Uuid::new_v4().to_string();
     tracing::debug!(actor = %actor.id, connection = %connection_id, encoding = encoding.as_str(), "connection opened");
 
@@ -74,15 +84,20 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, actor: Arc<Actor>, enc
             item = events.next() => match item {
                 Some(Item::Event(event)) => {
                     let (name, payload) = events::to_wire(&event.event);
-                    if subscriptions.lock().unwrap().contains(name) {
-                        let frame = ToClient::Event { name: name.to_string(), args: vec![payload] };
-                        if send(&mut sink, encoding, version.load(Ordering::Relaxed), &frame).await.is_err() {
-                            break;
-                        }
+                    let frame = ToClient::Event { name: name.to_string(), args: vec![payload] };
+                    if send(&mut sink, encoding, version.load(Ordering::Relaxed), &frame).await.is_err() {
+                        break;
                     }
                 }
-                Some(Item::Lagged { missed }) => {
-                    tracing::warn!(connection = %connection_id, missed, "connection too slow: events were dropped");
+                Some(Item::Skipped(gap)) => {
+                    // Sent whether or not the client subscribed to it: nothing is dropped
+                    // without this notice.
+                    tracing::warn!(connection = %connection_id, skipped = gap.count, from = gap.first_seq, "connection too slow: it missed events");
+                    let (name, payload) = events::gap_to_wire(&gap);
+                    let frame = ToClient::Event { name: name.to_string(), args: vec![payload] };
+                    if send(&mut sink, encoding, version.load(Ordering::Relaxed), &frame).await.is_err() {
+                        break;
+                    }
                 }
                 None => {
                     // The actor's stream ended: it was destroyed. Answer the actions still

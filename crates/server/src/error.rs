@@ -73,6 +73,16 @@ impl ApiError {
         error
     }
 
+    /// The server got SIGTERM/SIGINT: it stops its VMs and boots none.
+    pub fn shutting_down() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server",
+            "shutting_down",
+            "the server is shutting down and starts no VM: retry against the server once it is back",
+        )
+    }
+
     /// A WebSocket connection has as many actions running as it may.
     pub fn too_many_actions(limit: usize) -> Self {
         Self::new(
@@ -140,6 +150,7 @@ impl From<ActorError> for ApiError {
             ActorError::Refused { refusal, actor_id } => ApiError::refused(refusal, &actor_id),
             ActorError::TooManyVms { limit } => ApiError::too_many_vms(limit),
             ActorError::RateLimited { retry_after } => ApiError::creation_rate_limited(retry_after),
+            ActorError::ShuttingDown => ApiError::shutting_down(),
             ActorError::Vm(e) => ApiError::from(e),
             ActorError::Store(e) => ApiError::internal(format!("state store: {e}")),
             ActorError::Io { context, source } => ApiError::internal(format!("{context}: {source}")),

@@ -32,6 +32,7 @@ use agentvm_actors::{Actors, Settings};
 use agentvm_vm::{HostConfig, VmHost};
 
 pub use agentvm_actors::limits::{DEFAULT_CREATES_PER_SECOND, DEFAULT_CREATE_BURST, DEFAULT_MAX_VMS};
+pub use agentvm_store::EventRetention;
 pub use error::ApiError;
 pub use exposure::Exposure;
 pub use origin::{AllowedHost, HostError, Origin, OriginError};
@@ -42,6 +43,9 @@ pub use origin::{AllowedHost, HostError, Origin, OriginError};
 pub const DEFAULT_EXEC_OUTPUT_BYTES: usize = agentvm_vm::process::DEFAULT_EXEC_OUTPUT_BYTES;
 /// Default [`ServerConfig::max_actions_per_connection`].
 pub const DEFAULT_MAX_ACTIONS_PER_CONNECTION: usize = 256;
+
+/// Default [`ServerConfig::event_queue_bytes`].
+pub const DEFAULT_EVENT_QUEUE_BYTES: usize = 8 << 20;
 
 /// Largest HTTP request body accepted by default.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 << 20;
@@ -75,6 +79,11 @@ pub struct ServerConfig {
     /// Most actions one WebSocket connection may have running at once; more are refused with
     /// `connection/too_many_actions`.
     pub max_actions_per_connection: usize,
+    /// How much history each VM's durable event log keeps (events and payload bytes).
+    pub event_retention: EventRetention,
+    /// A connection's event queue is full at this many bytes: output producers then wait for
+    /// it (up to a grace period, after which it is told what it missed with `streamError`).
+    pub event_queue_bytes: usize,
 }
 
 impl ServerConfig {
@@ -94,6 +103,8 @@ impl ServerConfig {
             create_burst: DEFAULT_CREATE_BURST,
             exec_output_bytes: DEFAULT_EXEC_OUTPUT_BYTES,
             max_actions_per_connection: DEFAULT_MAX_ACTIONS_PER_CONNECTION,
+            event_retention: EventRetention::default(),
+            event_queue_bytes: DEFAULT_EVENT_QUEUE_BYTES,
         }
     }
 }
@@ -138,6 +149,8 @@ pub async fn serve(
         creates_per_second: config.creates_per_second,
         create_burst: config.create_burst,
         exec_output_bytes: config.exec_output_bytes,
+        event_retention: config.event_retention,
+        event_queue_bytes: config.event_queue_bytes.max(64 << 10),
     };
     let data_dir = config.data_dir.clone();
     // Opening the registry and every VM's event log is blocking work.
@@ -163,8 +176,7 @@ pub async fn serve(
     tracing::info!("shutting down: stopping VMs");
     let _ = stop_tx.send(true);
     idle.abort();
-    let stops = state.actors.all().into_iter().map(|actor| async move { actor.stop().await });
-    futures_util::future::join_all(stops).await;
+    state.actors.shut_down().await;
     // Requests still in flight end once their VM stopped; do not wait for stragglers forever.
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     Ok(())

@@ -7,12 +7,13 @@
 //! - [`Registry`] (`<data>/registry.sqlite3`): which actors exist — namespace, name and key —
 //!   and the id of each one's VM;
 //! - [`EventStore`] (`<data>/vms/<id>/vm.sqlite3`): a VM's sequenced event log, bounded, read
-//!   back from a cursor by clients that reconnect or by anyone after a restart.
+//!   back from a cursor by clients that reconnect or by anyone after a restart (its own
+//!   durability trade-off, `synchronous = OFF`, is explained in its module).
 
 mod events;
 mod registry;
 
-pub use events::{EventStore, StoredEvent, EVENT_RETENTION};
+pub use events::{EventStore, Retention as EventRetention, StoredEvent, WAL_CHECKPOINT_BYTES};
 pub use registry::{ActorRecord, Registry, Resolved};
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +22,16 @@ pub struct StoreError {
     pub context: String,
     #[source]
     pub source: rusqlite::Error,
+}
+
+impl StoreError {
+    /// The file is not a database or is damaged (after a machine crash, or written over).
+    pub fn is_damaged(&self) -> bool {
+        matches!(
+            self.source.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+        )
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;

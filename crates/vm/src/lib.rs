@@ -40,7 +40,7 @@ mod uid_ranges;
 mod vm;
 
 pub use error::{errno_code, Errno, FileError, FsError, Result, SpawnError, VmError};
-pub use events::{EventLog, Item, Retention, SequencedEvent, Subscription, VmEvent};
+pub use events::{EventLog, Filter, Gap, GapScope, Item, Retention, SequencedEvent, Subscription, VmEvent};
 pub use files::{DirEntryInfo, EntryKind, FileStat, ReadFileResult, WriteFileResult};
 pub use host::{validate_id, HostConfig, VmHost, VM_USER_NAME};
 pub use process::OutputChunk;

@@ -59,15 +59,21 @@ impl Pump {
             Kind::Exec => record.capture(stream, data),
         };
 
-        // Until init reports the exit: read whatever arrives.
+        // Until init reports the exit: read whatever arrives, as long as the event stream has
+        // room (see `EventLog::reserve`): a reader that is slow holds the process back, as a
+        // pipe would. An exec's output goes to its own bounded capture instead.
+        let mut room = record.kind == Kind::Exec;
         let code = loop {
             let [out, err] = &mut streams;
             tokio::select! {
-                ready = out.pipe.readable(), if out.open => {
+                () = events.reserve(), if !room => room = true,
+                ready = out.pipe.readable(), if out.open && room => {
                     if ready.is_err() { out.open = false; } else { read_available(out, &mut buffer, &deliver, false); }
+                    room = record.kind == Kind::Exec;
                 }
-                ready = err.pipe.readable(), if err.open => {
+                ready = err.pipe.readable(), if err.open && room => {
                     if ready.is_err() { err.open = false; } else { read_available(err, &mut buffer, &deliver, false); }
+                    room = record.kind == Kind::Exec;
                 }
                 code = &mut init_exit => break code.unwrap_or(KILLED_WITH_VM),
             }

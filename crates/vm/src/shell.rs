@@ -240,12 +240,19 @@ async fn pump(
         record.log.lock().unwrap().push(ShellChunk { seq, data });
     };
     let mut open = true;
+    // Room for more output in the event stream (see `EventLog::reserve`): a reader that is slow
+    // holds the terminal back, as a slow terminal would.
+    let mut room = false;
     let code = loop {
         tokio::select! {
-            ready = master.readable(), if open => match ready {
+            () = events.reserve(), if open && !room => room = true,
+            ready = master.readable(), if open && room => match ready {
                 Ok(mut guard) => match guard.try_io(|fd| read(fd.as_raw_fd(), &mut buffer)) {
                     Ok(Ok(0)) | Ok(Err(_)) => open = false,
-                    Ok(Ok(n)) => deliver(&buffer[..n]),
+                    Ok(Ok(n)) => {
+                        deliver(&buffer[..n]);
+                        room = false;
+                    }
                     Err(_would_block) => {}
                 },
                 Err(_) => open = false,

@@ -1,5 +1,6 @@
 //! Event actions: `getVmEvents({since?, limit?})` reads the VM's durable event log after
-//! `since`. It never boots the VM.
+//! `since` (at most `limit` events and about 16 MiB of payload per call: page on with `since`
+//! set to the last `seq` returned). It never boots the VM.
 
 use std::sync::Arc;
 
@@ -52,7 +53,7 @@ pub(super) async fn run(actor: &Arc<Actor>, call: Call) -> Result<Value, ActorEr
                 Value::object([
                     ("seq", Value::from(e.seq)),
                     ("name", Value::from(e.name.as_str())),
-                    ("data", crate::events::from_json(&e.payload)),
+                    ("data", crate::events::stored_payload(e)),
                     ("createdAt", Value::from(e.created_ms)),
                 ])
             })

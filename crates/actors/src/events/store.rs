@@ -1,32 +1,62 @@
-//! Event-log persistence: every actor's event stream is written to its VM's own SQLite log
-//! (`<data>/vms/<id>/vm.sqlite3`) by a background task, and `getVmEvents` reads it back
-//! together with what is not persisted yet.
+//! Event-log persistence: every actor's events are written to its VM's own SQLite log
+//! (`<data>/vms/<id>/vm.sqlite3`) by the persister task *before* they are published (the
+//! actor's [`EventLog`] is a durable one), in batched transactions; `getVmEvents` reads the
+//! log back.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use agentvm_store::{EventStore, StoredEvent};
-use agentvm_vm::{EventLog, Item, Subscription, VmEvent};
+use agentvm_store::{EventRetention, EventStore, StoredEvent};
+use agentvm_vm::EventLog;
 
 use crate::actors::{blocking, now_ms};
 use crate::error::ActorError;
 use crate::events::wire;
 
-/// Most events (and payload bytes) written to SQLite in one transaction.
-const PERSIST_BATCH_EVENTS: usize = 256;
-const PERSIST_BATCH_BYTES: usize = 1 << 20;
+/// Most events (and about the most payload bytes) written in one transaction.
+const PERSIST_BATCH_EVENTS: usize = 1024;
+const PERSIST_BATCH_BYTES: usize = 4 << 20;
+/// Most payload bytes one `getVmEvents` call returns (at least one event).
+pub(crate) const READ_MAX_BYTES: u64 = 16 << 20;
+/// Waits between attempts when writing fails (a full disk), doubling up to the last.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// A VM's event log file, open only while needed: kept open while the VM is awake, closed when
 /// it sleeps, so that sleeping actors hold no descriptors (a server may know many thousands).
 /// Used only from blocking threads.
 pub(crate) struct EventFile {
     path: PathBuf,
+    retention: EventRetention,
     open: Mutex<Option<EventStore>>,
 }
 
 impl EventFile {
-    pub(crate) fn new(path: PathBuf) -> EventFile {
-        EventFile { path, open: Mutex::new(None) }
+    pub(crate) fn new(path: PathBuf, retention: EventRetention) -> EventFile {
+        EventFile { path, retention, open: Mutex::new(None) }
+    }
+
+    /// Opens the log, moving a damaged file aside (see [`agentvm_store::StoreError::is_damaged`])
+    /// and starting a new one in its place. Blocking.
+    pub(crate) fn open_store(&self) -> agentvm_store::Result<EventStore> {
+        match EventStore::open(&self.path, self.retention) {
+            Err(e) if e.is_damaged() => {
+                let aside = self.path.with_extension(format!("sqlite3.damaged-{}", now_ms()));
+                tracing::error!(
+                    path = %self.path.display(), aside = %aside.display(),
+                    "the event log is damaged (after a machine crash?): moved aside, starting a new one: {e}"
+                );
+                let _ = std::fs::rename(&self.path, &aside);
+                for suffix in ["-wal", "-shm"] {
+                    let mut side = self.path.clone().into_os_string();
+                    side.push(suffix);
+                    let _ = std::fs::remove_file(side);
+                }
+                EventStore::open(&self.path, self.retention)
+            }
+            other => other,
+        }
     }
 
     /// Runs `work` on the store, opening it if needed; closes it afterwards unless `keep_open`.
@@ -36,11 +66,10 @@ impl EventFile {
         work: impl FnOnce(&mut EventStore) -> agentvm_store::Result<T>,
     ) -> agentvm_store::Result<T> {
         let mut open = self.open.lock().unwrap();
-        let store = match open.take() {
+        let mut store = match open.take() {
             Some(store) => store,
-            None => EventStore::open(&self.path)?,
+            None => self.open_store()?,
         };
-        let mut store = store;
         let result = work(&mut store);
         if keep_open {
             *open = Some(store);
@@ -48,65 +77,52 @@ impl EventFile {
         result
     }
 
+    /// Compacts and closes the log (its VM goes to sleep). Blocking.
     pub(crate) fn close(&self) {
+        if let Err(e) = self.with(false, |store| store.compact()) {
+            tracing::warn!(path = %self.path.display(), "compacting the event log: {e}");
+        }
+    }
+
+    /// Closes the log without touching it (its files are about to be deleted). Blocking.
+    pub(crate) fn forget(&self) {
         self.open.lock().unwrap().take();
     }
 }
 
-/// Writes the actor's events to its VM's log, in bounded batches, for as long as the stream
-/// lasts. `awake` says whether to keep the file open after a batch (the VM is awake or booting).
-pub(crate) async fn persist(mut events: Subscription, store: Arc<EventFile>, awake: impl Fn() -> bool) {
-    while let Some(item) = events.next().await {
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        let mut next = Some(item);
-        while let Some(item) = next.take() {
-            match item {
-                Item::Event(event) => {
-                    bytes += match &event.event {
-                        VmEvent::ProcessOutput { data, .. } | VmEvent::ShellData { data, .. } => data.len(),
-                        _ => 0,
-                    };
-                    batch.push(to_stored(&event.event, event.seq));
-                }
-                Item::Lagged { missed } => tracing::warn!(missed, "event log fell behind: events not persisted"),
+/// Writes the actor's events to its VM's log, in order and in batches, then publishes them,
+/// for as long as the stream lasts. `awake` says whether to keep the file open after a batch
+/// (the VM is awake or booting). A failing write (a full disk) is retried until it succeeds:
+/// meanwhile nothing more is published and producers wait (see `EventLog::reserve`).
+pub(crate) async fn persist(log: Arc<EventLog>, file: Arc<EventFile>, awake: impl Fn() -> bool) {
+    while let Some(batch) = log.take_unpersisted(PERSIST_BATCH_EVENTS, PERSIST_BATCH_BYTES).await {
+        let Some(last) = batch.last().map(|e| e.seq) else { continue };
+        let stored: Arc<Vec<StoredEvent>> = Arc::new(batch.iter().map(|e| wire::to_stored(e)).collect());
+        drop(batch);
+        let mut retry = RETRY_FIRST;
+        loop {
+            let (file, stored, keep_open) = (Arc::clone(&file), Arc::clone(&stored), awake());
+            let written = tokio::task::spawn_blocking(move || file.with(keep_open, |s| s.append(&stored))).await;
+            match written {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => tracing::error!("persisting events (retrying in {retry:?}): {e}"),
+                Err(e) => tracing::error!("persisting events (retrying in {retry:?}): {e}"),
             }
-            if batch.len() < PERSIST_BATCH_EVENTS && bytes < PERSIST_BATCH_BYTES {
-                next = events.poll_now().flatten();
-            }
+            tokio::time::sleep(retry).await;
+            retry = (retry * 2).min(RETRY_MAX);
         }
-        let keep_open = awake();
-        let store = Arc::clone(&store);
-        let written = tokio::task::spawn_blocking(move || store.with(keep_open, |s| s.append(&batch))).await;
-        if let Ok(Err(e)) = written {
-            tracing::error!("persisting events: {e}");
-        }
+        log.persisted(last);
     }
 }
 
-/// Events with `seq > after` (at most `limit`), from the durable log and then from what the
-/// in-memory stream holds but is not persisted yet. `awake`: keep the file open afterwards.
+/// Events with `seq > after` (at most `limit`, about [`READ_MAX_BYTES`]), from the durable log.
+/// `awake`: keep the file open afterwards.
 pub(crate) async fn read_after(
-    store: &Arc<EventFile>,
-    events: &EventLog,
+    file: &Arc<EventFile>,
     awake: bool,
     after: Option<u64>,
     limit: usize,
 ) -> Result<Vec<StoredEvent>, ActorError> {
-    // Nothing comes after the largest sequence number (and `after + 1` must not overflow).
-    let Some(from) = after.map_or(Some(0), |a| a.checked_add(1)) else { return Ok(Vec::new()) };
-    let store = Arc::clone(store);
-    let mut stored = blocking(move || store.with(awake, |s| s.read(after, limit))).await??;
-    if stored.len() < limit {
-        let from = stored.last().map_or(from, |e| e.seq.saturating_add(1));
-        for event in events.replay(from).into_iter().take(limit - stored.len()) {
-            stored.push(to_stored(&event.event, event.seq));
-        }
-    }
-    Ok(stored)
-}
-
-fn to_stored(event: &VmEvent, seq: u64) -> StoredEvent {
-    let (name, payload) = wire::to_wire(event);
-    StoredEvent { seq, name: name.to_string(), payload: wire::to_json(&payload), created_ms: now_ms() }
+    let file = Arc::clone(file);
+    Ok(blocking(move || file.with(awake, |s| s.read(after, limit, READ_MAX_BYTES))).await??)
 }

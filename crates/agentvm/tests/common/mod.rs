@@ -67,7 +67,7 @@ pub async fn collect_until_exit(sub: &mut Subscription, pid: i32, secs: u64) -> 
                 VmEvent::ProcessExit { pid: p, exit_code } if *p == pid => return (out, err, *exit_code),
                 _ => {}
             },
-            Some(Item::Lagged { missed }) => panic!("subscriber lagged, missed {missed} events"),
+            Some(Item::Skipped(gap)) => panic!("subscriber skipped events: {gap:?}"),
             None => panic!("event stream ended"),
         }
     }
