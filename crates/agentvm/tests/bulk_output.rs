@@ -4,9 +4,10 @@
 //!
 //! The process is `yes LINE | head -c 1073741824`: every byte is checked against LINE + "\n"
 //! repeated as it arrives (never kept), and the total must be exact, so a lost, repeated or
-//! reordered chunk fails the test at the first wrong byte. A `streamError` event (the server
-//! skipped events for a connection that fell behind) fails the test with its payload. The two
-//! cases take the machine's cores for their whole run, so they run one after the other.
+//! reordered chunk fails the test at the first wrong byte. The rivetkit client also gets the
+//! fastest writer, `head -c 1073741824 /dev/zero` (the total checked). A `streamError` event
+//! (the server skipped events for a connection that fell behind) fails the test with its
+//! payload. Each case takes the machine's cores for its whole run, so they run one at a time.
 mod common;
 
 use std::path::Path;
@@ -146,6 +147,20 @@ async fn receive(conn: &mut Connection, pid: i64) -> (PatternCheck, i64) {
 
 #[test]
 fn one_gib_reaches_the_rivetkit_client_complete_and_in_order() {
+    rivetkit_client("line");
+}
+
+/// The fastest writer there is (`head -c 1073741824 /dev/zero`): only the total can be checked,
+/// but it outruns the Node client the most, so it is the one that shows a reading client being
+/// skipped (`streamError`) instead of throttling the process.
+#[test]
+fn one_gib_from_the_fastest_writer_reaches_the_rivetkit_client_complete() {
+    rivetkit_client("zero");
+}
+
+/// Runs the `bulk` scenario of clients/node (PATTERN `line` or `zero`) with the rivetkit 2.3.19
+/// client against a fresh server; it checks the bytes, the exit and the absence of `streamError`.
+fn rivetkit_client(pattern: &str) {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../clients/node/v2.3.19");
     assert!(
@@ -159,10 +174,10 @@ fn one_gib_reaches_the_rivetkit_client_complete_and_in_order() {
         .current_dir(&dir)
         .env("ENDPOINT", &server.url)
         .env("ENCODING", "bare")
-        .env("KEY", "bulk-node")
+        .env("KEY", format!("bulk-node-{pattern}"))
         .env("SCENARIO", "bulk")
         .env("BYTES", TOTAL.to_string())
-        .env("PATTERN", "line")
+        .env("PATTERN", pattern)
         .env("TIMEOUT_MS", DEADLINE.as_millis().to_string())
         .env_remove("RIVET_ENDPOINT")
         .env_remove("RIVET_ENGINE")
@@ -170,10 +185,10 @@ fn one_gib_reaches_the_rivetkit_client_complete_and_in_order() {
         .expect("running node");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let summary = stdout.lines().find(|l| l.contains(r#""ok":"bulk""#));
-    eprintln!("rivetkit client: {}", summary.unwrap_or("no summary"));
+    eprintln!("rivetkit client ({pattern}): {}", summary.unwrap_or("no summary"));
     assert!(
         output.status.success() && summary.is_some() && stdout.lines().any(|l| l.contains(r#""done":true"#)),
-        "the rivetkit client run failed ({}):\n{stdout}\n{}",
+        "the rivetkit client run ({pattern}) failed ({}):\n{stdout}\n{}",
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
