@@ -3,6 +3,7 @@
 //! processes inside a VM stay small.
 
 mod commands;
+mod fd_limit;
 mod serve;
 mod terminal;
 

@@ -76,6 +76,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("AGENTVM_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
+    crate::fd_limit::raise();
     let data_dir = match args.data_dir {
         Some(dir) => dir,
         None => default_data_dir()?,

@@ -72,13 +72,31 @@ pub(crate) struct OutputLimits {
     pub budget: Arc<Budget>,
 }
 
+/// The host's side of a process's stdin.
+///
+/// The write end is the only descriptor a process's record holds, and it is closed as soon as
+/// the process has exited ([`ProcessRecord::release_stdin`]): exited records are kept for
+/// `getProcess` and `waitProcess` (up to [`EXITED_RETENTION`] per VM), and must cost no
+/// descriptor.
+#[derive(Debug)]
+pub(crate) enum Stdin {
+    /// The write end, open.
+    Open(pipe::Sender),
+    /// Closed by the caller (`closeProcessStdin`, or `exec` after writing its input).
+    Closed,
+    /// Closed because the process has exited: later writes are dropped, as in the reference
+    /// product.
+    Exited,
+}
+
 pub(crate) struct ProcessRecord {
     pub pid: i32,
     pub command: String,
     pub args: Vec<String>,
     pub kind: Kind,
-    /// Write end of the process's stdin; `None` once closed.
-    pub stdin: tokio::sync::Mutex<Option<pipe::Sender>>,
+    /// The process's stdin. Writers hold the lock while they write, so one write's bytes are
+    /// never interleaved with another's.
+    pub stdin: tokio::sync::Mutex<Stdin>,
     /// The exit code, set only after all the process's output was delivered.
     exit: watch::Sender<Option<i32>>,
     /// Delivers init's exit report to the output pump.
@@ -102,7 +120,7 @@ impl ProcessRecord {
             command,
             args,
             kind,
-            stdin: tokio::sync::Mutex::new(Some(stdin)),
+            stdin: tokio::sync::Mutex::new(Stdin::Open(stdin)),
             exit: watch::Sender::new(None),
             init_exit: Mutex::new(Some(exit_tx)),
             output: Mutex::new(ReplayLog::with_budget(
@@ -127,6 +145,34 @@ impl ProcessRecord {
     /// The VM is gone: the process died with it (the pump reports SIGKILL).
     pub fn abandon(&self) {
         self.init_exit.lock().unwrap().take();
+    }
+
+    /// Takes the write end of the process's stdin (for `exec`, which writes its input and then
+    /// closes it); `None` if it was closed already.
+    pub async fn take_stdin(&self) -> Option<pipe::Sender> {
+        let mut stdin = self.stdin.lock().await;
+        match std::mem::replace(&mut *stdin, Stdin::Closed) {
+            Stdin::Open(pipe) => Some(pipe),
+            Stdin::Exited => {
+                *stdin = Stdin::Exited;
+                None
+            }
+            Stdin::Closed => None,
+        }
+    }
+
+    /// Closes the write end of the process's stdin because the process has exited (called once
+    /// its exit is published). A writer holding the lock gives it up at once, since it stops
+    /// writing when the exit is published (see [`crate::Vm::write_process_stdin`]); then the
+    /// write end is closed by a task.
+    pub fn release_stdin(self: &Arc<Self>) {
+        match self.stdin.try_lock() {
+            Ok(mut stdin) => *stdin = Stdin::Exited,
+            Err(_busy) => {
+                let record = Arc::clone(self);
+                tokio::spawn(async move { *record.stdin.lock().await = Stdin::Exited });
+            }
+        }
     }
 
     pub fn exit_code(&self) -> Option<i32> {

@@ -23,14 +23,39 @@ impl TestServer {
 
     /// Starts a server on an existing data directory (a restart).
     pub fn start_in(data: tempfile::TempDir, extra: &[&str]) -> TestServer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_agentvm"))
+        Self::launch(Self::command(&data, extra), data)
+    }
+
+    /// Starts the server with its descriptor limit (`RLIMIT_NOFILE`) set to `soft` and `hard`
+    /// before it runs (as `ulimit -n` would), with extra arguments; waits until it listens.
+    pub fn start_with_nofile(soft: u64, hard: u64, extra: &[&str]) -> TestServer {
+        use std::os::unix::process::CommandExt;
+        let data = tempfile::Builder::new().prefix("agentvm-test-").tempdir().unwrap();
+        let mut command = Self::command(&data, extra);
+        // SAFETY: runs in the forked child before exec; setrlimit is a single system call,
+        // async-signal-safe, and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(move || {
+                nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, soft, hard)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        Self::launch(command, data)
+    }
+
+    fn command(data: &tempfile::TempDir, extra: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_agentvm"));
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data.path().join("data"))
             .args(extra)
             .env("AGENTVM_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting agentvm serve");
+            .stdout(Stdio::piped());
+        command
+    }
+
+    fn launch(mut command: Command, data: tempfile::TempDir) -> TestServer {
+        let mut child = command.spawn().expect("starting agentvm serve");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

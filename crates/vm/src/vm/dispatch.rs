@@ -87,6 +87,8 @@ impl Shared {
                         stderr,
                         init_exit,
                         on_exit: Box::new(move |record| {
+                            // No descriptor outlives the process: its stdin closes now.
+                            record.release_stdin();
                             let mut processes = table.processes.lock().unwrap();
                             match record.kind {
                                 Kind::Spawned => processes.retire(record),

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::control::Outgoing;
 use crate::error::{Result, VmError};
-use crate::process::{Kind, OutputChunk, ProcessRecord, HELPER_OUTPUT_BYTES};
+use crate::process::{Kind, OutputChunk, ProcessRecord, Stdin, HELPER_OUTPUT_BYTES};
 use crate::tree::build_tree;
 use crate::types::{ExecOptions, ExecResult, ProcessInfo, ProcessTreeNode, SpawnOptions, SpawnedProcessInfo};
 
@@ -27,12 +27,9 @@ impl Vm {
         let record = self.start(Kind::Exec, argv, &options.env, options.cwd.as_deref(), limit).await?;
         // If the caller stops waiting (dropped future), the command is killed.
         let mut guard = KillOnDrop { vm: self, record: &record, armed: true };
-        let stdin = record.stdin.lock().await.take();
-        if let (Some(mut stdin), Some(data)) = (stdin, options.stdin) {
-            tokio::spawn(async move {
-                // EPIPE when the command exits without reading everything: nothing to report.
-                let _ = stdin.write_all(&data).await;
-            });
+        let stdin = record.take_stdin().await;
+        if let (Some(stdin), Some(data)) = (stdin, options.stdin) {
+            tokio::spawn(feed_stdin(Arc::clone(&record), stdin, data));
         }
         let finished = match options.timeout {
             Some(limit) => tokio::time::timeout(limit, record.wait()).await.ok(),
@@ -67,28 +64,41 @@ impl Vm {
     }
 
     /// Writes to a process's stdin. Data for a process that has exited is dropped, as in the
-    /// reference product; writing after `closeProcessStdin` is an error.
+    /// reference product (the server closes a process's stdin as soon as it has exited);
+    /// writing after `closeProcessStdin` is an error. A write the process does not read blocks
+    /// until it reads or exits.
     pub async fn write_process_stdin(&self, pid: i32, data: &[u8]) -> Result<()> {
         let record = self.record(pid)?;
         if record.exit_code().is_some() {
             return Ok(());
         }
         let mut stdin = record.stdin.lock().await;
-        let Some(pipe) = stdin.as_mut() else {
-            return Err(VmError::InvalidState(format!("stdin of process {pid} is closed")));
+        let pipe = match &mut *stdin {
+            Stdin::Open(pipe) => pipe,
+            Stdin::Exited => return Ok(()),
+            Stdin::Closed => return Err(VmError::InvalidState(format!("stdin of process {pid} is closed"))),
         };
-        match pipe.write_all(data).await {
-            Ok(()) => Ok(()),
-            // The process closed its stdin or exited meanwhile.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-            Err(e) => Err(VmError::io(format!("writing to stdin of process {pid}"), e)),
+        tokio::select! {
+            written = pipe.write_all(data) => match written {
+                Ok(()) => Ok(()),
+                // The process closed its stdin or exited meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                Err(e) => Err(VmError::io(format!("writing to stdin of process {pid}"), e)),
+            },
+            // The process exited while the write waited (a descendant may still hold the pipe
+            // without reading it): the rest is dropped, and the write end can be closed.
+            _ = record.wait() => Ok(()),
         }
     }
 
-    /// Closes a process's stdin (the process reads end of file). Idempotent.
+    /// Closes a process's stdin (the process reads end of file). Idempotent; a no-op once the
+    /// process has exited.
     pub async fn close_process_stdin(&self, pid: i32) -> Result<()> {
         let record = self.record(pid)?;
-        record.stdin.lock().await.take();
+        let mut stdin = record.stdin.lock().await;
+        if let Stdin::Open(_) = *stdin {
+            *stdin = Stdin::Closed;
+        }
         Ok(())
     }
 
@@ -257,9 +267,8 @@ impl Vm {
         let record = self.start(Kind::Exec, argv, &BTreeMap::new(), Some("/"), HELPER_OUTPUT_BYTES).await?;
         // If the caller stops waiting (dropped future), the program is killed.
         let mut guard = KillOnDrop { vm: self, record: &record, armed: true };
-        if let Some(mut pipe) = record.stdin.lock().await.take() {
-            // EPIPE when the program exits without reading everything: its output says why.
-            tokio::spawn(async move { pipe.write_all(&stdin).await });
+        if let Some(pipe) = record.take_stdin().await {
+            tokio::spawn(feed_stdin(Arc::clone(&record), pipe, stdin));
         }
         let exit_code = record.wait().await;
         guard.armed = false;
@@ -281,6 +290,17 @@ impl Drop for KillOnDrop<'_> {
         if self.armed {
             self.vm.signal(self.record, libc::SIGKILL);
         }
+    }
+}
+
+/// Writes `data` to the stdin of an `exec` command or a helper, then closes it: when the
+/// command has read everything, or has exited (EPIPE, or its exit published while a descendant
+/// still holds the pipe unread), whichever comes first. The command's output and exit code
+/// say what happened; nothing is reported from here.
+async fn feed_stdin(record: Arc<ProcessRecord>, mut pipe: pipe::Sender, data: bytes::Bytes) {
+    tokio::select! {
+        _ = pipe.write_all(&data) => {}
+        _ = record.wait() => {}
     }
 }
 
