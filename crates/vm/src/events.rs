@@ -293,6 +293,11 @@ impl EventLog {
         }
     }
 
+    /// Whether a producer may read more output now (what [`EventLog::reserve`] waits for).
+    pub fn has_room(&self) -> bool {
+        matches!(self.blocked(&mut self.state.lock().unwrap()), Blocked::No)
+    }
+
     fn blocked(&self, state: &mut State) -> Blocked {
         if state.closed {
             return Blocked::No;
@@ -302,7 +307,9 @@ impl EventLog {
         }
         let now = Instant::now();
         let mut until = None;
-        for queue in state.queues.iter_mut().filter(|q| !q.detached && q.bytes >= self.limits.queue_bytes) {
+        // Events not persisted yet will be published into the queues too.
+        let coming = state.unpersisted_bytes;
+        for queue in state.queues.iter_mut().filter(|q| !q.detached && q.bytes + coming >= self.limits.queue_bytes) {
             let deadline = *queue.full_since.get_or_insert(now) + self.limits.stall_grace;
             if now >= deadline {
                 queue.detached = true;
@@ -440,8 +447,14 @@ impl EventLog {
     }
 
     fn enqueue(&self, queue: &mut Queue, event: &Arc<SequencedEvent>, weight: usize) {
-        // An attached queue may overshoot while producers notice it is full; a detached one not.
-        let bound = if queue.detached { self.limits.queue_bytes } else { 2 * self.limits.queue_bytes };
+        // An attached queue may overshoot by what was in flight when producers saw it full (the
+        // unpersisted backlog, a read): producers wait for it, so nothing is dropped for a
+        // subscriber that is reading. A detached one gets no more than its queue.
+        let bound = if queue.detached {
+            self.limits.queue_bytes
+        } else {
+            2 * self.limits.queue_bytes + self.limits.backlog_bytes
+        };
         let small = event.event.payload_len() == 0 && queue.entries.len() < MAX_QUEUE_ENTRIES;
         if queue.bytes + weight <= bound || small {
             queue.bytes += weight;
@@ -503,6 +516,8 @@ impl Subscription {
                 if queue.bytes < log.limits.queue_bytes {
                     queue.full_since = None;
                 }
+                // (Room is announced on every crossing below the bound; producers recheck it
+                // with the unpersisted backlog counted.)
                 if queue.detached && queue.bytes <= log.limits.queue_bytes / 2 {
                     queue.detached = false;
                 }

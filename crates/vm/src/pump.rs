@@ -50,6 +50,9 @@ impl Pump {
             Stream { pipe: stderr, kind: OutputStream::Stderr, open: true },
         ];
         let mut buffer = vec![0u8; READ_CHUNK];
+        // Checked after every chunk: a writer as fast as the reader never leaves the pipe empty,
+        // so "read until it would block" must also stop when the event stream is full.
+        let has_room = || record.kind == Kind::Exec || events.has_room();
         let deliver = |stream: OutputStream, data: &[u8]| match record.kind {
             Kind::Spawned => {
                 let data = Bytes::copy_from_slice(data);
@@ -68,19 +71,20 @@ impl Pump {
             tokio::select! {
                 () = events.reserve(), if !room => room = true,
                 ready = out.pipe.readable(), if out.open && room => {
-                    if ready.is_err() { out.open = false; } else { read_available(out, &mut buffer, &deliver, false); }
+                    if ready.is_err() { out.open = false; } else { read_available(out, &mut buffer, &deliver, &has_room, false); }
                     room = record.kind == Kind::Exec;
                 }
                 ready = err.pipe.readable(), if err.open && room => {
-                    if ready.is_err() { err.open = false; } else { read_available(err, &mut buffer, &deliver, false); }
+                    if ready.is_err() { err.open = false; } else { read_available(err, &mut buffer, &deliver, &has_room, false); }
                     room = record.kind == Kind::Exec;
                 }
                 code = &mut init_exit => break code.unwrap_or(KILLED_WITH_VM),
             }
         };
-        // The process is gone: what it wrote is in the pipes. Deliver all of it, then the exit.
+        // The process is gone: what it wrote is in the pipes (at most their capacity). Deliver
+        // all of it, then the exit.
         for stream in &mut streams {
-            read_available(stream, &mut buffer, &deliver, true);
+            read_available(stream, &mut buffer, &deliver, &|| true, true);
         }
         record.publish_exit(code);
         if record.kind == Kind::Spawned {
@@ -95,19 +99,25 @@ impl Pump {
                 if stream.pipe.readable().await.is_err() {
                     break;
                 }
-                read_available(stream, &mut buffer, &|_, _| {}, false);
+                read_available(stream, &mut buffer, &|_, _| {}, &|| true, false);
             }
         }
     }
 }
 
-/// Reads from `stream` until it would block, delivering each chunk; marks it closed at end of
-/// file or on an error.
+/// Reads from `stream` until it would block or `more` says to stop, delivering each chunk;
+/// marks it closed at end of file or on an error.
 ///
 /// `drain` is for after the process exited: it asks the kernel directly (a non-blocking
 /// `read(2)`) until the pipe is empty, because tokio's `try_read` answers `WouldBlock` from
 /// cached readiness without looking.
-fn read_available(stream: &mut Stream, buffer: &mut [u8], deliver: &dyn Fn(OutputStream, &[u8]), drain: bool) {
+fn read_available(
+    stream: &mut Stream,
+    buffer: &mut [u8],
+    deliver: &dyn Fn(OutputStream, &[u8]),
+    more: &dyn Fn() -> bool,
+    drain: bool,
+) {
     use std::os::fd::AsRawFd;
     if !stream.open {
         return;
@@ -130,7 +140,12 @@ fn read_available(stream: &mut Stream, buffer: &mut [u8], deliver: &dyn Fn(Outpu
                 stream.open = false;
                 return;
             }
-            Ok(n) => deliver(stream.kind, &buffer[..n]),
+            Ok(n) => {
+                deliver(stream.kind, &buffer[..n]);
+                if !more() {
+                    return;
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => {
