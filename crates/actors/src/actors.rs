@@ -285,10 +285,12 @@ impl Actors {
         actor
             .lifecycle
             .destroy(move |vm| async move {
-                target.events.push(VmEvent::VmShutdown { reason: "destroy".into() });
+                // Stopped first, so that the exits of the processes it kills come before
+                // `vmShutdown`, which is the last event the actor ever broadcasts.
                 if let Some(vm) = vm {
                     vm.shutdown(STOP_GRACE).await;
                 }
+                target.events.push(VmEvent::VmShutdown { reason: "destroy".into() });
                 tracing::info!(actor = %target.id, "destroying: VM stopped, removing its data");
                 // From here on no VM of this actor runs, and none can boot (the phase is
                 // `Destroying`): its files can go.
@@ -476,15 +478,16 @@ impl Actor {
     }
 }
 
-/// The work of the `Stopping` phase: `vmShutdown` if the VM was announced, then stop it, wait
-/// for its last events to be written, and release its event file (a sleeping actor holds no
-/// descriptor).
+/// The work of the `Stopping` phase: stop the VM, then `vmShutdown` if the VM was announced,
+/// wait for its last events to be written, and release its event file (a sleeping actor holds
+/// no descriptor).
 async fn stop_vm(vm: Vm, announced: bool, events: Arc<EventLog>, store: Arc<EventFile>) {
+    // Stopped first: the exits of the processes the stop ends come before `vmShutdown`.
+    vm.shutdown(STOP_GRACE).await;
+    drop(vm);
     if announced {
         events.push(VmEvent::VmShutdown { reason: "sleep".into() });
     }
-    vm.shutdown(STOP_GRACE).await;
-    drop(vm);
     if tokio::time::timeout(FLUSH_WAIT, events.flushed()).await.is_err() {
         tracing::error!("stopping a VM: its last events were not written within {FLUSH_WAIT:?}");
     }
@@ -506,6 +509,8 @@ impl Drop for ActivityGuard {
 /// Reports a VM that ended without the server stopping it (its init died).
 async fn watch_for_crash(actor: Weak<Actor>, vm: Vm) {
     vm.stopped().await;
+    // The exits of the processes that died with it come before `vmShutdown {reason: "error"}`.
+    let _ = tokio::time::timeout(STOP_GRACE, vm.exits_published()).await;
     let Some(actor) = actor.upgrade() else { return };
     let events = Arc::clone(&actor.events);
     if actor.lifecycle.crashed(|| {

@@ -213,3 +213,57 @@ async fn a_killed_server_loses_no_acknowledged_write() {
     assert!(count >= acked.len());
     eprintln!("{} acknowledged writes before SIGKILL, all readable after the restart", acked.len());
 }
+
+/// The events a json connection receives until the server closes it (or `limit` passes):
+/// `(name, payload)` in order.
+async fn events_until_closed(c: &mut Conn, limit: Duration) -> Vec<(String, Value)> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut frames = c.take_backlog();
+    let deadline = tokio::time::Instant::now() + limit;
+    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, c.ws.next()).await {
+        let Message::Text(text) = message else { continue };
+        frames.push(serde_json::from_str(&text).unwrap());
+    }
+    let mut events = Vec::new();
+    for frame in frames {
+        if frame["body"]["tag"] == "Event" {
+            let val = &frame["body"]["val"];
+            events.push((val["name"].as_str().unwrap().to_string(), val["args"][0].clone()));
+        }
+    }
+    events
+}
+
+/// Issue 12, acceptance 3: destroy and sleep with processes and a shell running: their exits
+/// come first and `vmShutdown` is the last event.
+#[tokio::test]
+async fn vm_shutdown_comes_after_the_exits_it_causes() {
+    let server = TestServer::start();
+    let names = ["processExit", "shellExit", "vmShutdown", "vmBooted"];
+    // Destroy.
+    let mut c = Conn::open(&server, "life-order-destroy", &names).await;
+    for _ in 0..3 {
+        c.call("spawn", json!(["sleep", ["100"]])).await;
+    }
+    c.call("openShell", json!([])).await;
+    c.call("destroy", json!([])).await;
+    let events = events_until_closed(&mut c, Duration::from_secs(20)).await;
+    let order: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(order.last(), Some(&"vmShutdown"), "{events:?}");
+    assert_eq!(order.iter().filter(|n| **n == "processExit").count(), 3, "{events:?}");
+    assert_eq!(order.iter().filter(|n| **n == "shellExit").count(), 1, "{events:?}");
+    assert_eq!(events.last().unwrap().1, json!({"reason": "destroy"}));
+
+    // Sleep (at a server shutdown, the only time a VM with running processes sleeps).
+    let mut c = Conn::open(&server, "life-order-sleep", &names).await;
+    for _ in 0..3 {
+        c.call("spawn", json!(["sleep", ["100"]])).await;
+    }
+    drop(c);
+    let data = server.stop_keep_data();
+    let server = TestServer::start_in(data, &[]);
+    let log = http_action(&server, "life-order-sleep", "getVmEvents", json!([])).await;
+    let order: Vec<&str> = log.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(order, ["vmBooted", "processExit", "processExit", "processExit", "vmShutdown"], "{log}");
+}

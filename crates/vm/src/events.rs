@@ -254,9 +254,14 @@ impl EventLog {
     }
 
     /// Numbers an event and publishes it (or hands it to the persister first). Never waits;
-    /// producers of bulk output call [`EventLog::reserve`] before reading more.
+    /// producers of bulk output call [`EventLog::reserve`] before reading more. Once the log is
+    /// closed, events are dropped.
     pub fn push(&self, event: VmEvent) -> u64 {
         let mut state = self.state.lock().unwrap();
+        if state.closed {
+            // The stream ended (its actor was destroyed): nothing comes after its last event.
+            return state.next_seq;
+        }
         let seq = state.next_seq;
         state.next_seq += 1;
         let event = Arc::new(SequencedEvent { seq, at_ms: now_ms(), event });

@@ -86,10 +86,12 @@ impl Pump {
         for stream in &mut streams {
             read_available(stream, &mut buffer, &deliver, &|| true, true);
         }
-        record.publish_exit(code);
+        // The event first: whoever waits for the exit (a stop announcing `vmShutdown`) then
+        // knows the event is already in the stream.
         if record.kind == Kind::Spawned {
             events.push(VmEvent::ProcessExit { pid: record.pid, exit_code: code });
         }
+        record.publish_exit(code);
         on_exit(&record);
         drop(record);
 

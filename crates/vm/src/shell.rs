@@ -272,8 +272,9 @@ async fn pump(
             _ => break,
         }
     }
-    record.exit.send_replace(Some(code));
+    // The event first: whoever waits for the exit then knows it is already in the stream.
     events.push(VmEvent::ShellExit { shell_id: record.id.clone(), exit_code: code });
+    record.exit.send_replace(Some(code));
     table.lock().unwrap().retire(&record);
     // Hang the terminal up (as when a terminal window closes): whatever still has it open gets
     // SIGHUP. The record stays for late callers, who get "has exited".

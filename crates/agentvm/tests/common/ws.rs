@@ -117,6 +117,11 @@ impl Conn {
         }
     }
 
+    /// The frames that arrived while waiting for action answers, in order (and forgets them).
+    pub fn take_backlog(&mut self) -> Vec<Value> {
+        self.backlog.drain(..).collect()
+    }
+
     /// The payload of the next event `name` (from the backlog first).
     pub async fn event(&mut self, name: &str, limit: Duration) -> Value {
         let is = |f: &Value| f["body"]["tag"] == "Event" && f["body"]["val"]["name"] == name;

@@ -26,8 +26,28 @@ impl Vm {
         }
         let inner = Arc::clone(&self.inner);
         let _ = tokio::task::spawn_blocking(move || inner.teardown()).await;
+        // Every process and shell ended with init: wait until their pumps have published the
+        // exits, so that whoever announces the stop (`vmShutdown`) does so after them.
+        let _ = tokio::time::timeout(EXITS_WAIT, self.exits_published()).await;
+    }
+
+    /// Resolves once every spawned process and every shell has published its exit (after the
+    /// VM stopped, they all do, with 137 for those killed with it).
+    pub async fn exits_published(&self) {
+        let processes = self.inner.shared.processes.lock().unwrap().spawned();
+        for record in processes {
+            record.wait().await;
+        }
+        let shells = self.inner.shared.shells.lock().unwrap().all();
+        for record in shells {
+            record.wait().await;
+        }
     }
 }
+
+/// How long a stop waits for the exits of processes killed with the VM to be published (their
+/// pumps drain what is left in the pipes first).
+const EXITS_WAIT: Duration = Duration::from_secs(5);
 
 impl VmInner {
     pub(super) fn teardown(&self) {
