@@ -97,6 +97,10 @@ pub(crate) struct ProcessRecord {
     /// The process's stdin. Writers hold the lock while they write, so one write's bytes are
     /// never interleaved with another's.
     pub stdin: tokio::sync::Mutex<Stdin>,
+    /// Set by `closeProcessStdin` before it takes the lock: a writer blocked on a process that
+    /// does not read sees it, gives up the lock at once and fails (see
+    /// [`crate::Vm::write_process_stdin`]), so closing never waits behind a blocked write.
+    stdin_closing: watch::Sender<bool>,
     /// The exit code, set only after all the process's output was delivered.
     exit: watch::Sender<Option<i32>>,
     /// Delivers init's exit report to the output pump.
@@ -121,6 +125,7 @@ impl ProcessRecord {
             args,
             kind,
             stdin: tokio::sync::Mutex::new(Stdin::Open(stdin)),
+            stdin_closing: watch::Sender::new(false),
             exit: watch::Sender::new(None),
             init_exit: Mutex::new(Some(exit_tx)),
             output: Mutex::new(ReplayLog::with_budget(
@@ -159,6 +164,23 @@ impl ProcessRecord {
             }
             Stdin::Closed => None,
         }
+    }
+
+    /// Closes the process's stdin for `closeProcessStdin` (idempotent): first tells a writer
+    /// blocked on it to give up, then closes the write end once it has.
+    pub async fn close_stdin(&self) {
+        self.stdin_closing.send_replace(true);
+        let mut stdin = self.stdin.lock().await;
+        if let Stdin::Open(_) = *stdin {
+            *stdin = Stdin::Closed;
+        }
+    }
+
+    /// Resolves once `closeProcessStdin` was called.
+    pub async fn stdin_closing(&self) {
+        let mut rx = self.stdin_closing.subscribe();
+        // The record owns the sender, so this cannot fail while `self` lives.
+        let _ = rx.wait_for(|closing| *closing).await;
     }
 
     /// Closes the write end of the process's stdin because the process has exited (called once

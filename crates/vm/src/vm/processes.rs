@@ -65,8 +65,13 @@ impl Vm {
 
     /// Writes to a process's stdin. Data for a process that has exited is dropped, as in the
     /// reference product (the server closes a process's stdin as soon as it has exited);
-    /// writing after `closeProcessStdin` is an error. A write the process does not read blocks
-    /// until it reads or exits.
+    /// writing after `closeProcessStdin` is an error.
+    ///
+    /// A write the process does not read waits until it reads, and settles without waiting
+    /// further when the process exits (`Ok`: the rest is dropped, as for any write to an exited
+    /// process) or when its stdin is closed meanwhile (`InvalidState`, saying how many bytes
+    /// went in: the caller closed stdin under its own write, and should learn that data was
+    /// lost). Other calls on the process never wait behind a blocked write.
     pub async fn write_process_stdin(&self, pid: i32, data: &[u8]) -> Result<()> {
         let record = self.record(pid)?;
         if record.exit_code().is_some() {
@@ -78,27 +83,41 @@ impl Vm {
             Stdin::Exited => return Ok(()),
             Stdin::Closed => return Err(VmError::InvalidState(format!("stdin of process {pid} is closed"))),
         };
-        tokio::select! {
-            written = pipe.write_all(data) => match written {
-                Ok(()) => Ok(()),
-                // The process closed its stdin or exited meanwhile.
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-                Err(e) => Err(VmError::io(format!("writing to stdin of process {pid}"), e)),
-            },
-            // The process exited while the write waited (a descendant may still hold the pipe
-            // without reading it): the rest is dropped, and the write end can be closed.
-            _ = record.wait() => Ok(()),
+        let closing = record.stdin_closing();
+        let exited = record.wait();
+        tokio::pin!(closing, exited);
+        let mut written = 0;
+        while written < data.len() {
+            tokio::select! {
+                biased;
+                // Checked before each write: a close that came first wins.
+                () = &mut closing => {
+                    return Err(VmError::InvalidState(format!(
+                        "stdin of process {pid} was closed during the write: {written} of {} bytes were written, \
+                         the rest was dropped",
+                        data.len()
+                    )));
+                }
+                // The process exited while the write waited (a descendant may still hold the
+                // pipe without reading it): the rest is dropped, and the write end can be closed.
+                _ = &mut exited => return Ok(()),
+                // `write` is cancel-safe: a write that lost the race wrote nothing.
+                result = pipe.write(&data[written..]) => match result {
+                    Ok(n) => written += n,
+                    // The process closed its stdin or exited meanwhile.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                    Err(e) => return Err(VmError::io(format!("writing to stdin of process {pid}"), e)),
+                },
+            }
         }
+        Ok(())
     }
 
     /// Closes a process's stdin (the process reads end of file). Idempotent; a no-op once the
-    /// process has exited.
+    /// process has exited. Answers at once even while a write to the process waits (that write
+    /// fails, see [`Vm::write_process_stdin`]).
     pub async fn close_process_stdin(&self, pid: i32) -> Result<()> {
-        let record = self.record(pid)?;
-        let mut stdin = record.stdin.lock().await;
-        if let Stdin::Open(_) = *stdin {
-            *stdin = Stdin::Closed;
-        }
+        self.record(pid)?.close_stdin().await;
         Ok(())
     }
 
