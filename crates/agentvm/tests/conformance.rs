@@ -159,3 +159,55 @@ async fn a_blocked_stdin_write_ends_when_the_process_is_killed() {
     assert_eq!((info["running"].clone(), info["exitCode"].clone()), (json!(false), json!(137)), "{info}");
     api.ok_promptly("closeProcessStdin", json!([pid])).await;
 }
+
+/// The realtime clock in milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// The `allProcesses` entry of `pid`.
+async fn listed(api: &Api<'_>, pid: i64) -> Value {
+    let all = api.ok("allProcesses", json!([])).await;
+    let entries = all.as_array().expect("an array");
+    let mine: Vec<&Value> = entries.iter().filter(|p| p["pid"] == pid).collect();
+    assert_eq!(mine.len(), 1, "pid {pid} listed once: {all}");
+    mine[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_processes_shows_when_a_process_exited() {
+    let server = TestServer::start();
+    let api = Api::new(&server, "exit-time");
+    let before = now_ms();
+    let pid = api.ok("spawn", json!(["sh", ["-c", "read line; exit 3"]])).await["pid"].as_i64().expect("a pid");
+
+    let running = listed(&api, pid).await;
+    assert_eq!((running["status"].as_str(), running["exitCode"].is_null()), (Some("running"), true), "{running}");
+    // Present and null while it runs (the reference's `number | null`).
+    assert_eq!(running.get("exitTime"), Some(&Value::Null), "{running}");
+    let start = running["startTime"].as_u64().expect("a startTime");
+    // Start times count whole clock ticks (10 ms), rounded down.
+    assert!(start + 10 >= before && start <= now_ms(), "started at {start}, spawned at {before}");
+
+    api.ok("writeProcessStdin", json!([pid, "go\n"])).await;
+    assert_eq!(api.ok("waitProcess", json!([pid])).await, 3);
+    let exited = listed(&api, pid).await;
+    assert_eq!(
+        (exited["status"].as_str(), exited["exitCode"].as_i64(), exited["command"].as_str()),
+        (Some("exited"), Some(3), Some("sh")),
+        "{exited}"
+    );
+    assert_eq!(exited["args"], json!(["-c", "read line; exit 3"]));
+    assert_eq!(
+        (exited["ppid"].as_i64(), exited["pgid"].as_i64(), exited["sid"].as_i64()),
+        (Some(1), Some(pid), Some(pid))
+    );
+    assert_eq!(exited["cwd"], "/home/user");
+    assert_eq!(exited["startTime"].as_u64(), Some(start), "the start time does not change at the exit");
+    let exit = exited["exitTime"].as_u64().unwrap_or_else(|| panic!("no exitTime: {exited}"));
+    assert!(start <= exit && exit <= now_ms(), "started at {start}, exited at {exit}");
+    // processTree shows the same.
+    let tree = api.ok("processTree", json!([])).await;
+    let node = tree.as_array().unwrap().iter().find(|n| n["pid"] == pid).expect("a root of the tree").clone();
+    assert_eq!((node["exitTime"].as_u64(), node["status"].as_str()), (Some(exit), Some("exited")));
+}

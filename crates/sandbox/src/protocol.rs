@@ -106,6 +106,10 @@ pub enum Event {
     Spawned {
         id: u64,
         pid: i32,
+        /// When the process started, in milliseconds since the Unix epoch: the same figure a
+        /// process listing ([`ProcessEntry::start_time_ms`]) shows for it.
+        #[serde(default)]
+        start_time_ms: u64,
     },
     SpawnFailed {
         id: u64,

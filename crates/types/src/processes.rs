@@ -70,11 +70,17 @@ pub struct ProcessInfo {
     pub command: String,
     pub args: Vec<String>,
     pub cwd: String,
-    /// `"running"` or `"exited"` (a zombie not yet reaped by its parent).
+    /// `"running"` or `"exited"`: a zombie not yet reaped by its parent, or a process started
+    /// by `spawn` that the VM still remembers (as `listProcesses` does).
     pub status: String,
     pub exit_code: Option<i32>,
     /// Milliseconds since the Unix epoch.
     pub start_time: u64,
+    /// When the process exited, in milliseconds since the Unix epoch; `null` while it runs, and
+    /// for a zombie the VM did not start (its exit time is not known). Absent in answers of
+    /// servers before it was added.
+    #[serde(default)]
+    pub exit_time: Option<u64>,
 }
 
 /// A node of `processTree`: a process and the processes whose parent it is.
@@ -129,11 +135,14 @@ mod tests {
             status: "running".into(),
             exit_code: None,
             start_time: 5,
+            exit_time: None,
         };
         let node = ProcessTreeNode { info, children: vec![] };
         let json = serde_json::to_value(&node).unwrap();
         assert_eq!(json["pid"], 2);
         assert_eq!(json["startTime"], 5);
+        // Present as `null` while the process runs, as the reference's `number | null`.
+        assert_eq!(json.get("exitTime"), Some(&serde_json::Value::Null));
         assert_eq!(json["children"], serde_json::json!([]));
         assert_eq!(serde_json::from_value::<ProcessTreeNode>(json).unwrap(), node);
     }

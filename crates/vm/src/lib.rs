@@ -27,6 +27,7 @@ pub mod error;
 pub mod events;
 pub mod files;
 mod host;
+mod listing;
 mod lxcfs;
 mod proc_view;
 pub mod process;

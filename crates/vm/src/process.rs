@@ -89,10 +89,25 @@ pub(crate) enum Stdin {
     Exited,
 }
 
+/// What was started: the command line and the working directory (for listings).
+#[derive(Debug)]
+pub(crate) struct Launch {
+    pub command: String,
+    pub args: Vec<String>,
+    pub cwd: String,
+}
+
 pub(crate) struct ProcessRecord {
     pub pid: i32,
     pub command: String,
     pub args: Vec<String>,
+    pub cwd: String,
+    /// Milliseconds since the Unix epoch, as init read it from the VM's `/proc` (the same
+    /// figure `allProcesses` shows while the process runs).
+    pub start_time_ms: u64,
+    /// When init reported the exit (milliseconds since the Unix epoch); for a process that
+    /// died with its VM, when the host learned of it.
+    exit_time_ms: Mutex<Option<u64>>,
     pub kind: Kind,
     /// The process's stdin. Writers hold the lock while they write, so one write's bytes are
     /// never interleaved with another's.
@@ -112,17 +127,21 @@ pub(crate) struct ProcessRecord {
 impl ProcessRecord {
     pub fn new(
         pid: i32,
-        command: String,
-        args: Vec<String>,
+        start_time_ms: u64,
+        launch: Launch,
         kind: Kind,
         stdin: pipe::Sender,
         limits: &OutputLimits,
     ) -> (Arc<ProcessRecord>, oneshot::Receiver<i32>) {
         let (exit_tx, exit_rx) = oneshot::channel();
+        let Launch { command, args, cwd } = launch;
         let record = ProcessRecord {
             pid,
             command,
             args,
+            cwd,
+            start_time_ms,
+            exit_time_ms: Mutex::new(None),
             kind,
             stdin: tokio::sync::Mutex::new(Stdin::Open(stdin)),
             stdin_closing: watch::Sender::new(false),
@@ -142,6 +161,7 @@ impl ProcessRecord {
 
     /// Init reported the exit; the pump finishes delivering output, then publishes it.
     pub fn report_exit(&self, code: i32) {
+        self.exit_time_ms.lock().unwrap().get_or_insert_with(now_ms);
         if let Some(tx) = self.init_exit.lock().unwrap().take() {
             let _ = tx.send(code);
         }
@@ -149,6 +169,7 @@ impl ProcessRecord {
 
     /// The VM is gone: the process died with it (the pump reports SIGKILL).
     pub fn abandon(&self) {
+        self.exit_time_ms.lock().unwrap().get_or_insert_with(now_ms);
         self.init_exit.lock().unwrap().take();
     }
 
@@ -202,7 +223,13 @@ impl ProcessRecord {
     }
 
     pub fn publish_exit(&self, code: i32) {
+        self.exit_time_ms.lock().unwrap().get_or_insert_with(now_ms);
         self.exit.send_replace(Some(code));
+    }
+
+    /// When the process exited (milliseconds since the Unix epoch), once its exit is published.
+    pub fn exit_time_ms(&self) -> Option<u64> {
+        self.exit_code().and(*self.exit_time_ms.lock().unwrap())
     }
 
     /// Waits until the exit is published.
@@ -250,6 +277,12 @@ impl ProcessRecord {
             exit_code,
         }
     }
+}
+
+/// The realtime clock in milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Every process the host started in one VM and has not forgotten yet.

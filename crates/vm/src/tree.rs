@@ -43,6 +43,7 @@ mod tests {
             status: "running".into(),
             exit_code: None,
             start_time: 0,
+            exit_time: None,
         }
     }
 

@@ -59,7 +59,8 @@ fn to_json(tree: &[ProcessTreeNode]) -> serde_json::Value {
                 serde_json::json!({
                     "pid": i.pid, "ppid": i.ppid, "pgid": i.pgid, "sid": i.sid, "driver": i.driver,
                     "command": i.command, "args": i.args, "cwd": i.cwd, "status": i.status,
-                    "exitCode": i.exit_code, "startTime": i.start_time, "children": to_json(&node.children),
+                    "exitCode": i.exit_code, "startTime": i.start_time, "exitTime": i.exit_time,
+                    "children": to_json(&node.children),
                 })
             })
             .collect(),

@@ -210,7 +210,10 @@ impl Init {
                             self.sessions.insert(pid);
                         }
                         let attached: Vec<RawFd> = master.iter().map(|m| m.as_raw_fd()).collect();
-                        send_with(self.control.as_fd(), &Event::Spawned { id, pid }, &attached);
+                        // Read before the child can be reaped (only this loop reaps).
+                        let start_time_ms = procfs::start_time_ms(pid).unwrap_or(0);
+                        let spawned = Event::Spawned { id, pid, start_time_ms };
+                        send_with(self.control.as_fd(), &spawned, &attached);
                     }
                     Err(error) => self.send(&Event::SpawnFailed { id, error }),
                 }

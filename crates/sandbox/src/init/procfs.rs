@@ -38,8 +38,18 @@ fn read(pid: i32) -> Option<ProcessEntry> {
         cwd,
         exited,
         exit_code: exited.then(|| decode_wait_status(stat.exit_status)),
-        start_time_ms: boot_time_ms() + stat.start_ticks * 1000 / clock_ticks(),
+        start_time_ms: start_time_of(&stat),
     })
+}
+
+/// When process `pid` started (milliseconds since the Unix epoch), as [`list`] reports it.
+pub fn start_time_ms(pid: i32) -> Option<u64> {
+    let stat = parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    Some(start_time_of(&stat))
+}
+
+fn start_time_of(stat: &Stat) -> u64 {
+    boot_time_ms() + stat.start_ticks * 1000 / clock_ticks()
 }
 
 #[derive(Debug, PartialEq)]
@@ -91,15 +101,23 @@ fn clock_ticks() -> u64 {
     })
 }
 
+/// When the machine booted, in milliseconds since the Unix epoch: the realtime clock minus the
+/// boot-time clock, which the start times of `/proc/<pid>/stat` count from. Not `/proc/stat`'s
+/// `btime`, which has whole seconds only (start times would be up to a second early).
 fn boot_time_ms() -> u64 {
     static BOOT: OnceLock<u64> = OnceLock::new();
-    *BOOT.get_or_init(|| {
-        fs::read_to_string("/proc/stat")
-            .ok()
-            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("btime ")?.trim().parse::<u64>().ok()))
-            .unwrap_or(0)
-            * 1000
-    })
+    *BOOT.get_or_init(|| clock_ms(libc::CLOCK_REALTIME).saturating_sub(clock_ms(libc::CLOCK_BOOTTIME)))
+}
+
+/// Reads `clock` in milliseconds (0 if it cannot be read, which these clocks always can).
+fn clock_ms(clock: libc::clockid_t) -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec through the pointer, which points to a live
+    // local.
+    if unsafe { libc::clock_gettime(clock, &mut now) } != 0 {
+        return 0;
+    }
+    u64::try_from(now.tv_sec).unwrap_or(0) * 1000 + u64::try_from(now.tv_nsec).unwrap_or(0) / 1_000_000
 }
 
 #[cfg(test)]
@@ -129,5 +147,18 @@ mod tests {
         assert_eq!(entry.pid, me);
         assert!(!entry.exited);
         assert!(entry.start_time_ms > 1_500_000_000_000);
+    }
+
+    #[test]
+    fn a_new_process_started_now_to_the_tick() {
+        let before = clock_ms(libc::CLOCK_REALTIME);
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        // Readable until reaped, even once it has exited.
+        let started = start_time_ms(child.id() as i32).unwrap();
+        let after = clock_ms(libc::CLOCK_REALTIME);
+        child.wait().unwrap();
+        // Start times count whole clock ticks (10 ms), rounded down.
+        let tick = 1000 / clock_ticks();
+        assert!(started + tick + 1 >= before && started <= after, "{before} <= {started} <= {after}");
     }
 }

@@ -45,11 +45,11 @@ impl Shared {
         match event {
             Event::Ready => self.answer_ready(Ok(())),
             Event::SetupFailed { message } => self.answer_ready(Err(message)),
-            Event::Spawned { id, pid } => {
+            Event::Spawned { id, pid, start_time_ms } => {
                 let pending = self.pending.lock().unwrap().remove(&id);
-                let (kind, command, args, stdin, stdout, stderr, capture_limit, reply) = match pending {
-                    Some(Pending::Spawn { kind, command, args, stdin, stdout, stderr, capture_limit, reply }) => {
-                        (kind, command, args, stdin, stdout, stderr, capture_limit, reply)
+                let (kind, launch, stdin, stdout, stderr, capture_limit, reply) = match pending {
+                    Some(Pending::Spawn { kind, launch, stdin, stdout, stderr, capture_limit, reply }) => {
+                        (kind, launch, stdin, stdout, stderr, capture_limit, reply)
                     }
                     Some(Pending::Shell { shell_id, reply }) => {
                         let Some(master) = fds.into_iter().next() else {
@@ -76,7 +76,7 @@ impl Shared {
                     capture_bytes: capture_limit,
                     budget: Arc::clone(&self.replay_budget),
                 };
-                let (record, init_exit) = ProcessRecord::new(pid, command, args, kind, stdin, &limits);
+                let (record, init_exit) = ProcessRecord::new(pid, start_time_ms, launch, kind, stdin, &limits);
                 self.processes.lock().unwrap().insert(Arc::clone(&record));
                 let table = Arc::clone(self);
                 tokio::spawn(

@@ -38,7 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::control::Outgoing;
 use crate::error::{Result, VmError};
 use crate::events::{EventLog, Subscription};
-use crate::process::{Kind, ProcessRecord, ProcessTable};
+use crate::process::{Kind, Launch, ProcessRecord, ProcessTable};
 use crate::shell::{self, ShellTable};
 
 /// `PATH` of every VM process unless overridden.
@@ -94,8 +94,7 @@ struct Shared {
 enum Pending {
     Spawn {
         kind: Kind,
-        command: String,
-        args: Vec<String>,
+        launch: Launch,
         stdin: pipe::Sender,
         stdout: pipe::Receiver,
         stderr: pipe::Receiver,

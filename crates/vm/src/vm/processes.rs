@@ -13,7 +13,8 @@ use tokio::sync::oneshot;
 
 use crate::control::Outgoing;
 use crate::error::{Result, VmError};
-use crate::process::{Kind, OutputChunk, ProcessRecord, Stdin, HELPER_OUTPUT_BYTES};
+use crate::listing::{self, Remembered};
+use crate::process::{Kind, Launch, OutputChunk, ProcessRecord, Stdin, HELPER_OUTPUT_BYTES};
 use crate::tree::build_tree;
 use crate::types::{ExecOptions, ExecResult, ProcessInfo, ProcessTreeNode, SpawnOptions, SpawnedProcessInfo};
 
@@ -166,28 +167,27 @@ impl Vm {
     }
 
     /// Every process in the VM (including those started by shells and their children), except
-    /// agentvm's init.
+    /// agentvm's init, and the exited spawned processes the VM still remembers (see
+    /// `listing.rs`).
     pub async fn all_processes(&self) -> Result<Vec<ProcessInfo>> {
         let (reply, answer) = oneshot::channel();
         let id = self.register(Pending::List { entries: Vec::new(), reply })?;
         self.send(Request::ListProcesses { id }, Vec::new(), id)?;
         let entries = answer.await.map_err(|_| self.stopped_error())?;
-        Ok(entries
-            .into_iter()
-            .map(|e| ProcessInfo {
-                pid: e.pid,
-                ppid: e.ppid,
-                pgid: e.pgid,
-                sid: e.sid,
-                driver: "native".into(),
-                command: e.command,
-                args: e.args,
-                cwd: e.cwd,
-                status: if e.exited { "exited" } else { "running" }.into(),
-                exit_code: e.exit_code,
-                start_time: e.start_time_ms,
+        // Read after the listing: a process that exited meanwhile is shown exited.
+        let spawned = self.inner.shared.processes.lock().unwrap().spawned();
+        let remembered = spawned
+            .iter()
+            .map(|r| Remembered {
+                pid: r.pid,
+                command: r.command.clone(),
+                args: r.args.clone(),
+                cwd: r.cwd.clone(),
+                start_time_ms: r.start_time_ms,
+                exit: r.exit_code().zip(r.exit_time_ms()),
             })
-            .collect())
+            .collect();
+        Ok(listing::merge(entries, remembered))
     }
 
     /// [`Vm::all_processes`] as a forest by parent pid.
@@ -221,16 +221,8 @@ impl Vm {
         let stderr = pipe::Receiver::from_owned_fd(stderr_read).map_err(io)?;
 
         let (reply, answer) = oneshot::channel();
-        let id = self.register(Pending::Spawn {
-            kind,
-            command: argv[0].clone(),
-            args: argv[1..].to_vec(),
-            stdin,
-            stdout,
-            stderr,
-            capture_limit,
-            reply,
-        })?;
+        let launch = Launch { command: argv[0].clone(), args: argv[1..].to_vec(), cwd: cwd.to_string() };
+        let id = self.register(Pending::Spawn { kind, launch, stdin, stdout, stderr, capture_limit, reply })?;
         let request =
             Request::Spawn(SpawnRequest { id, argv, env: full_env, cwd: cwd.to_string(), stdio: Stdio::Pipes });
         self.send(request, vec![stdin_read, stdout_write, stderr_write], id)?;
