@@ -4,7 +4,13 @@
 //
 //   ENDPOINT=http://127.0.0.1:PORT ENCODING=bare KEY=test [SCENARIO=seed|multiplayer|files|bulk] node <version>/run.mjs
 
-const SCENARIOS = { seed: "./seed-examples.mjs", multiplayer: "./multiplayer.mjs", files: "./files.mjs", bulk: "./bulk-output.mjs" };
+const SCENARIOS = {
+	seed: "./seed-examples.mjs",
+	multiplayer: "./multiplayer.mjs",
+	files: "./files.mjs",
+	bulk: "./bulk-output.mjs",
+	"subscribe-first": "./subscribe-first.mjs",
+};
 
 export async function main(createClient, version) {
 	const scenario = process.env.SCENARIO || "seed";

@@ -50,6 +50,8 @@ pub const EVENT_BACKLOG_BYTES: usize = 8 << 20;
 /// How long output producers wait for a connection whose queue is full before it is detached
 /// (and later told what it missed with `streamError`).
 pub const EVENT_STALL_GRACE: Duration = Duration::from_secs(1);
+/// Idle VMs put to sleep at once by the idle sweep.
+const PARALLEL_SLEEPS: usize = 32;
 /// How long stopping a VM waits for its last events to be written.
 const FLUSH_WAIT: Duration = Duration::from_secs(10);
 
@@ -321,11 +323,19 @@ impl Actors {
         let period = (self.settings.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
         loop {
             tokio::time::sleep(period).await;
+            // Stopping a VM takes a while (its processes get a grace period, its log is
+            // flushed): stop the idle ones side by side, a bounded number at a time.
+            let awake = self.all().into_iter().filter(|a| matches!(a.lifecycle.phase(), Phase::Awake { .. }));
             let mut slept = 0;
-            for actor in self.all() {
-                if actor.sleep_if_idle().await {
-                    slept += 1;
+            let mut stops = tokio::task::JoinSet::new();
+            for actor in awake {
+                if stops.len() >= PARALLEL_SLEEPS {
+                    slept += usize::from(stops.join_next().await.is_some_and(|r| r.unwrap_or(false)));
                 }
+                stops.spawn(async move { actor.sleep_if_idle().await });
+            }
+            while let Some(result) = stops.join_next().await {
+                slept += usize::from(result.unwrap_or(false));
             }
             if slept > 0 {
                 // What the VMs' event streams and processes held is free now; give it back.
@@ -432,6 +442,12 @@ impl Actor {
     /// with its own bounded queue (see `agentvm_vm::EventLog`).
     pub fn subscribe(&self, filter: Option<Filter>) -> Subscription {
         self.events.subscribe_filtered(None, filter)
+    }
+
+    /// The first sequence number of the events that happened at or after `at` (looking back
+    /// at most 10 s; see `EventLog::seq_since`).
+    pub fn seq_since(&self, at: tokio::time::Instant) -> u64 {
+        self.events.seq_since(at)
     }
 
     /// Events with `seq > after` from the VM's durable log (every published event is in it).

@@ -101,3 +101,19 @@ fn filesystem_actions_in_every_encoding_and_client_version() {
     }
     finish(runs);
 }
+
+/// Issue 12, acceptance 1: "subscribe, then spawn over HTTP" (the README example and the seed
+/// pattern), 200 fresh VMs each, with every client version and encoding: the first output and
+/// the exit always arrive, exactly once.
+#[test]
+fn subscribe_first_then_spawn_never_loses_or_repeats_an_event() {
+    // 2,400 VMs: unlimited creation rate, and they sleep as soon as they are idle.
+    let server = TestServer::start_with(&["--max-creates-per-second", "0", "--idle-timeout", "1"]);
+    let mut runs = Vec::new();
+    for version in VERSIONS {
+        for encoding in ENCODINGS {
+            runs.push(start(&server, version, encoding, "subscribe-first"));
+        }
+    }
+    finish(runs);
+}

@@ -19,20 +19,23 @@
 //! that every frame uses the version of the client's latest frame.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentvm_protocol::{decode_to_server, encode_to_client, Encoding, Frame, ToClient, ToServer};
+use agentvm_store::StoredEvent;
 use agentvm_vm::{Filter, Item};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use agentvm_actors::{actions, events, Actor};
 
 use crate::error::ApiError;
+use crate::opening::{Opening, LOOKBACK, LOOKBACK_EVENTS};
 use crate::AppState;
 
 /// BARE version of the `Init` frame (identical bytes in versions 2 to 4).
@@ -40,17 +43,28 @@ const INIT_VERSION: u16 = 2;
 /// When the actor goes away, how long actions still running get to send their answers.
 const FINAL_REPLIES_WAIT: Duration = Duration::from_secs(5);
 
-pub async fn run(socket: WebSocket, state: Arc<AppState>, actor: Arc<Actor>, encoding: Encoding) {
+/// Serves a connection whose upgrade request arrived at `requested_at`.
+pub async fn run(
+    socket: WebSocket,
+    state: Arc<AppState>,
+    actor: Arc<Actor>,
+    encoding: Encoding,
+    requested_at: Instant,
+) {
     let (mut sink, mut stream) = socket.split();
     let version = Arc::new(AtomicU16::new(INIT_VERSION));
     let subscriptions: Arc<Mutex<HashSet<String>>> = Arc::default();
-    // Only events of subscribed names enter this connection's queue (no copy of the others).
-    let wanted = Arc::clone(&subscriptions);
-    let filter: Filter = Box::new(move |event| wanted.lock().unwrap().contains(events::name(event)));
+    // Only events of subscribed names enter this connection's queue (no copy of the others),
+    // except during its opening window, which keeps the others for subscriptions to come.
+    let window_open = Arc::new(AtomicBool::new(true));
+    let (wanted, keeping) = (Arc::clone(&subscriptions), Arc::clone(&window_open));
+    let filter: Filter =
+        Box::new(move |event| keeping.load(Ordering::Relaxed) || wanted.lock().unwrap().contains(events::name(event)));
     let (replies, mut outgoing) = mpsc::unbounded_channel::<ToClient>();
     // Actions of this connection still running; aborted when the connection ends.
     let mut running: JoinSet<()> = JoinSet::new();
     let mut events = actor.subscribe(Some(filter));
+    let mut opening = Opening::new(requested_at, lookback(&actor, requested_at, events.start()).await);
     let connection_id = uuid::Uuid::new_v4().to_string();
     tracing::debug!(actor = %actor.id, connection = %connection_id, encoding = encoding.as_str(), "connection opened");
 
@@ -60,20 +74,50 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, actor: Arc<Actor>, enc
     }
     loop {
         tokio::select! {
-            message = stream.next() => match message {
-                Some(Ok(Message::Binary(payload))) => {
-                    receive(&payload, encoding, &state, &actor, &version, &subscriptions, &replies, &mut running)
+            message = stream.next() => {
+                // This frame and every one already arrived (subscriptions come in a burst when
+                // the socket opens): what the opening window kept is released once, in order.
+                let mut subscribed = HashSet::new();
+                let mut next = Some(message);
+                let mut ended = false;
+                while let Some(message) = next.take() {
+                    let payload = match message {
+                        Some(Ok(Message::Binary(payload))) => payload.to_vec(),
+                        Some(Ok(Message::Text(text))) => text.as_bytes().to_vec(),
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Vec::new(),
+                        Some(Ok(Message::Close(_))) | None => {
+                            ended = true;
+                            break;
+                        }
+                        Some(Err(e)) => {
+                            tracing::debug!(connection = %connection_id, "connection failed: {e}");
+                            ended = true;
+                            break;
+                        }
+                    };
+                    if !payload.is_empty() {
+                        let new = receive(&payload, encoding, &state, &actor, &version, &subscriptions, &replies, &mut running);
+                        subscribed.extend(new);
+                    }
+                    next = stream.next().now_or_never();
                 }
-                Some(Ok(Message::Text(text))) => {
-                    receive(text.as_bytes(), encoding, &state, &actor, &version, &subscriptions, &replies, &mut running)
+                if opening.is_open() && !subscribed.is_empty() {
+                    for (name, payload) in opening.release(&subscribed) {
+                        let frame = ToClient::Event { name, args: vec![payload] };
+                        if send(&mut sink, encoding, version.load(Ordering::Relaxed), &frame).await.is_err() {
+                            ended = true;
+                            break;
+                        }
+                    }
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | None => break,
-                Some(Err(e)) => {
-                    tracing::debug!(connection = %connection_id, "connection failed: {e}");
+                if ended {
                     break;
                 }
             },
+            () = sleep_until_closed(&opening) => {
+                window_open.store(false, Ordering::Relaxed);
+                opening.close();
+            }
             // Reap finished action tasks so the set only holds running ones.
             Some(_) = running.join_next(), if !running.is_empty() => {}
             Some(reply) = outgoing.recv() => {
@@ -83,6 +127,10 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, actor: Arc<Actor>, enc
             }
             item = events.next() => match item {
                 Some(Item::Event(event)) => {
+                    if !subscriptions.lock().unwrap().contains(events::name(&event.event)) {
+                        opening.hold(event);
+                        continue;
+                    }
                     let (name, payload) = events::to_wire(&event.event);
                     let frame = ToClient::Event { name: name.to_string(), args: vec![payload] };
                     if send(&mut sink, encoding, version.load(Ordering::Relaxed), &frame).await.is_err() {
@@ -103,7 +151,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, actor: Arc<Actor>, enc
                     // The actor's stream ended: it was destroyed. Answer the actions still
                     // running (the `destroy` itself, typically), then close with a reason clients
                     // understand; they reconnect, which gets or creates the actor again.
-                    let deadline = tokio::time::Instant::now() + FINAL_REPLIES_WAIT;
+                    let deadline = Instant::now() + FINAL_REPLIES_WAIT;
                     let _ = tokio::time::timeout_at(deadline, async {
                         while running.join_next().await.is_some() {}
                     })
@@ -126,7 +174,36 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, actor: Arc<Actor>, enc
     tracing::debug!(connection = %connection_id, abandoned, "connection closed");
 }
 
-/// Handles one frame from the client.
+/// The events of the lookback before `requested_at` (see [`crate::opening`]), up to `start`
+/// (the first the connection receives live), read back from the VM's log.
+async fn lookback(actor: &Actor, requested_at: Instant, start: u64) -> Vec<StoredEvent> {
+    let since = requested_at.checked_sub(LOOKBACK).unwrap_or(requested_at);
+    let from = actor.seq_since(since).max(start.saturating_sub(LOOKBACK_EVENTS as u64));
+    if from >= start {
+        return Vec::new();
+    }
+    match actor.events_after(from.checked_sub(1), (start - from) as usize).await {
+        Ok(mut logged) => {
+            logged.retain(|e| e.seq < start);
+            logged
+        }
+        Err(e) => {
+            tracing::warn!(actor = %actor.id, "reading the events before a connection opened: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// Resolves when the opening window closes (never once it is closed).
+async fn sleep_until_closed(opening: &Opening) {
+    match opening.closes_at() {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Handles one frame from the client; returns the event name it subscribed to, if it did so
+/// just now.
 #[allow(clippy::too_many_arguments, reason = "one frame touches every part of the connection's state")]
 fn receive(
     payload: &[u8],
@@ -137,7 +214,7 @@ fn receive(
     subscriptions: &Mutex<HashSet<String>>,
     replies: &mpsc::UnboundedSender<ToClient>,
     running: &mut JoinSet<()>,
-) {
+) -> Option<String> {
     let message = match decode_to_server(encoding, payload) {
         Ok((frame_version, message)) => {
             if let Some(v) = frame_version {
@@ -148,17 +225,20 @@ fn receive(
         Err(e) => {
             // A connection-level error: the connection stays open for the next frame.
             let _ = replies.send(ToClient::Error { error: ApiError::from(e).body(), action_id: None });
-            return;
+            return None;
         }
     };
     match message {
         ToServer::SubscriptionRequest { event_name, subscribe } => {
             let mut set = subscriptions.lock().unwrap();
             if subscribe {
-                set.insert(event_name);
+                if set.insert(event_name.clone()) {
+                    return Some(event_name);
+                }
             } else {
                 set.remove(&event_name);
             }
+            None
         }
         ToServer::ActionRequest { id, name, args } => {
             let limit = state.config.max_actions_per_connection;
@@ -166,7 +246,7 @@ fn receive(
             if running.len() >= limit {
                 let error = ApiError::too_many_actions(limit);
                 let _ = replies.send(ToClient::Error { error: error.body(), action_id: Some(id) });
-                return;
+                return None;
             }
             let (state, actor, replies) = (Arc::clone(state), Arc::clone(actor), replies.clone());
             running.spawn(async move {
@@ -176,6 +256,7 @@ fn receive(
                 };
                 let _ = replies.send(reply);
             });
+            None
         }
     }
 }

@@ -19,6 +19,7 @@ mod connection;
 mod error;
 mod exposure;
 mod gateway;
+mod opening;
 mod origin;
 mod routes;
 

@@ -168,6 +168,8 @@ async fn connect(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    // The connection's opening window is counted from here (see `opening`).
+    let requested_at = tokio::time::Instant::now();
     let protocols: Vec<String> = headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
@@ -193,7 +195,7 @@ async fn connect(
     let limit = state.config.max_message_bytes;
     upgrade.protocols(["rivet"]).max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| async move {
         match opened {
-            Ok((encoding, actor)) => connection::run(socket, state, actor, encoding).await,
+            Ok((encoding, actor)) => connection::run(socket, state, actor, encoding, requested_at).await,
             // As the engine does: complete the upgrade, then close with the reason.
             Err(error) => connection::refuse(socket, &error).await,
         }

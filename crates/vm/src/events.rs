@@ -181,7 +181,15 @@ struct State {
     queues: Vec<Queue>,
     next_subscriber: u64,
     closed: bool,
+    /// When recent events were numbered: `(when, seq)`, one mark per [`MARK_EVERY`] at most,
+    /// for the last [`MARKS_KEPT`] (see [`EventLog::seq_since`]).
+    marks: VecDeque<(Instant, u64)>,
 }
+
+/// Granularity of [`EventLog::seq_since`].
+const MARK_EVERY: Duration = Duration::from_millis(5);
+/// How far back [`EventLog::seq_since`] can look.
+const MARKS_KEPT: Duration = Duration::from_secs(10);
 
 struct Queue {
     id: u64,
@@ -244,6 +252,7 @@ impl EventLog {
                 queues: Vec::new(),
                 next_subscriber: 0,
                 closed: false,
+                marks: VecDeque::new(),
             }),
             published: Notify::new(),
             room: Notify::new(),
@@ -264,6 +273,13 @@ impl EventLog {
         }
         let seq = state.next_seq;
         state.next_seq += 1;
+        let now = Instant::now();
+        if state.marks.back().is_none_or(|(at, _)| now.duration_since(*at) >= MARK_EVERY) {
+            state.marks.push_back((now, seq));
+            while state.marks.front().is_some_and(|(at, _)| now.duration_since(*at) > MARKS_KEPT) {
+                state.marks.pop_front();
+            }
+        }
         let event = Arc::new(SequencedEvent { seq, at_ms: now_ms(), event });
         if self.durable {
             state.unpersisted_bytes += event.event.weight();
@@ -391,6 +407,19 @@ impl EventLog {
         self.numbered.notify_waiters();
     }
 
+    /// The first sequence number of the events numbered at or after `at` (or a few
+    /// milliseconds before it: never later), looking back at most 10 s.
+    pub fn seq_since(&self, at: Instant) -> u64 {
+        let state = self.state.lock().unwrap();
+        // The last mark at or before `at`: every event from it on was numbered after it.
+        match state.marks.iter().rev().find(|(when, _)| *when <= at) {
+            Some((_, seq)) => *seq,
+            // Every mark is later (the events before the first one are older than `at`), or
+            // there was no event lately.
+            None => state.marks.front().map_or(state.next_seq, |(_, seq)| *seq),
+        }
+    }
+
     /// Sequence number the next event will get.
     pub fn next_seq(&self) -> u64 {
         self.state.lock().unwrap().next_seq
@@ -424,7 +453,7 @@ impl EventLog {
             }
         }
         state.queues.push(queue);
-        Subscription { log: Arc::clone(self), id }
+        Subscription { log: Arc::clone(self), id, start }
     }
 
     /// Published events with `seq >= from` still retained.
@@ -488,6 +517,7 @@ enum Blocked {
 pub struct Subscription {
     log: Arc<EventLog>,
     id: u64,
+    start: u64,
 }
 
 impl Subscription {
@@ -535,6 +565,12 @@ impl Subscription {
             }
             Entry::Skipped(gap) => Some(Some(Item::Skipped(gap))),
         }
+    }
+
+    /// The first sequence number this subscriber can receive: events before it were published
+    /// before it subscribed.
+    pub fn start(&self) -> u64 {
+        self.start
     }
 
     /// Bytes waiting in this subscriber's queue.
