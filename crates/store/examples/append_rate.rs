@@ -1,6 +1,7 @@
 //! Measures how fast a VM's event log takes output: appends 1 GiB of 64 KiB chunks in
 //! transactions of 64 events (4 MiB, the persister's batch size), with the default retention,
-//! then reads the retained events back by cursor.
+//! then reads the retained events back by cursor; then 100,000 small events, appended and
+//! replayed by cursor.
 //!
 //! `cargo run --release -p agentvm-store --example append_rate [DIR]` (DIR: where to put the
 //! log, default a temporary directory; use the data directory's file system).
@@ -43,5 +44,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         read += page.len();
     }
     println!("read back {read} retained events by cursor in {:?}", started.elapsed());
+    drop(store);
+
+    // 100,000 small events (exits), the default count bound: appended, then replayed by cursor
+    // in pages of 10,000 (what `getVmEvents` returns at most).
+    let mut store = EventStore::open(&dir.path().join("small.sqlite3"), EventRetention::default())?;
+    let started = std::time::Instant::now();
+    for first in (0..100_000u64).step_by(1000) {
+        let batch: Vec<StoredEvent> = (first..first + 1000)
+            .map(|seq| StoredEvent {
+                seq,
+                name: "processExit".into(),
+                fields: format!(r#"{{"pid":{seq},"exitCode":0}}"#),
+                data: None,
+                created_ms: 0,
+            })
+            .collect();
+        store.append(&batch)?;
+    }
+    println!("append: 100,000 small events in {:?}", started.elapsed());
+    let started = std::time::Instant::now();
+    let (mut after, mut read) = (None, 0);
+    loop {
+        let page = store.read(after, 10_000, u64::MAX)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.seq);
+        read += page.len();
+    }
+    println!("replay: {read} events by cursor (pages of 10,000) in {:?}", started.elapsed());
     Ok(())
 }
