@@ -211,3 +211,29 @@ async fn all_processes_shows_when_a_process_exited() {
     let node = tree.as_array().unwrap().iter().find(|n| n["pid"] == pid).expect("a root of the tree").clone();
     assert_eq!((node["exitTime"].as_u64(), node["status"].as_str()), (Some(exit), Some("exited")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_shell_returns_once_its_background_jobs_are_gone() {
+    let server = TestServer::start();
+    let api = Api::new(&server, "close-shell");
+    for round in 0..3 {
+        let shell_id = api.ok("openShell", json!([])).await["shellId"].clone();
+        let marker = format!("60{round}5");
+        // A job that ignores SIGHUP (nohup), and one that does not.
+        let line = format!("nohup sleep {marker} >/dev/null 2>&1 & sleep 1{marker} & echo started\n");
+        api.ok("writeShell", json!([shell_id, line])).await;
+        let jobs = || async {
+            let all = api.ok("allProcesses", json!([])).await;
+            all.as_array().unwrap().iter().filter(|p| p["command"] == "sleep").cloned().collect::<Vec<Value>>()
+        };
+        common::eventually(10, "both jobs running", || async { jobs().await.len() == 2 }).await;
+        let sid = jobs().await[0]["sid"].as_i64().expect("the jobs' session");
+
+        api.ok("closeShell", json!([shell_id])).await;
+        let all = api.ok("allProcesses", json!([])).await;
+        let left: Vec<&Value> = all.as_array().unwrap().iter().filter(|p| p["sid"] == sid || p["pid"] == sid).collect();
+        assert!(left.is_empty(), "round {round}: right after closeShell, the shell's session still has {left:?}");
+        let (status, body) = api.call("writeShell", json!([shell_id, "echo late\n"])).await;
+        assert_eq!(status, 409, "the shell has exited: {body}");
+    }
+}

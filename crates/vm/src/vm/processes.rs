@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use agentvm_sandbox::protocol::{Request, SpawnRequest, Stdio};
+use agentvm_sandbox::protocol::{ProcessEntry, Request, SpawnRequest, Stdio};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
@@ -170,10 +170,7 @@ impl Vm {
     /// agentvm's init, and the exited spawned processes the VM still remembers (see
     /// `listing.rs`).
     pub async fn all_processes(&self) -> Result<Vec<ProcessInfo>> {
-        let (reply, answer) = oneshot::channel();
-        let id = self.register(Pending::List { entries: Vec::new(), reply })?;
-        self.send(Request::ListProcesses { id }, Vec::new(), id)?;
-        let entries = answer.await.map_err(|_| self.stopped_error())?;
+        let entries = self.list_entries().await?;
         // Read after the listing: a process that exited meanwhile is shown exited.
         let spawned = self.inner.shared.processes.lock().unwrap().spawned();
         let remembered = spawned
@@ -188,6 +185,14 @@ impl Vm {
             })
             .collect();
         Ok(listing::merge(entries, remembered))
+    }
+
+    /// Init's listing of the VM's `/proc`: every process but init, zombies included.
+    pub(super) async fn list_entries(&self) -> Result<Vec<ProcessEntry>> {
+        let (reply, answer) = oneshot::channel();
+        let id = self.register(Pending::List { entries: Vec::new(), reply })?;
+        self.send(Request::ListProcesses { id }, Vec::new(), id)?;
+        answer.await.map_err(|_| self.stopped_error())
     }
 
     /// [`Vm::all_processes`] as a forest by parent pid.

@@ -2,6 +2,7 @@
 //! `closeShell`, `waitShell`). The terminal itself is watched by [`crate::shell`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use agentvm_sandbox::protocol::{Request, SpawnRequest, Stdio};
 use tokio::sync::oneshot;
@@ -11,6 +12,11 @@ use crate::error::{Result, VmError};
 use crate::shell::{self, ShellChunk, ShellOptions};
 
 use super::{Pending, Vm};
+
+/// Longest `closeShell` waits for the processes of the shell's session to be gone after SIGKILL.
+const SESSION_GONE_WAIT: Duration = Duration::from_secs(5);
+/// Longest pause between two looks at whether they are gone (the pauses double from 1 ms).
+const SESSION_POLL_MAX: Duration = Duration::from_millis(50);
 
 impl Vm {
     /// Opens an interactive shell on a new terminal; returns its id (`shell-<n>`).
@@ -60,19 +66,47 @@ impl Vm {
     }
 
     /// Hangs a shell up: SIGHUP to its whole session, then, after a short grace
-    /// ([`shell::CLOSE_GRACE`]), SIGKILL to whatever of the session is left. Idempotent.
+    /// ([`shell::CLOSE_GRACE`]), SIGKILL to whatever of the session is left. Returns once the
+    /// shell has ended and no process of its session is left in the VM, zombies included (see
+    /// [`Vm::session_gone`]). Idempotent.
     pub async fn close_shell(&self, shell_id: &str) -> Result<()> {
         let record = self.shell(shell_id)?;
         let pid = record.pid;
-        let session = |signal| Outgoing { request: Request::SignalSession { pid, signal }, fds: Vec::new() };
         if record.exit_code().is_none() {
-            let _ = self.inner.outgoing.send(session(libc::SIGHUP));
+            self.signal_session(pid, libc::SIGHUP);
             let _ = tokio::time::timeout(shell::CLOSE_GRACE, record.wait()).await;
         }
         // Background jobs that ignore SIGHUP belong to the shell too.
-        let _ = self.inner.outgoing.send(session(libc::SIGKILL));
+        self.signal_session(pid, libc::SIGKILL);
         record.wait().await;
-        Ok(())
+        self.session_gone(pid).await
+    }
+
+    /// Waits until no process of session `sid` is left (killed processes are reaped by init
+    /// within milliseconds), killing the session again each time one is found: a job the shell
+    /// forked while the first SIGKILL went out. Gives up after [`SESSION_GONE_WAIT`] (only a
+    /// process stuck in the kernel outlasts SIGKILL that long) and says so in the log.
+    async fn session_gone(&self, sid: i32) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + SESSION_GONE_WAIT;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let left = self.list_entries().await?.into_iter().filter(|p| p.sid == sid).count();
+            if left == 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(vm = %self.id(), sid, left, "processes of a closed shell outlast SIGKILL");
+                return Ok(());
+            }
+            self.signal_session(sid, libc::SIGKILL);
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(SESSION_POLL_MAX);
+        }
+    }
+
+    /// Sends `signal` to every process of the session led by the shell process `pid`.
+    fn signal_session(&self, pid: i32, signal: i32) {
+        let _ = self.inner.outgoing.send(Outgoing { request: Request::SignalSession { pid, signal }, fds: Vec::new() });
     }
 
     /// Waits for a shell to end; returns its exit code.
