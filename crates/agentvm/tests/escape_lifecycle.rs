@@ -194,8 +194,16 @@ async fn escape_actions_on_a_destroying_or_destroyed_actor_are_refused() {
         let url = format!("{}/actors/{id}", server.url);
         tokio::spawn(async move { reqwest::Client::new().delete(url).send().await.unwrap().status().as_u16() })
     };
-    // `vmShutdown {reason: "destroy"}` is broadcast once destroy has begun.
-    assert_eq!(watcher.event("vmShutdown", Duration::from_secs(10)).await, json!({"reason": "destroy"}));
+    // The destroy has begun once actions are refused (its stop then takes the 2 s grace).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = call_by_id(&server, &id, "getProcess", json!([1])).await;
+        if code(&body) == "actor/destroying" {
+            assert_eq!(status, 503);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the destroy never began: {status} {body}");
+    }
     for name in ["exec", "readFile", "getVmEvents"] {
         let args = if name == "readFile" { json!(["/etc/hostname"]) } else { json!(["echo sneaked in"]) };
         let args = if name == "getVmEvents" { json!([]) } else { args };
@@ -203,6 +211,8 @@ async fn escape_actions_on_a_destroying_or_destroyed_actor_are_refused() {
         assert_eq!((status, code(&body).as_str()), (503, "actor/destroying"), "{name}: {body}");
     }
     assert_eq!(destroying.await.unwrap(), 200);
+    // `vmShutdown {reason: "destroy"}` is the last event, once the VM stopped.
+    assert_eq!(watcher.event("vmShutdown", Duration::from_secs(10)).await, json!({"reason": "destroy"}));
     let (status, body) = call_by_id(&server, &id, "exec", json!(["echo late"])).await;
     assert_eq!((status, code(&body).as_str()), (404, "actor/not_found"), "{body}");
     destroy_all_and_expect_nothing_left(&server).await;
