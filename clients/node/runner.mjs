@@ -26,5 +26,5 @@ export async function main(createClient, version) {
 	};
 	process.stderr.write(`${JSON.stringify({ rivetkit: version, scenario, ...options })}\n`);
 	const { run } = await import(new URL(SCENARIOS[scenario], import.meta.url));
-	await run({ createClient, ...options });
+	await run({ createClient, version, ...options });
 }

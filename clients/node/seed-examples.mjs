@@ -80,6 +80,30 @@ async function execChecks(target, via) {
 	});
 }
 
+/**
+ * Actions that return nothing resolve to `undefined`, as with the reference engine; only clients
+ * before 2.3 in json, which cannot decode `undefined` there, get `null`. Over a connection in
+ * json the server cannot tell the client's version yet, so both get `null` there.
+ */
+async function voidResultsCheck(target, via, { encoding, version }) {
+	await check(`void_results:${via}`, async () => {
+		const knowsUndefined = encoding !== "json" || (via === "handle" && !/^2\.[0-2]\./.test(version));
+		const expected = knowsUndefined ? undefined : null;
+		const { pid } = await target.spawn("cat", []);
+		const results = {
+			writeProcessStdin: await target.writeProcessStdin(pid, "x\n"),
+			closeProcessStdin: await target.closeProcessStdin(pid),
+			writeFile: await target.writeFile(`/tmp/void-results-${via}`, "x"),
+		};
+		assert.equal(await target.waitProcess(pid), 0);
+		results.stopProcess = await target.stopProcess(pid);
+		for (const [name, value] of Object.entries(results)) {
+			assert.equal(value, expected, `${name} resolved to ${value === null ? "null" : typeof value} (${encoding}, ${version})`);
+		}
+		return { via, resolvedTo: String(expected) };
+	});
+}
+
 async function spawnEventsCheck(target, log, via) {
 	await check(`spawn_events:${via}`, async () => {
 		const res = await target.spawn("sh", ["-c", "echo out; echo err >&2; exit 4"]);
@@ -98,13 +122,14 @@ async function spawnEventsCheck(target, log, via) {
 export async function run(options) {
 	installGuards({ timeoutMs: options.timeoutMs });
 	const { endpoint, encoding, key } = normalizeOptions(options);
-	const { createClient } = options;
+	const { createClient, version } = options;
 
 	const client = createClient({ endpoint, encoding });
 	const agent = client.vm.getOrCreate([key]);
 
 	// --- exec (stateless handle) -------------------------------------------------------
 	await execChecks(agent, "handle");
+	await voidResultsCheck(agent, "handle", { encoding, version });
 
 	// --- connection: subscribe to everything before any spawn/openShell -----------------
 	const conn = agent.connect();
@@ -118,6 +143,7 @@ export async function run(options) {
 	});
 
 	await execChecks(conn, "conn");
+	await voidResultsCheck(conn, "conn", { encoding, version });
 
 	// --- spawn with processOutput / processExit events ----------------------------------
 	await spawnEventsCheck(agent, log, "handle");

@@ -77,6 +77,23 @@ impl Outgoing {
     }
 }
 
+/// The first client protocol version (rivetkit 2.3) whose json decoder revives
+/// `["$Undefined",0]`; older clients throw `Unknown JSON encoding type: $Undefined` on it.
+pub const JSON_UNDEFINED_SINCE: u16 = 4;
+
+/// An action's `output` in the json encoding, for a client of protocol `version` (`None`: not
+/// known). What every client accepts for an action that returns nothing differs: a body
+/// without `output` fails every client's schema check, `["$Undefined",0]` (what the reference
+/// engine sends) resolves to `undefined` in clients 2.3 and throws in older ones, and `null`
+/// resolves to `null` in all. So `undefined` is `["$Undefined",0]` from
+/// [`JSON_UNDEFINED_SINCE`] and `null` otherwise; any other output is [`encode_outgoing`]'s.
+pub(crate) fn json_output(output: &Value, version: Option<u16>) -> Value {
+    match output {
+        Value::Undefined if version.is_some_and(|v| v >= JSON_UNDEFINED_SINCE) => tagged(UNDEFINED, Value::Int(0)),
+        other => encode_outgoing(other, Outgoing::Json),
+    }
+}
+
 /// Encodes a payload value for sending in the given style.
 pub(crate) fn encode_outgoing(value: &Value, style: Outgoing) -> Value {
     match (style, value) {
@@ -253,6 +270,19 @@ mod tests {
         assert!(err(Value::Array(vec![s("$BigInt"), s("-")])).contains("invalid $BigInt"));
         assert!(err(Value::Array(vec![s("$BigInt"), s(&"9".repeat(40))])).contains("128 bits"));
         assert!(err(Value::Array(vec![s("$Set"), Value::Int(1)])).contains("$Set payload"));
+    }
+
+    #[test]
+    fn json_outputs_undefined_as_the_client_version_understands_it() {
+        let undefined = Value::Array(vec![s("$Undefined"), Value::Int(0)]);
+        assert_eq!(json_output(&Value::Undefined, Some(4)), undefined);
+        assert_eq!(json_output(&Value::Undefined, Some(5)), undefined);
+        assert_eq!(json_output(&Value::Undefined, Some(3)), Value::Null);
+        assert_eq!(json_output(&Value::Undefined, None), Value::Null);
+        // Anything else as before, for every version.
+        let bytes = Value::Bytes(vec![1, 2, 3]);
+        assert_eq!(json_output(&bytes, Some(4)), encode_outgoing(&bytes, Outgoing::Json));
+        assert_eq!(json_output(&Value::Null, Some(4)), Value::Null);
     }
 
     #[test]

@@ -58,9 +58,11 @@ pub fn decode_action_request(encoding: Encoding, body: &[u8]) -> Result<(Option<
     }
 }
 
-/// Encodes `{output}` for a successful action. `version` is the request's BARE version (ignored
-/// for json/cbor). In json an `undefined` output is sent as `null`: every client rejects a body
-/// without `output`.
+/// Encodes `{output}` for a successful action. `version` is the client's protocol version: in
+/// bare the request's prefix; in json, which carries none, what the server could tell (see
+/// [`JSON_UNDEFINED_SINCE`](crate::JSON_UNDEFINED_SINCE)): an `undefined` output is
+/// `["$Undefined",0]` for clients 2.3 and `null` otherwise (every client rejects a body without
+/// `output`). Ignored for cbor.
 pub fn encode_action_response(encoding: Encoding, version: Option<u16>, output: &Value) -> Vec<u8> {
     match encoding {
         Encoding::Bare => {
@@ -69,7 +71,8 @@ pub fn encode_action_response(encoding: Encoding, version: Option<u16>, output: 
             payload::write_blob(&mut w, output, version);
             w.finish()
         }
-        Encoding::Json | Encoding::Cbor => envelope::write(
+        Encoding::Json => envelope::write(encoding, &Value::object([("output", compat::json_output(output, version))])),
+        Encoding::Cbor => envelope::write(
             encoding,
             &Value::object([("output", compat::encode_outgoing(output, Outgoing::for_encoding(encoding)))]),
         ),
@@ -137,6 +140,18 @@ pub fn decode_http_error_json(body: &[u8]) -> Result<ErrorBody, ProtocolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_undefined_output_in_json_follows_the_client_version() {
+        let body =
+            |version| String::from_utf8(encode_action_response(Encoding::Json, version, &Value::Undefined)).unwrap();
+        assert_eq!(body(Some(4)), r#"{"output":["$Undefined",0]}"#);
+        assert_eq!(body(Some(3)), r#"{"output":null}"#);
+        assert_eq!(body(None), r#"{"output":null}"#);
+        // The client side reads both back.
+        assert_eq!(decode_action_response(Encoding::Json, body(Some(4)).as_bytes()).unwrap().1, Value::Undefined);
+        assert_eq!(decode_action_response(Encoding::Json, body(None).as_bytes()).unwrap().1, Value::Null);
+    }
 
     #[test]
     fn the_parts_make_the_same_body() {

@@ -48,6 +48,7 @@ mod payload;
 mod value;
 mod ws;
 
+pub use compat::JSON_UNDEFINED_SINCE;
 pub use encoding::Encoding;
 pub use error::ProtocolError;
 pub use http::{

@@ -97,12 +97,14 @@ fn to_server_from_tree(tree: Value) -> Result<ToServer, ProtocolError> {
 ///
 /// For bare, `version` is the `u16` prefix: use 2 for the `Init` that precedes any client frame,
 /// then echo the client's version; `Error.actor` is written only when `version >= 4`. json and
-/// cbor ignore `version` and always include `actor`. Payloads are compat-encoded in every
-/// encoding.
+/// cbor always include `actor`; in json, `version` is what the server knows of the client's
+/// protocol version (json frames carry none), which decides how an `undefined` action output
+/// is written ([`JSON_UNDEFINED_SINCE`](crate::JSON_UNDEFINED_SINCE)). Payloads are
+/// compat-encoded in every encoding.
 pub fn encode_to_client(encoding: Encoding, version: u16, message: &ToClient) -> Frame {
     match encoding {
         Encoding::Bare => Frame::Binary(encode_to_client_bare(version, message)),
-        Encoding::Json | Encoding::Cbor => frame(encoding, &to_client_tree(encoding, message)),
+        Encoding::Json | Encoding::Cbor => frame(encoding, &to_client_tree(encoding, version, message)),
     }
 }
 
@@ -143,7 +145,7 @@ fn encode_to_client_bare(version: u16, message: &ToClient) -> Vec<u8> {
     w.finish()
 }
 
-fn to_client_tree(encoding: Encoding, message: &ToClient) -> Value {
+fn to_client_tree(encoding: Encoding, version: u16, message: &ToClient) -> Value {
     match message {
         ToClient::Init { actor_id, connection_id } => envelope::wrap(
             "Init",
@@ -159,10 +161,7 @@ fn to_client_tree(encoding: Encoding, message: &ToClient) -> Value {
         }
         ToClient::ActionResponse { id, output } => envelope::wrap(
             "ActionResponse",
-            Value::object([
-                ("id", envelope::id(*id)),
-                ("output", compat::encode_outgoing(output, Outgoing::for_encoding(encoding))),
-            ]),
+            Value::object([("id", envelope::id(*id)), ("output", action_output(encoding, version, output))]),
         ),
         ToClient::Event { name, args } => envelope::wrap(
             "Event",
@@ -171,6 +170,14 @@ fn to_client_tree(encoding: Encoding, message: &ToClient) -> Value {
                 ("args", compat::encode_outgoing_array(args, Outgoing::for_encoding(encoding))),
             ]),
         ),
+    }
+}
+
+/// An action's output in a json or cbor frame (json: see [`compat::json_output`]).
+fn action_output(encoding: Encoding, version: u16, output: &Value) -> Value {
+    match encoding {
+        Encoding::Json => compat::json_output(output, Some(version)),
+        Encoding::Cbor | Encoding::Bare => compat::encode_outgoing(output, Outgoing::for_encoding(encoding)),
     }
 }
 

@@ -83,6 +83,15 @@ fn received_by_client(encoding: Encoding, version: u16, value: &Value) -> Value 
     }
 }
 
+/// What a client of `version` decodes from an action's output: in json, an `undefined` output
+/// is `undefined` for clients 2.3 (when the server knows the version), `null` otherwise.
+fn output_received(encoding: Encoding, version: Option<u16>, output: &Value) -> Value {
+    match (encoding, output) {
+        (Encoding::Json, Value::Undefined) if version.is_some_and(|v| v >= JSON_UNDEFINED_SINCE) => Value::Undefined,
+        _ => received_by_client(encoding, version.unwrap_or(4), output),
+    }
+}
+
 fn args_over_wire(encoding: Encoding, args: &[Value]) -> Vec<Value> {
     args.iter().map(|v| over_wire(encoding, v)).collect()
 }
@@ -100,7 +109,7 @@ fn as_received(encoding: Encoding, version: u16, message: &ToClient) -> ToClient
             ToClient::Error { error: ErrorBody { actor, metadata, ..error.clone() }, action_id: *action_id }
         }
         ToClient::ActionResponse { id, output } => {
-            ToClient::ActionResponse { id: *id, output: received_by_client(encoding, version, output) }
+            ToClient::ActionResponse { id: *id, output: output_received(encoding, Some(version), output) }
         }
         ToClient::Event { name, args } => ToClient::Event {
             name: name.clone(),
@@ -165,6 +174,12 @@ fn check_http(value: &Value) {
                 let body = encode_action_response(encoding, expected_version, &output);
                 let expected = (expected_version, received_by_client(encoding, version, &output));
                 assert_eq!(decode_action_response(encoding, &body).unwrap(), expected, "{encoding}");
+                if encoding == Encoding::Json {
+                    // A json client whose version the server could tell.
+                    let body = encode_action_response(encoding, Some(version), &output);
+                    let expected = (None, output_received(encoding, Some(version), &output));
+                    assert_eq!(decode_action_response(encoding, &body).unwrap(), expected, "json v{version}");
+                }
             }
         }
     }

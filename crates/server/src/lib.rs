@@ -15,6 +15,7 @@
 //! (`connection`), browser exposure and origin checks (`exposure`, `origin`), the REST JSON
 //! shapes, and how core errors become an HTTP status and `{group, code, message}` (`error`).
 
+mod client_version;
 mod connection;
 mod error;
 mod exposure;

@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::client_version;
 use crate::connection;
 use crate::error::ApiError;
 use crate::exposure::{self, Gate};
@@ -136,6 +137,11 @@ async fn run_http_action(
     })?;
     let actor = resolve(state, &addressed.target).await?;
     let (version, args) = decode_action_request(encoding, &body)?;
+    // json bodies carry no version, yet a void action's answer depends on it.
+    let version = match encoding {
+        Encoding::Json => client_version::of_request(&addressed, headers),
+        Encoding::Bare | Encoding::Cbor => version,
+    };
     let output = actions::dispatch(&state.actors, &actor, name, &args).await?;
     let content_type = if encoding == Encoding::Json { "application/json" } else { "application/octet-stream" };
     let mut response = response_body(encode_action_response_parts(encoding, version, output));
