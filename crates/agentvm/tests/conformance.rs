@@ -2,8 +2,8 @@
 //! client without a library (or a rivetkit client) would call them:
 //!
 //! - a write to the stdin of a process that never reads it blocks nothing else: `getProcess`,
-//!   `closeProcessStdin` and `killProcess` answer at once, and the pending write settles
-//!   (acceptance 2);
+//!   `closeProcessStdin`, `stopProcess` and `killProcess` answer at once, and the pending write
+//!   settles (acceptance 2);
 //! - `allProcesses` entries carry `exitTime` (acceptance 4);
 //! - `closeShell` returns once the shell's whole session is gone (acceptance 5).
 mod common;
@@ -144,20 +144,22 @@ async fn a_blocked_stdin_write_blocks_nothing_and_fails_when_stdin_is_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_blocked_stdin_write_ends_when_the_process_is_killed() {
+async fn a_blocked_stdin_write_ends_when_the_process_is_stopped_or_killed() {
     let server = TestServer::start();
-    let api = Api::new(&server, "stdin-kill");
-    let pid = api.spawn_non_reader(602).await;
-    let write = api.blocked_write(pid, 602).await;
+    let api = Api::new(&server, "stdin-signal");
+    for (seconds, action, code) in [(602, "stopProcess", 143), (603, "killProcess", 137)] {
+        let pid = api.spawn_non_reader(seconds).await;
+        let write = api.blocked_write(pid, seconds).await;
 
-    api.ok_promptly("killProcess", json!([pid])).await;
-    let (status, body) = settles(write).await;
-    // As any write to an exited process: accepted, and the rest dropped.
-    assert_eq!(status, 200, "a write cut off by the process's exit succeeds: {body}");
-    assert_eq!(api.ok("waitProcess", json!([pid])).await, 137);
-    let info = api.ok_promptly("getProcess", json!([pid])).await;
-    assert_eq!((info["running"].clone(), info["exitCode"].clone()), (json!(false), json!(137)), "{info}");
-    api.ok_promptly("closeProcessStdin", json!([pid])).await;
+        api.ok_promptly(action, json!([pid])).await;
+        let (status, body) = settles(write).await;
+        // As any write to an exited process: accepted, and the rest dropped.
+        assert_eq!(status, 200, "a write cut off by the process's exit ({action}) succeeds: {body}");
+        assert_eq!(api.ok("waitProcess", json!([pid])).await, code);
+        let info = api.ok_promptly("getProcess", json!([pid])).await;
+        assert_eq!((info["running"].clone(), info["exitCode"].clone()), (json!(false), json!(code)), "{info}");
+        api.ok_promptly("closeProcessStdin", json!([pid])).await;
+    }
 }
 
 /// The realtime clock in milliseconds since the Unix epoch.
