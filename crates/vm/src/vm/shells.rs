@@ -90,7 +90,13 @@ impl Vm {
         let deadline = tokio::time::Instant::now() + SESSION_GONE_WAIT;
         let mut pause = Duration::from_millis(1);
         loop {
-            let left = self.list_entries().await?.into_iter().filter(|p| p.sid == sid).count();
+            let entries = match self.list_entries().await {
+                Ok(entries) => entries,
+                // The VM stopped: every process of it is gone.
+                Err(_) if !self.is_running() => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let left = entries.iter().filter(|p| p.sid == sid).count();
             if left == 0 {
                 return Ok(());
             }
