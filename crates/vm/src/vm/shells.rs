@@ -67,8 +67,8 @@ impl Vm {
 
     /// Hangs a shell up: SIGHUP to its whole session, then, after a short grace
     /// ([`shell::CLOSE_GRACE`]), SIGKILL to whatever of the session is left. Returns once the
-    /// shell has ended and no process of its session is left in the VM, zombies included (see
-    /// [`Vm::session_gone`]). Idempotent.
+    /// shell has ended and no process of its session is left in the VM, zombies included (at
+    /// most 5 s after the SIGKILL, for a process stuck in the kernel). Idempotent.
     pub async fn close_shell(&self, shell_id: &str) -> Result<()> {
         let record = self.shell(shell_id)?;
         let pid = record.pid;
