@@ -6,20 +6,53 @@
 //! the pipes; the pump reads until they are empty, then publishes the exit. Descendants that
 //! inherited the pipes (a background job of a shell) may keep them open: their later output is
 //! read and discarded until they close them, so they neither block nor die of SIGPIPE.
+//!
+//! **Bulk output without copies.** A stream whose pipe was found full (a read returned the
+//! whole default 64 KiB) is *bulk*: it gets a [`BULK_PIPE_SIZE`] pipe (`F_SETPIPE_SZ`), so a
+//! fast writer is read in large chunks (fewer, larger events all the way to the clients), and
+//! its reads go straight into a [`READ_BLOCK`] ([`BytesMut`]) whose large reads become their
+//! events' bytes as they are (no copy). Other reads are copied out of a small reused block, so
+//! a quiet process's few bytes never keep a whole block alive in the replay logs.
+//!
+//! **Bulk output in large events.** A reader faster than its writer would take each write as
+//! it comes (4 KiB events at a few GB/s are a million events a second through the log and the
+//! sockets). So once a bulk stream has caught up with its writer (a short read), it rests for
+//! [`REST`] before reading again, while the pipe fills: bulk output travels as events of up to
+//! a block, at the cost of at most [`REST`] (a timer tick) of latency for a stream that once
+//! filled its pipe. Other streams are read as soon as they are readable.
 
 use std::io;
+use std::os::fd::AsFd;
 use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::events::{EventLog, VmEvent};
 use crate::process::{Kind, OutputChunk, ProcessRecord};
 use crate::types::OutputStream;
 
-/// Bytes read from a pipe at a time.
-const READ_CHUNK: usize = 64 * 1024;
+/// Size of the block a bulk stream reads into: the most read at a time.
+const READ_BLOCK: usize = 1 << 20;
+/// A block with less room than this is replaced by a new one before reading; also the size of
+/// the block of a stream that is not bulk (each of its reads is copied out, so it is reused).
+const READ_MIN_ROOM: usize = 64 << 10;
+/// A bulk stream's reads at least this large become their event's bytes without a copy. They
+/// share the block with the reads before and after them (consecutive output, retained and
+/// dropped together), so a block is pinned by at most the reads in it.
+const SHARE_AT: usize = 64 << 10;
+/// A pipe's default capacity: a read this large means the writer filled the pipe.
+const DEFAULT_PIPE_SIZE: usize = 64 << 10;
+/// Capacity given to a pipe that a writer fills (the default `/proc/sys/fs/pipe-max-size`).
+/// Pages are only allocated as output is buffered, so a quiet process costs nothing more.
+const BULK_PIPE_SIZE: usize = 1 << 20;
+/// How long a bulk stream that caught up with its writer waits before reading again (tokio's
+/// timer rounds it up to its millisecond tick). A writer at pipe speed fills about
+/// [`BULK_PIPE_SIZE`] in that time.
+const REST: Duration = Duration::from_micros(500);
 /// Exit code reported when the VM ended before the process did (it was killed with the VM).
 const KILLED_WITH_VM: i32 = 128 + libc::SIGKILL;
 
@@ -40,26 +73,59 @@ struct Stream {
     pipe: pipe::Receiver,
     kind: OutputStream,
     open: bool,
+    /// Its pipe has been given [`BULK_PIPE_SIZE`] (or that was tried).
+    grown: bool,
+    /// Bytes the last read returned.
+    last_read: usize,
+    /// The block reads go into (see the module's doc).
+    block: BytesMut,
+    /// Not read before this instant (see [`REST`]).
+    resting: Option<Instant>,
+}
+
+impl Stream {
+    fn new(pipe: pipe::Receiver, kind: OutputStream) -> Stream {
+        Stream { pipe, kind, open: true, grown: false, last_read: 0, block: BytesMut::new(), resting: None }
+    }
+
+    /// Whether to wait for the pipe's readiness now (open, and not resting).
+    fn wants_read(&self) -> bool {
+        self.open && self.resting.is_none()
+    }
+
+    /// After reading: a bulk stream whose last read was short caught up with its writer, and
+    /// rests (see [`REST`]).
+    fn rest_if_caught_up(&mut self) {
+        if self.grown && self.open && self.last_read < DEFAULT_PIPE_SIZE {
+            self.resting = Some(Instant::now() + REST);
+        }
+    }
+
+    /// Gives the pipe [`BULK_PIPE_SIZE`] once its writer filled it. Failing (a kernel limit) is
+    /// harmless: the pipe keeps its size.
+    fn grow_if_full(&mut self, read: usize) {
+        if !self.grown && read >= DEFAULT_PIPE_SIZE {
+            self.grown = true;
+            self.block = BytesMut::new();
+            let size = BULK_PIPE_SIZE as libc::c_int;
+            let _ = nix::fcntl::fcntl(self.pipe.as_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(size));
+        }
+    }
 }
 
 impl Pump {
     pub async fn run(self) {
         let Pump { record, events, stdout, stderr, mut init_exit, on_exit } = self;
-        let mut streams = [
-            Stream { pipe: stdout, kind: OutputStream::Stdout, open: true },
-            Stream { pipe: stderr, kind: OutputStream::Stderr, open: true },
-        ];
-        let mut buffer = vec![0u8; READ_CHUNK];
+        let mut streams = [Stream::new(stdout, OutputStream::Stdout), Stream::new(stderr, OutputStream::Stderr)];
         // Checked after every chunk: a writer as fast as the reader never leaves the pipe empty,
         // so "read until it would block" must also stop when the event stream is full.
         let has_room = || record.kind == Kind::Exec || events.has_room();
-        let deliver = |stream: OutputStream, data: &[u8]| match record.kind {
+        let deliver = |stream: OutputStream, data: Bytes| match record.kind {
             Kind::Spawned => {
-                let data = Bytes::copy_from_slice(data);
                 let seq = events.push(VmEvent::ProcessOutput { pid: record.pid, stream, data: data.clone() });
                 record.log_output(OutputChunk { seq, stream, data });
             }
-            Kind::Exec => record.capture(stream, data),
+            Kind::Exec => record.capture(stream, &data),
         };
 
         // Until init reports the exit: read whatever arrives, as long as the event stream has
@@ -68,14 +134,21 @@ impl Pump {
         let mut room = record.kind == Kind::Exec;
         let code = loop {
             let [out, err] = &mut streams;
+            let rest = out.resting.into_iter().chain(err.resting).min();
             tokio::select! {
                 () = events.reserve(), if !room => room = true,
-                ready = out.pipe.readable(), if out.open && room => {
-                    if ready.is_err() { out.open = false; } else { read_available(out, &mut buffer, &deliver, &has_room, false); }
+                () = tokio::time::sleep_until(rest.unwrap_or_else(Instant::now)), if rest.is_some() => {
+                    out.resting = None;
+                    err.resting = None;
+                }
+                ready = out.pipe.readable(), if out.wants_read() && room => {
+                    if ready.is_err() { out.open = false; } else { read_available(out, &deliver, &has_room, false); }
+                    out.rest_if_caught_up();
                     room = record.kind == Kind::Exec;
                 }
-                ready = err.pipe.readable(), if err.open && room => {
-                    if ready.is_err() { err.open = false; } else { read_available(err, &mut buffer, &deliver, &has_room, false); }
+                ready = err.pipe.readable(), if err.wants_read() && room => {
+                    if ready.is_err() { err.open = false; } else { read_available(err, &deliver, &has_room, false); }
+                    err.rest_if_caught_up();
                     room = record.kind == Kind::Exec;
                 }
                 code = &mut init_exit => break code.unwrap_or(KILLED_WITH_VM),
@@ -84,7 +157,7 @@ impl Pump {
         // The process is gone: what it wrote is in the pipes (at most their capacity). Deliver
         // all of it, then the exit.
         for stream in &mut streams {
-            read_available(stream, &mut buffer, &deliver, &|| true, true);
+            read_available(stream, &deliver, &|| true, true);
         }
         // The event first: whoever waits for the exit (a stop announcing `vmShutdown`) then
         // knows the event is already in the stream.
@@ -101,7 +174,7 @@ impl Pump {
                 if stream.pipe.readable().await.is_err() {
                     break;
                 }
-                read_available(stream, &mut buffer, &|_, _| {}, &|| true, false);
+                read_available(stream, &|_, _| {}, &|| true, false);
             }
         }
     }
@@ -113,29 +186,33 @@ impl Pump {
 /// `drain` is for after the process exited: it asks the kernel directly (a non-blocking
 /// `read(2)`) until the pipe is empty, because tokio's `try_read` answers `WouldBlock` from
 /// cached readiness without looking.
-fn read_available(
-    stream: &mut Stream,
-    buffer: &mut [u8],
-    deliver: &dyn Fn(OutputStream, &[u8]),
-    more: &dyn Fn() -> bool,
-    drain: bool,
-) {
+fn read_available(stream: &mut Stream, deliver: &dyn Fn(OutputStream, Bytes), more: &dyn Fn() -> bool, drain: bool) {
     use std::os::fd::AsRawFd;
     if !stream.open {
         return;
     }
     loop {
+        let buffer = &mut stream.block;
+        buffer.clear();
+        if buffer.capacity() < READ_MIN_ROOM {
+            // The rest of the block is shared by events, or this is the first read: a new one.
+            *buffer = BytesMut::with_capacity(if stream.grown { READ_BLOCK } else { READ_MIN_ROOM });
+        }
         let result = if drain {
-            // SAFETY: reading into our own buffer from a descriptor the pipe owns.
-            let n =
-                unsafe { libc::read(stream.pipe.as_raw_fd(), buffer.as_mut_ptr() as *mut libc::c_void, buffer.len()) };
+            let room = buffer.spare_capacity_mut();
+            // SAFETY: `read(2)` writes at most `room.len()` bytes into the block's spare
+            // capacity, which we own; the descriptor is the pipe's own.
+            let n = unsafe { libc::read(stream.pipe.as_raw_fd(), room.as_mut_ptr().cast(), room.len()) };
             if n < 0 {
                 Err(io::Error::last_os_error())
             } else {
-                Ok(n as usize)
+                let n = n as usize;
+                // SAFETY: the kernel initialized the first `n` bytes of the spare capacity.
+                unsafe { buffer.set_len(n) };
+                Ok(n)
             }
         } else {
-            stream.pipe.try_read(buffer)
+            stream.pipe.try_read_buf(buffer)
         };
         match result {
             Ok(0) => {
@@ -143,7 +220,14 @@ fn read_available(
                 return;
             }
             Ok(n) => {
-                deliver(stream.kind, &buffer[..n]);
+                stream.last_read = n;
+                let data = if stream.grown && n >= SHARE_AT {
+                    stream.block.split().freeze()
+                } else {
+                    Bytes::copy_from_slice(&stream.block)
+                };
+                stream.grow_if_full(n);
+                deliver(stream.kind, data);
                 if !more() {
                     return;
                 }
