@@ -195,14 +195,14 @@ async fn escape_actions_on_a_destroying_or_destroyed_actor_are_refused() {
         tokio::spawn(async move { reqwest::Client::new().delete(url).send().await.unwrap().status().as_u16() })
     };
     // The destroy has begun once actions are refused (its stop then takes the 2 s grace).
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (status, body) = call_by_id(&server, &id, "getProcess", json!([1])).await;
         if code(&body) == "actor/destroying" {
             assert_eq!(status, 503);
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the destroy never began: {status} {body}");
+        assert!(Instant::now() < deadline, "the destroy never began: {status} {body}");
     }
     for name in ["exec", "readFile", "getVmEvents"] {
         let args = if name == "readFile" { json!(["/etc/hostname"]) } else { json!(["echo sneaked in"]) };
