@@ -81,13 +81,13 @@ async function execChecks(target, via) {
 }
 
 /**
- * Actions that return nothing resolve to `undefined`, as with the reference engine; only clients
- * before 2.3 in json, which cannot decode `undefined` there, get `null`. Over a connection in
- * json the server cannot tell the client's version yet, so both get `null` there.
+ * Actions that return nothing resolve to `undefined`, as with the reference engine, over HTTP and
+ * over a connection; only clients before 2.3 in json, which cannot decode `undefined` there, get
+ * `null`.
  */
 async function voidResultsCheck(target, via, { encoding, version }) {
 	await check(`void_results:${via}`, async () => {
-		const knowsUndefined = encoding !== "json" || (via === "handle" && !/^2\.[0-2]\./.test(version));
+		const knowsUndefined = encoding !== "json" || !/^2\.[0-2]\./.test(version);
 		const expected = knowsUndefined ? undefined : null;
 		const { pid } = await target.spawn("cat", []);
 		const results = {

@@ -43,16 +43,21 @@ const INIT_VERSION: u16 = 2;
 /// When the actor goes away, how long actions still running get to send their answers.
 const FINAL_REPLIES_WAIT: Duration = Duration::from_secs(5);
 
-/// Serves a connection whose upgrade request arrived at `requested_at`.
+/// Serves a connection whose upgrade request arrived at `requested_at`; `client` is the
+/// client's protocol version when its request told it (see [`crate::client_version`]).
 pub async fn run(
     socket: WebSocket,
     state: Arc<AppState>,
     actor: Arc<Actor>,
     encoding: Encoding,
+    client: Option<u16>,
     requested_at: Instant,
 ) {
     let (mut sink, mut stream) = socket.split();
-    let version = Arc::new(AtomicU16::new(INIT_VERSION));
+    // bare frames carry the client's version (and update this); json and cbor ones do not, so
+    // the request's tells it (json answers `undefined` by version).
+    let first = if encoding == Encoding::Bare { INIT_VERSION } else { client.unwrap_or(INIT_VERSION) };
+    let version = Arc::new(AtomicU16::new(first));
     let subscriptions: Arc<Mutex<HashSet<String>>> = Arc::default();
     // Only events of subscribed names enter this connection's queue (no copy of the others),
     // except during its opening window, which keeps the others for subscriptions to come.

@@ -192,16 +192,19 @@ async fn connect(
         let addressed = gateway::parse(&segment, query.as_deref())?;
         let token = addressed.token.clone().or_else(|| subprotocol("rivet_token."));
         authorize(&state, &headers, token.as_deref())?;
-        Ok::<_, ApiError>((encoding, addressed.target))
+        let client = client_version::of_request(&addressed, &headers);
+        Ok::<_, ApiError>((encoding, addressed.target, client))
     })();
     let opened = match opened {
-        Ok((encoding, target)) => resolve(&state, &target).await.map(|actor| (encoding, actor)),
+        Ok((encoding, target, client)) => resolve(&state, &target).await.map(|actor| (encoding, actor, client)),
         Err(error) => Err(error),
     };
     let limit = state.config.max_message_bytes;
     upgrade.protocols(["rivet"]).max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| async move {
         match opened {
-            Ok((encoding, actor)) => connection::run(socket, state, actor, encoding, requested_at).await,
+            Ok((encoding, actor, client)) => {
+                connection::run(socket, state, actor, encoding, client, requested_at).await
+            }
             // As the engine does: complete the upgrade, then close with the reason.
             Err(error) => connection::refuse(socket, &error).await,
         }
