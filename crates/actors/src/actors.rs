@@ -50,6 +50,8 @@ pub const EVENT_BACKLOG_BYTES: usize = 8 << 20;
 /// How long output producers wait for a connection whose queue is full before it is detached
 /// (and later told what it missed with `streamError`).
 pub const EVENT_STALL_GRACE: Duration = Duration::from_secs(1);
+/// How long tokio keeps an idle blocking thread (its default), plus a margin.
+const BLOCKING_THREADS_LINGER: Duration = Duration::from_secs(12);
 /// Idle VMs put to sleep at once by the idle sweep.
 const PARALLEL_SLEEPS: usize = 32;
 /// How long stopping a VM waits for its last events to be written.
@@ -321,6 +323,9 @@ impl Actors {
     /// Puts idle VMs to sleep; runs until the server stops.
     pub async fn sleep_idle_vms(self: Arc<Self>) {
         let period = (self.settings.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        // When VMs last went to sleep: memory is given back then, and once more after the
+        // blocking threads that served them have ended (tokio keeps idle ones for 10 s).
+        let mut trim_again_at: Option<Instant> = None;
         loop {
             tokio::time::sleep(period).await;
             // Stopping a VM takes a while (its processes get a grace period, its log is
@@ -337,9 +342,11 @@ impl Actors {
             while let Some(result) = stops.join_next().await {
                 slept += usize::from(result.unwrap_or(false));
             }
-            if slept > 0 {
+            let again = trim_again_at.is_some_and(|at| Instant::now() >= at);
+            if slept > 0 || again {
                 // What the VMs' event streams and processes held is free now; give it back.
                 let _ = blocking(crate::memory::release_free_memory).await;
+                trim_again_at = (slept > 0).then(|| Instant::now() + BLOCKING_THREADS_LINGER);
             }
         }
     }
@@ -445,7 +452,7 @@ impl Actor {
     }
 
     /// The first sequence number of the events that happened at or after `at` (looking back
-    /// at most 10 s; see `EventLog::seq_since`).
+    /// at most 2 s; see `EventLog::seq_since`).
     pub fn seq_since(&self, at: tokio::time::Instant) -> u64 {
         self.events.seq_since(at)
     }

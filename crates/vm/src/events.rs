@@ -187,9 +187,9 @@ struct State {
 }
 
 /// Granularity of [`EventLog::seq_since`].
-const MARK_EVERY: Duration = Duration::from_millis(5);
-/// How far back [`EventLog::seq_since`] can look.
-const MARKS_KEPT: Duration = Duration::from_secs(10);
+const MARK_EVERY: Duration = Duration::from_millis(10);
+/// How far back [`EventLog::seq_since`] can look (at most 200 marks, about 5 KiB).
+const MARKS_KEPT: Duration = Duration::from_secs(2);
 
 struct Queue {
     id: u64,
@@ -408,7 +408,7 @@ impl EventLog {
     }
 
     /// The first sequence number of the events numbered at or after `at` (or a few
-    /// milliseconds before it: never later), looking back at most 10 s.
+    /// milliseconds before it: never later), looking back at most 2 s.
     pub fn seq_since(&self, at: Instant) -> u64 {
         let state = self.state.lock().unwrap();
         // The last mark at or before `at`: every event from it on was numbered after it.
