@@ -8,7 +8,9 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agentvm_protocol::{decode_to_client, encode_to_server, Encoding, Frame, ToClient, ToServer, Value};
+use agentvm_protocol::{
+    decode_to_client, decode_to_client_shared, encode_to_server, Encoding, Frame, ToClient, ToServer, Value,
+};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -18,7 +20,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::tungstenite::{self, Bytes, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::client::{BARE_VERSION, CONNECT_TIMEOUT};
@@ -458,7 +460,7 @@ impl Driver {
                     live.last_frame = Instant::now();
                     match message {
                         Some(Ok(Message::Binary(bytes))) => self.receive(live, &bytes),
-                        Some(Ok(Message::Text(text))) => self.receive(live, text.as_bytes()),
+                        Some(Ok(Message::Text(text))) => self.receive(live, &text.into()),
                         Some(Ok(Message::Pong(payload))) => {
                             if let Ok(bytes) = <[u8; 8]>::try_from(payload.as_ref()) {
                                 let id = u64::from_be_bytes(bytes);
@@ -503,9 +505,9 @@ impl Driver {
         let _ = live.out.send(message);
     }
 
-    /// Handles one frame from the server.
-    fn receive(&mut self, live: &mut Live, payload: &[u8]) {
-        match decode_to_client(self.target.encoding, payload) {
+    /// Handles one frame from the server. An event's bytes are slices of the frame, not copies.
+    fn receive(&mut self, live: &mut Live, payload: &Bytes) {
+        match decode_to_client_shared(self.target.encoding, payload) {
             Ok((_, ToClient::ActionResponse { id, output })) => {
                 if let Some(reply) = live.pending.remove(&id) {
                     let _ = reply.send(Ok(output));

@@ -171,7 +171,7 @@ mod tests {
         assert!(err.to_string().starts_with("protocol error: exec: unexpected result"), "{err}");
         assert!(decode::<u64>("x", Value::Float(f64::NAN)).is_err());
         assert_eq!(decode::<u64>("x", Value::BigInt(u64::MAX.into())).unwrap(), u64::MAX);
-        assert_eq!(decode::<Vec<u8>>("x", Value::Bytes(vec![1, 2])).unwrap(), vec![1, 2]);
+        assert_eq!(decode::<Vec<u8>>("x", Value::Bytes(vec![1, 2].into())).unwrap(), vec![1, 2]);
         assert_eq!(decode::<u64>("x", Value::Float(1795257889370.0)).unwrap(), 1795257889370);
         assert_eq!(decode::<f64>("x", Value::Float(2.5)).unwrap(), 2.5);
         assert!(int32("waitProcess", &Value::Int(i64::MAX)).is_err());

@@ -97,7 +97,7 @@ impl VmHandle {
         let options = Options::default()
             .env(&options.env)
             .opt("cwd", options.cwd)
-            .opt("stdin", options.stdin.map(Value::Bytes))
+            .opt("stdin", options.stdin.map(Value::from))
             .opt("timeout", options.timeout.map(millis));
         let mut args = vec![Value::from(command)];
         if !options.is_empty() {
@@ -118,7 +118,7 @@ impl VmHandle {
     }
 
     pub async fn write_process_stdin(&self, pid: i32, data: &[u8]) -> Result<()> {
-        self.action("writeProcessStdin", vec![Value::from(pid), Value::Bytes(data.to_vec())]).await.map(drop)
+        self.action("writeProcessStdin", vec![Value::from(pid), Value::Bytes(data.to_vec().into())]).await.map(drop)
     }
 
     pub async fn close_process_stdin(&self, pid: i32) -> Result<()> {
@@ -203,7 +203,7 @@ impl VmHandle {
 
     /// Types `data` into the shell's terminal (`\x03` is Ctrl-C, `\x04` Ctrl-D).
     pub async fn write_shell(&self, shell_id: &str, data: &[u8]) -> Result<()> {
-        self.action("writeShell", vec![Value::from(shell_id), Value::Bytes(data.to_vec())]).await.map(drop)
+        self.action("writeShell", vec![Value::from(shell_id), Value::Bytes(data.to_vec().into())]).await.map(drop)
     }
 
     pub async fn resize_shell(&self, shell_id: &str, cols: u16, rows: u16) -> Result<()> {
@@ -223,7 +223,7 @@ impl VmHandle {
 
     pub async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
         match self.action("readFile", vec![Value::from(path)]).await? {
-            Value::Bytes(bytes) => Ok(bytes),
+            Value::Bytes(bytes) => Ok(Vec::from(bytes)),
             Value::String(text) => Ok(text.into_bytes()),
             other => Err(unexpected("readFile", "bytes", &other)),
         }
@@ -231,7 +231,7 @@ impl VmHandle {
 
     /// Writes a whole file (durable when this returns). The parent directory must exist.
     pub async fn write_file(&self, path: &str, content: &[u8]) -> Result<()> {
-        self.action("writeFile", vec![Value::from(path), Value::Bytes(content.to_vec())]).await.map(drop)
+        self.action("writeFile", vec![Value::from(path), Value::Bytes(content.to_vec().into())]).await.map(drop)
     }
 
     /// Creates a directory; with `recursive`, its missing parents too (and an existing

@@ -36,7 +36,7 @@ async fn health_list_vms_events_and_destroy() {
     assert!(events.windows(2).all(|w| w[0].seq < w[1].seq), "{events:?}");
     assert!(events.iter().all(|e| e.created_at > 1_600_000_000_000));
     let output = events.iter().find(|e| e.name == "processOutput").expect("processOutput logged");
-    assert_eq!(output.data.get("data"), Some(&Value::Bytes(b"logged\n".to_vec())));
+    assert_eq!(output.data.get("data"), Some(&Value::Bytes(b"logged\n".to_vec().into())));
     assert_eq!(int(&output.data, "pid"), Some(pid.into()));
     let exit = events.iter().find(|e| e.name == "processExit").expect("processExit logged");
     assert_eq!(int(&exit.data, "exitCode"), Some(0));

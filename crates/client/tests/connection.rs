@@ -96,9 +96,9 @@ async fn large_messages_both_ways() {
     let vm = client(&server).vm("large");
     let content: Vec<u8> = (0..20 << 20).map(|i: u32| (i % 251) as u8).collect();
     let conn = vm.connect().await.unwrap();
-    let args = vec![Value::from("/home/user/big"), Value::Bytes(content.clone())];
+    let args = vec![Value::from("/home/user/big"), Value::from(content.clone())];
     conn.action("writeFile", args).await.unwrap();
     let read = conn.action("readFile", vec![Value::from("/home/user/big")]).await.unwrap();
-    assert!(read == Value::Bytes(content), "readFile over the socket returned other bytes");
+    assert!(read == Value::from(content), "readFile over the socket returned other bytes");
     conn.close().await;
 }

@@ -37,8 +37,9 @@ async fn round_trip(encoding: Encoding) {
     let out = conn.action("exec", vec![Value::from("echo socket")]).await.unwrap();
     assert_eq!(out.get("stdout").and_then(Value::as_str), Some("socket\n"));
     let out = conn.action("readFile", vec![Value::from("/home/user/all-bytes")]).await.unwrap();
-    assert_eq!(out, Value::Bytes(content.clone()));
-    let out = conn.action("writeFile", vec![Value::from("/home/user/b"), Value::Bytes(vec![0, 0xff])]).await.unwrap();
+    assert_eq!(out, Value::from(content.clone()));
+    let out =
+        conn.action("writeFile", vec![Value::from("/home/user/b"), Value::Bytes(vec![0, 0xff].into())]).await.unwrap();
     assert!(out.is_nullish(), "{out:?}");
     assert_eq!(vm.read_file("/home/user/b").await.unwrap(), [0, 0xff]);
     let err = conn.action("getProcess", vec![Value::from(999_999)]).await.unwrap_err();

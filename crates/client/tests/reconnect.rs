@@ -67,7 +67,7 @@ async fn reconnects_resubscribes_and_reports_the_gap() {
     assert_eq!(collect_until_exit(&mut conn, pid, 30).await.0, b"after\n");
     // What happened before the restart is in the durable log.
     let events = vm.get_vm_events(None, None).await.unwrap();
-    assert!(events.iter().any(|e| e.data.get("data") == Some(&Value::Bytes(b"before\n".to_vec()))));
+    assert!(events.iter().any(|e| e.data.get("data") == Some(&Value::Bytes(b"before\n".to_vec().into()))));
     conn.close().await;
 }
 

@@ -91,7 +91,7 @@ pub(crate) fn read_bare_head(r: &mut Reader<'_>, version: u16) -> Result<ErrorBo
     let code = r.str("error code")?;
     let message = r.str("error message")?;
     let metadata = r.optional("error metadata", |r| {
-        payload::decode_server_blob(r.data("error metadata")?, "error metadata", version)
+        payload::decode_server_blob(r.data("error metadata")?, None, "error metadata", version)
     })?;
     // `undefined` metadata is the same as none (see `metadata`).
     let metadata = metadata.filter(|m| *m != Value::Undefined);

@@ -120,7 +120,7 @@ pub fn decode_action_response(encoding: Encoding, body: &[u8]) -> Result<(Option
         Encoding::Bare => {
             let mut r = Reader::new(body);
             let version = r.version()?;
-            let output = payload::decode_server_blob(r.data("action output")?, "output", version)?;
+            let output = payload::decode_server_blob(r.data("action output")?, None, "output", version)?;
             r.finish()?;
             Ok((Some(version), output))
         }
@@ -160,8 +160,8 @@ mod tests {
             ("exitCode", Value::Int(0)),
             ("stdout", Value::from(stdout.clone())),
             ("stderr", Value::from("")),
-            ("bytes", Value::Bytes(vec![1; 100_000])),
-            ("pair", Value::Array(vec![Value::from("$x"), Value::Bytes(vec![2; 100_000])])),
+            ("bytes", Value::Bytes(vec![1; 100_000].into())),
+            ("pair", Value::Array(vec![Value::from("$x"), Value::Bytes(vec![2; 100_000].into())])),
         ]);
         for encoding in [Encoding::Bare, Encoding::Json, Encoding::Cbor] {
             for version in [None, Some(3), Some(4)] {

@@ -214,7 +214,7 @@ mod tests {
     #[test]
     fn writes_compat_forms_for_non_json_values() {
         assert_eq!(text(&Value::BigInt(7)), r#"["$BigInt","7"]"#);
-        assert_eq!(text(&Value::Bytes(vec![1, 2, 3])), r#"["$Uint8Array","AQID"]"#);
+        assert_eq!(text(&Value::Bytes(vec![1, 2, 3].into())), r#"["$Uint8Array","AQID"]"#);
         assert_eq!(text(&Value::Undefined), r#"["$Undefined",0]"#);
         assert_eq!(text(&Value::Set(vec![Value::Int(1)])), r#"["$Set",[1]]"#);
         assert_eq!(text(&Value::Float(f64::NAN)), "null");

@@ -57,7 +57,7 @@ pub use http::{
 };
 pub use message::{ActorSpecifier, ErrorBody, Frame, ToClient, ToServer};
 pub use value::Value;
-pub use ws::{decode_to_client, decode_to_server, encode_to_client, encode_to_server};
+pub use ws::{decode_to_client, decode_to_client_shared, decode_to_server, encode_to_client, encode_to_server};
 
 /// BARE protocol versions accepted from clients: 2 (rivetkit 2.0.x), 3 (2.1–2.2), 4 (2.3.x).
 /// Versions 0, 1 and anything above 4 are rejected with [`ProtocolError::UnsupportedVersion`].

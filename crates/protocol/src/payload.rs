@@ -57,11 +57,23 @@ pub(crate) fn encode_client_args_blob(args: &[Value]) -> Vec<u8> {
 
 /// Client side: decodes a bare `data` blob the server sent to a client of `version`: clients
 /// 2.3+ (version 4) revive compat forms, older ones take the CBOR as it is.
-pub(crate) fn decode_server_blob(blob: &[u8], what: &str, version: u16) -> Result<Value> {
+/// With `source` (the received frame `blob` lies in), byte strings share it instead of being
+/// copied.
+pub(crate) fn decode_server_blob(
+    blob: &[u8],
+    source: Option<&bytes::Bytes>,
+    what: &str,
+    version: u16,
+) -> Result<Value> {
+    let value = match source {
+        Some(source) => cbor::decode_shared(blob, source),
+        None => cbor::decode(blob),
+    };
+    let value = value.map_err(|e| e.context(what))?;
     if version >= 4 {
-        decode_blob(blob, what)
+        compat::revive(value).map_err(|e| e.context(what))
     } else {
-        cbor::decode(blob).map_err(|e| e.context(what))
+        Ok(value)
     }
 }
 

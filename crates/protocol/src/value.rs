@@ -21,7 +21,9 @@ pub enum Value {
     BigInt(i128),
     String(String),
     /// A `Uint8Array` / `ArrayBuffer`: `["$Uint8Array",b64]`, a CBOR byte string or tag 64.
-    Bytes(Vec<u8>),
+    /// Shared, not copied: a value made from a process's output (an event's `data`) holds the
+    /// same bytes as the event, and cloning it costs a reference count.
+    Bytes(bytes::Bytes),
     Array(Vec<Value>),
     /// A JS `Set`: `["$Set",[...]]` (CBOR tag 258 in the cbor encoding).
     Set(Vec<Value>),
@@ -189,6 +191,12 @@ impl From<bool> for Value {
 
 impl From<Vec<u8>> for Value {
     fn from(bytes: Vec<u8>) -> Self {
+        Value::Bytes(bytes.into())
+    }
+}
+
+impl From<bytes::Bytes> for Value {
+    fn from(bytes: bytes::Bytes) -> Self {
         Value::Bytes(bytes)
     }
 }
@@ -247,7 +255,7 @@ mod tests {
         assert_eq!(Value::Int(2).as_f64(), Some(2.0));
         assert_eq!(Value::Bool(true).as_bool(), Some(true));
         assert!(Value::Undefined.is_nullish() && Value::Null.is_nullish() && !Value::Int(0).is_nullish());
-        assert_eq!(Value::Bytes(vec![]).type_name(), "Uint8Array");
+        assert_eq!(Value::from(Vec::<u8>::new()).type_name(), "Uint8Array");
         assert_eq!(Value::Map(vec![]).type_name(), "object");
         assert_eq!(Value::Float(1.5).type_name(), "number");
     }
@@ -256,7 +264,7 @@ mod tests {
     fn conversions() {
         assert_eq!(Value::from(u64::MAX), Value::BigInt(u64::MAX.into()));
         assert_eq!(Value::from(5u64), Value::Int(5));
-        assert_eq!(Value::from(vec![1u8, 2]), Value::Bytes(vec![1, 2]));
+        assert_eq!(Value::from(vec![1u8, 2]), Value::Bytes(bytes::Bytes::from_static(&[1, 2])));
         let json: serde_json::Value = serde_json::json!({"i": 1, "f": 1.5, "big": u64::MAX, "l": [null, true]});
         let v = Value::from(json);
         assert_eq!(v.get("i"), Some(&Value::Int(1)));

@@ -233,8 +233,25 @@ pub fn encode_to_server(encoding: Encoding, version: u16, message: &ToServer) ->
 /// Client side: decodes one server frame. Returns the BARE version (`None` for json/cbor).
 /// Compat forms are revived in every encoding, as the client does.
 pub fn decode_to_client(encoding: Encoding, payload: &[u8]) -> Result<(Option<u16>, ToClient), ProtocolError> {
+    decode_to_client_in(encoding, payload, None)
+}
+
+/// [`decode_to_client`] of a frame held as [`bytes::Bytes`]: in bare, the byte strings of the
+/// payloads (an event's output) are slices of the frame, not copies.
+pub fn decode_to_client_shared(
+    encoding: Encoding,
+    payload: &bytes::Bytes,
+) -> Result<(Option<u16>, ToClient), ProtocolError> {
+    decode_to_client_in(encoding, payload, Some(payload))
+}
+
+fn decode_to_client_in(
+    encoding: Encoding,
+    payload: &[u8],
+    source: Option<&bytes::Bytes>,
+) -> Result<(Option<u16>, ToClient), ProtocolError> {
     match encoding {
-        Encoding::Bare => decode_to_client_bare(payload).map(|(v, m)| (Some(v), m)),
+        Encoding::Bare => decode_to_client_bare(payload, source).map(|(v, m)| (Some(v), m)),
         Encoding::Json | Encoding::Cbor => {
             let tree = envelope::read(encoding, payload, true)?;
             to_client_from_tree(tree).map(|m| (None, m))
@@ -242,7 +259,7 @@ pub fn decode_to_client(encoding: Encoding, payload: &[u8]) -> Result<(Option<u1
     }
 }
 
-fn decode_to_client_bare(payload: &[u8]) -> Result<(u16, ToClient), ProtocolError> {
+fn decode_to_client_bare(payload: &[u8], source: Option<&bytes::Bytes>) -> Result<(u16, ToClient), ProtocolError> {
     let mut r = Reader::new(payload);
     let version = r.version()?;
     let message = match r.uint("message tag")? {
@@ -261,12 +278,12 @@ fn decode_to_client_bare(payload: &[u8]) -> Result<(u16, ToClient), ProtocolErro
         }
         TO_CLIENT_ACTION_RESPONSE => {
             let id = r.uint("action id")?;
-            let output = payload::decode_server_blob(r.data("action output")?, "output", version)?;
+            let output = payload::decode_server_blob(r.data("action output")?, source, "output", version)?;
             ToClient::ActionResponse { id, output }
         }
         TO_CLIENT_EVENT => {
             let name = r.str("event name")?;
-            let args = payload::decode_server_blob(r.data("event args")?, "args", version)?;
+            let args = payload::decode_server_blob(r.data("event args")?, source, "args", version)?;
             ToClient::Event { name, args: payload::into_args(args)? }
         }
         tag => return Err(malformed(format!("unknown ToClient message tag {tag}"))),

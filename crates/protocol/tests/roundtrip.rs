@@ -46,7 +46,11 @@ fn to_server_messages(value: &Value) -> Vec<ToServer> {
         ToServer::ActionRequest { id: 0, name: "exec".into(), args: vec![value.clone()] },
         ToServer::ActionRequest { id: u64::MAX, name: String::new(), args: vec![] },
         ToServer::ActionRequest { id: 3, name: "f".into(), args: vec![s("$BigInt"), s("1")] },
-        ToServer::ActionRequest { id: 4, name: "g".into(), args: vec![Value::Undefined, Value::Bytes(vec![9; 1000])] },
+        ToServer::ActionRequest {
+            id: 4,
+            name: "g".into(),
+            args: vec![Value::Undefined, Value::Bytes(vec![9; 1000].into())],
+        },
         ToServer::SubscriptionRequest { event_name: "processOutput".into(), subscribe: true },
         ToServer::SubscriptionRequest { event_name: "processExit".into(), subscribe: false },
     ]

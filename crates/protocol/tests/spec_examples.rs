@@ -24,7 +24,7 @@ fn process_output() -> Value {
     Value::object([
         ("pid", Value::Int(1)),
         ("stream", s("stdout")),
-        ("data", Value::Bytes(b"ran echo hello\n".to_vec())),
+        ("data", Value::Bytes(b"ran echo hello\n".to_vec().into())),
     ])
 }
 
@@ -201,7 +201,7 @@ fn http_error_bodies_are_engine_json() {
         r#"{"group":"actor","code":"not_found","message":"The actor does not exist or was destroyed."}"#
     );
     // Metadata goes through the compat layer.
-    let with_bytes = ErrorBody { metadata: Some(Value::Bytes(vec![1, 2, 3])), ..not_found };
+    let with_bytes = ErrorBody { metadata: Some(Value::Bytes(vec![1, 2, 3].into())), ..not_found };
     assert_eq!(json(&encode_http_error_json(&with_bytes))["metadata"], serde_json::json!(["$Uint8Array", "AQID"]));
 }
 
@@ -222,7 +222,7 @@ fn cbor_client_values_are_native_and_not_revived() {
     assert_eq!(
         decode_action_request(Encoding::Cbor, &body).unwrap().1,
         vec![
-            Value::Bytes(vec![1, 2, 3]),
+            Value::Bytes(vec![1, 2, 3].into()),
             Value::BigInt(5),
             Value::Undefined,
             Value::Int(1_600_000_000),
@@ -235,11 +235,14 @@ fn cbor_client_values_are_native_and_not_revived() {
 fn bare_blobs_carry_compat_values() {
     // A Uint8Array argument in bare arrives as its compat form, not as a CBOR byte string.
     let body = spec(r#"04 00 | 13 81 82 6b"$Uint8Array" 64"AQID""#);
-    assert_eq!(decode_action_request(Encoding::Bare, &body).unwrap(), (Some(4), vec![Value::Bytes(vec![1, 2, 3])]));
+    assert_eq!(
+        decode_action_request(Encoding::Bare, &body).unwrap(),
+        (Some(4), vec![Value::Bytes(vec![1, 2, 3].into())])
+    );
     // Native byte strings are accepted too.
     assert_eq!(
         decode_action_request(Encoding::Bare, &spec("04 00 | 05 81 43 010203")).unwrap().1,
-        vec![Value::Bytes(vec![1, 2, 3])]
+        vec![Value::Bytes(vec![1, 2, 3].into())]
     );
 }
 
@@ -247,7 +250,7 @@ fn bare_blobs_carry_compat_values() {
 fn engine_json_compat_output() {
     let captured = br#"{"output":{"bytes":["$Uint8Array","AQID"],"n":["$BigInt","1180591620717411303424"],"set":["$Set",[1]],"tricky":["$$foo",1],"und":["$Undefined",0]}}"#;
     let expected = Value::object([
-        ("bytes", Value::Bytes(vec![1, 2, 3])),
+        ("bytes", Value::Bytes(vec![1, 2, 3].into())),
         ("n", Value::BigInt(1 << 70)),
         ("set", Value::Set(vec![Value::Int(1)])),
         ("tricky", Value::Array(vec![s("$foo"), Value::Int(1)])),

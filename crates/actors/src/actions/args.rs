@@ -59,7 +59,7 @@ impl<'a> Args<'a> {
     pub fn data(&self, index: usize, name: &str) -> Result<Vec<u8>, ActorError> {
         match self.present(index) {
             Some(Value::String(s)) => Ok(s.clone().into_bytes()),
-            Some(Value::Bytes(b)) => Ok(b.clone()),
+            Some(Value::Bytes(b)) => Ok(b.to_vec()),
             other => Err(self.wrong(index, name, "a string or Uint8Array", other)),
         }
     }
@@ -88,7 +88,7 @@ impl<'a> Args<'a> {
                 let path = item.get("path").and_then(Value::as_str);
                 let content = match item.get("content") {
                     Some(Value::String(s)) => Some(s.clone().into_bytes()),
-                    Some(Value::Bytes(b)) => Some(b.clone()),
+                    Some(Value::Bytes(b)) => Some(b.to_vec()),
                     _ => None,
                 };
                 match (path, content) {
@@ -170,7 +170,7 @@ impl Options<'_> {
         match self.field(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone().into_bytes())),
-            Some(Value::Bytes(b)) => Ok(Some(b.clone())),
+            Some(Value::Bytes(b)) => Ok(Some(b.to_vec())),
             Some(other) => Err(self.wrong(name, "a string or Uint8Array", other)),
         }
     }

@@ -77,7 +77,7 @@ pub(super) fn parse(name: &str, args: &Args<'_>) -> Result<Option<Call>, ActorEr
 /// Runs a file action on the (possibly quietly booted) VM.
 pub(super) async fn run(vm: &Vm, call: Call) -> Result<Value, ActorError> {
     match call {
-        Call::Read(path) => Ok(Value::Bytes(vm.read_file(&path).await?)),
+        Call::Read(path) => Ok(Value::from(vm.read_file(&path).await?)),
         Call::Write(path, content) => undefined(vm.write_file(&path, &content).await),
         Call::ReadMany(paths) => Ok(Value::Array(
             vm.read_files(&paths)
@@ -86,7 +86,7 @@ pub(super) async fn run(vm: &Vm, call: Call) -> Result<Value, ActorError> {
                 .map(|r| {
                     let mut entry = vec![
                         ("path".to_string(), Value::from(r.path)),
-                        ("content".to_string(), r.content.map_or(Value::Null, Value::Bytes)),
+                        ("content".to_string(), r.content.map_or(Value::Null, Value::from)),
                     ];
                     if let Some(error) = r.error {
                         entry.push(("error".to_string(), Value::from(error)));

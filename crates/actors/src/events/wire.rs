@@ -6,7 +6,7 @@ use agentvm_protocol::Value;
 use agentvm_store::StoredEvent;
 use agentvm_vm::{Gap, GapScope, OutputStream, SequencedEvent, VmEvent};
 
-/// The event name and its payload.
+/// The event name and its payload. Output bytes are shared with the event, not copied.
 pub fn to_wire(event: &VmEvent) -> (&'static str, Value) {
     match event {
         VmEvent::ProcessOutput { pid, stream, data } => (
@@ -14,7 +14,7 @@ pub fn to_wire(event: &VmEvent) -> (&'static str, Value) {
             Value::object([
                 ("pid", Value::Int(i64::from(*pid))),
                 ("stream", Value::from(stream_name(*stream))),
-                ("data", Value::Bytes(data.to_vec())),
+                ("data", Value::Bytes(data.clone())),
             ]),
         ),
         VmEvent::ProcessExit { pid, exit_code } => (
@@ -23,7 +23,7 @@ pub fn to_wire(event: &VmEvent) -> (&'static str, Value) {
         ),
         VmEvent::ShellData { shell_id, data } => (
             "shellData",
-            Value::object([("shellId", Value::from(shell_id.as_str())), ("data", Value::Bytes(data.to_vec()))]),
+            Value::object([("shellId", Value::from(shell_id.as_str())), ("data", Value::Bytes(data.clone()))]),
         ),
         VmEvent::ShellExit { shell_id, exit_code } => (
             "shellExit",
@@ -112,7 +112,7 @@ pub fn stored_payload(event: &StoredEvent) -> Value {
     };
     let mut entries: Vec<(String, Value)> = fields.into_iter().map(|(k, v)| (k, Value::from(v))).collect();
     if let Some(data) = &event.data {
-        entries.push(("data".into(), Value::Bytes(data.to_vec())));
+        entries.push(("data".into(), Value::Bytes(data.clone())));
     }
     Value::object(entries)
 }

@@ -152,7 +152,7 @@ async fn print_until_exit(conn: &mut Connection, pid: i32) -> anyhow::Result<i32
         match event.name.as_str() {
             "processOutput" if of_pid => {
                 let data = match event.payload.get("data") {
-                    Some(Value::Bytes(b)) => b.as_slice(),
+                    Some(Value::Bytes(b)) => b.as_ref(),
                     _ => &[],
                 };
                 let sink: &mut dyn Write = if event.payload.get("stream").and_then(Value::as_str) == Some("stderr") {

@@ -17,7 +17,12 @@
 //! Indefinite lengths are accepted. Nesting (arrays, maps and tags) is limited to
 //! [`MAX_DEPTH`] so hostile input cannot exhaust the stack; declared lengths are checked against
 //! the remaining input before anything is allocated; trailing bytes are an error.
+//!
+//! Byte strings of definite length are taken out of the input in one piece: as slices of the
+//! received buffer when the caller has it as [`Bytes`] ([`decode_shared`], no copy at all), as
+//! one copy otherwise.
 
+use bytes::Bytes;
 use ciborium_ll::{simple, Decoder, Header};
 
 use super::encode::TAG_SET;
@@ -37,9 +42,18 @@ const CHUNK: usize = 4096;
 
 /// Decodes exactly one CBOR item spanning all of `input`.
 pub(crate) fn decode(input: &[u8]) -> Result<Value> {
-    let mut parser = Parser { input, decoder: Decoder::from(input) };
+    decode_in(input, None)
+}
+
+/// [`decode`] of `input`, a part of `source`: byte strings are slices of `source`, not copies.
+pub(crate) fn decode_shared(input: &[u8], source: &Bytes) -> Result<Value> {
+    decode_in(input, Some(source))
+}
+
+fn decode_in(input: &[u8], source: Option<&Bytes>) -> Result<Value> {
+    let mut parser = Parser { input, base: 0, decoder: Decoder::from(input), source };
     let value = parser.value(0)?;
-    let end = parser.decoder.offset();
+    let end = parser.offset();
     if end != input.len() {
         return Err(malformed(format!("{} trailing bytes after the CBOR value", input.len().saturating_sub(end))));
     }
@@ -48,7 +62,11 @@ pub(crate) fn decode(input: &[u8]) -> Result<Value> {
 
 struct Parser<'a> {
     input: &'a [u8],
+    /// Where in `input` the decoder started (it is restarted after a byte string taken whole).
+    base: usize,
     decoder: Decoder<&'a [u8]>,
+    /// The buffer `input` lies in, when byte strings may share it.
+    source: Option<&'a Bytes>,
 }
 
 fn io_error<E>(error: ciborium_ll::Error<E>) -> ProtocolError {
@@ -59,12 +77,17 @@ fn io_error<E>(error: ciborium_ll::Error<E>) -> ProtocolError {
 }
 
 impl Parser<'_> {
+    /// Bytes of `input` consumed.
+    fn offset(&mut self) -> usize {
+        self.base + self.decoder.offset()
+    }
+
     fn remaining(&mut self) -> usize {
-        self.input.len().saturating_sub(self.decoder.offset())
+        self.input.len().saturating_sub(self.offset())
     }
 
     fn value(&mut self, depth: usize) -> Result<Value> {
-        let start = self.decoder.offset();
+        let start = self.offset();
         let header = self.decoder.pull().map_err(io_error)?;
         // The 8-byte integer form is what marks a `BigInt` for cbor-x; keep that distinction.
         let wide = self.input.get(start).is_some_and(|b| b & 0x1f == ARG_8_BYTES);
@@ -107,8 +130,23 @@ impl Parser<'_> {
     }
 
     #[inline(never)] // keeps the chunk buffer off the recursive frames
-    fn bytes(&mut self, len: Option<usize>) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(self.capacity(len, 1, "byte string")?);
+    fn bytes(&mut self, len: Option<usize>) -> Result<Bytes> {
+        let capacity = self.capacity(len, 1, "byte string")?;
+        if len.is_some() {
+            // Taken whole (the length is checked above), then the decoder restarts after it.
+            let start = self.offset();
+            let end = start + capacity;
+            let piece = self.input.get(start..end).ok_or_else(|| malformed("unexpected end of CBOR input"))?;
+            let bytes = match self.source {
+                Some(source) if contains(source, piece) => source.slice_ref(piece),
+                _ => Bytes::copy_from_slice(piece),
+            };
+            let rest = self.input.get(end..).unwrap_or_default();
+            self.base = end;
+            self.decoder = Decoder::from(rest);
+            return Ok(bytes);
+        }
+        let mut out = Vec::new();
         let mut buf = [0u8; CHUNK];
         let mut segments = self.decoder.bytes(len);
         while let Some(mut segment) = segments.pull().map_err(io_error)? {
@@ -116,7 +154,7 @@ impl Parser<'_> {
                 out.extend_from_slice(chunk);
             }
         }
-        Ok(out)
+        Ok(out.into())
     }
 
     #[inline(never)] // keeps the chunk buffer off the recursive frames
@@ -184,7 +222,7 @@ impl Parser<'_> {
     }
 
     fn entry(&mut self, map: &mut MapBuilder, depth: usize) -> Result<()> {
-        let start = self.decoder.offset();
+        let start = self.offset();
         let key = match self.nested(depth)? {
             Value::String(key) => key,
             other => {
@@ -240,6 +278,13 @@ fn bignum(digits: &[u8]) -> Result<u128> {
     Ok(significant.iter().fold(0u128, |acc, &b| acc << 8 | u128::from(b)))
 }
 
+/// Whether `piece` lies within `source`'s memory (so `Bytes::slice_ref` accepts it).
+fn contains(source: &Bytes, piece: &[u8]) -> bool {
+    let (start, end) = (source.as_ptr() as usize, source.as_ptr() as usize + source.len());
+    let (piece_start, piece_end) = (piece.as_ptr() as usize, piece.as_ptr() as usize + piece.len());
+    start <= piece_start && piece_end <= end
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,7 +321,7 @@ mod tests {
         assert_eq!(dec("f4").unwrap(), Value::Bool(false));
         assert_eq!(dec("f93c00").unwrap(), Value::Float(1.0));
         assert_eq!(dec("fa3fc00000").unwrap(), Value::Float(1.5));
-        assert_eq!(dec("d84043010203").unwrap(), Value::Bytes(vec![1, 2, 3]));
+        assert_eq!(dec("d84043010203").unwrap(), Value::Bytes(vec![1, 2, 3].into()));
         assert_eq!(dec("c11a5f5e1000").unwrap(), Value::Int(1_600_000_000));
         assert_eq!(
             dec("d9010282 0102".replace(' ', "").as_str()).unwrap(),
@@ -289,7 +334,7 @@ mod tests {
 
     #[test]
     fn strings_and_containers() {
-        assert_eq!(dec("5f4101420203ff").unwrap(), Value::Bytes(vec![1, 2, 3]));
+        assert_eq!(dec("5f4101420203ff").unwrap(), Value::Bytes(vec![1, 2, 3].into()));
         assert_eq!(dec("7f6161626263ff").unwrap(), Value::from("abc"));
         assert_eq!(dec("9f0102ff").unwrap(), Value::Array(vec![Value::Int(1), Value::Int(2)]));
         assert_eq!(dec("bf616101ff").unwrap(), Value::object([("a", Value::Int(1))]));

@@ -227,7 +227,7 @@ mod tests {
         assert_eq!(hex(&Value::Bool(true)), "f5");
         assert_eq!(hex(&Value::Float(1.5)), "fb3ff8000000000000");
         assert_eq!(hex(&Value::from("a")), "6161");
-        assert_eq!(hex(&Value::Bytes(vec![1])), "4101");
+        assert_eq!(hex(&Value::Bytes(vec![1].into())), "4101");
         assert_eq!(hex(&Value::Set(vec![Value::Int(1)])), "d901028101");
         assert_eq!(hex(&Value::object([("a", Value::Array(vec![]))])), "a1616180");
     }

@@ -4,7 +4,7 @@ mod decode;
 mod encode;
 mod outgoing;
 
-pub(crate) use decode::{decode, MAX_DEPTH};
+pub(crate) use decode::{decode, decode_shared, MAX_DEPTH};
 pub(crate) use encode::encode;
 pub(crate) use outgoing::{
     outgoing_array_len, outgoing_len, write_outgoing, write_outgoing_array, write_outgoing_owned, Parts,

@@ -119,7 +119,7 @@ pub(crate) fn write_outgoing_owned(out: &mut Parts, value: Value, escape: bool) 
         }
         Value::Bytes(bytes) if bytes.len() >= LARGE => {
             write_head(out, MAJOR_BYTES, bytes.len() as u64);
-            out.hand_over(bytes);
+            out.hand_over(Vec::from(bytes));
         }
         Value::Map(entries) => {
             write_head(out, MAJOR_MAP, entries.len() as u64);
@@ -171,7 +171,7 @@ mod tests {
             Value::BigInt(1 << 70),
             Value::from("text"),
             Value::from("$looks-tagged"),
-            Value::Bytes((0..=255).collect()),
+            Value::Bytes((0..=255).collect::<Vec<u8>>().into()),
             Value::Set(vec![Value::Int(1), Value::from("$x")]),
         ];
         let mut samples = leaves.clone();
@@ -182,8 +182,8 @@ mod tests {
         samples.push(Value::Array(leaves.clone()));
         samples.push(Value::object([
             ("stdout", Value::from("x".repeat(70_000))),
-            ("data", Value::Array(vec![Value::from("$x"), Value::Bytes(vec![7; 70_000])])),
-            ("pair", Value::Array(vec![Value::from("$$already"), Value::Set(vec![Value::Bytes(vec![1])])])),
+            ("data", Value::Array(vec![Value::from("$x"), Value::Bytes(vec![7; 70_000].into())])),
+            ("pair", Value::Array(vec![Value::from("$$already"), Value::Set(vec![Value::Bytes(vec![1].into())])])),
             ("all", Value::Array(leaves)),
         ]));
         samples
@@ -213,7 +213,7 @@ mod tests {
                     assert!(parts.iter().any(|p| p == stdout.as_bytes()), "the large string is a part of its own");
                 }
             }
-            let pair = [Value::from("$x"), Value::Bytes(vec![9])];
+            let pair = [Value::from("$x"), Value::Bytes(vec![9].into())];
             let mut direct = Vec::new();
             write_outgoing_array(&mut direct, &pair, escape);
             assert_eq!(direct, encode(&encode_outgoing_array(&pair, style)));
