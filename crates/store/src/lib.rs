@@ -8,12 +8,13 @@
 //!   and the id of each one's VM;
 //! - [`EventStore`] (`<data>/vms/<id>/vm.sqlite3`): a VM's sequenced event log, bounded, read
 //!   back from a cursor by clients that reconnect or by anyone after a restart (its own
-//!   durability trade-off, `synchronous = OFF`, is explained in its module).
+//!   journal and durability trade-off, a rollback journal with `synchronous = OFF`, are
+//!   explained in its module).
 
 mod events;
 mod registry;
 
-pub use events::{EventStore, Retention as EventRetention, StoredEvent, WAL_CHECKPOINT_BYTES};
+pub use events::{EventStore, Retention as EventRetention, StoredEvent};
 pub use registry::{ActorRecord, Registry, Resolved};
 
 #[derive(Debug, thiserror::Error)]

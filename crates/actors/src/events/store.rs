@@ -48,7 +48,7 @@ impl EventFile {
                     "the event log is damaged (after a machine crash?): moved aside, starting a new one: {e}"
                 );
                 let _ = std::fs::rename(&self.path, &aside);
-                for suffix in ["-wal", "-shm"] {
+                for suffix in ["-journal", "-wal", "-shm"] {
                     let mut side = self.path.clone().into_os_string();
                     side.push(suffix);
                     let _ = std::fs::remove_file(side);
