@@ -77,6 +77,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     crate::fd_limit::raise();
+    agentvm_server::limit_allocator_arenas();
     let data_dir = match args.data_dir {
         Some(dir) => dir,
         None => default_data_dir()?,

@@ -34,6 +34,7 @@ use agentvm_actors::{Actors, Settings};
 use agentvm_vm::{HostConfig, VmHost};
 
 pub use agentvm_actors::limits::{DEFAULT_CREATES_PER_SECOND, DEFAULT_CREATE_BURST, DEFAULT_MAX_VMS};
+pub use agentvm_actors::memory::limit_arenas as limit_allocator_arenas;
 pub use agentvm_store::EventRetention;
 pub use error::ApiError;
 pub use exposure::Exposure;
