@@ -12,8 +12,10 @@
 //! This crate is one front end over the transport-neutral actor core, `agentvm-actors` (the
 //! actor directory, the VM lifecycle, action dispatch, events). It owns only what is HTTP or
 //! WebSocket: routes (`routes`), the gateway's addressing (`gateway`), WebSocket connections
-//! (`connection`), browser exposure and origin checks (`exposure`, `origin`), the REST JSON
-//! shapes, and how core errors become an HTTP status and `{group, code, message}` (`error`).
+//! (`connection`) and their opening window that makes "subscribe, then act over HTTP" lossless
+//! (`opening`), which json client version sent a request (`client_version`), browser exposure
+//! and origin checks (`exposure`, `origin`), the REST JSON shapes, and how core errors become
+//! an HTTP status and `{group, code, message}` (`error`).
 
 mod client_version;
 mod connection;
