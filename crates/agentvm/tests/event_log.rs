@@ -311,11 +311,13 @@ async fn shutdown_boots_nothing_and_every_log_ends_with_vm_shutdown() {
         senders.push(tokio::spawn(async move {
             let mut conn = Conn::from_socket(socket);
             while !stop.load(Ordering::Relaxed) {
-                // The socket ends when the server exits: the helper panics, ending this task.
-                if let Err(error) = conn.try_call("exec", json!(["true"])).await {
-                    if error["code"] == "shutting_down" {
+                // The socket ends when the server exits.
+                match conn.call_unless_closed("exec", json!(["true"])).await {
+                    None => return,
+                    Some(Err(error)) if error["code"] == "shutting_down" => {
                         refused.fetch_add(1, Ordering::Relaxed);
                     }
+                    Some(_) => {}
                 }
             }
         }));
@@ -337,10 +339,11 @@ async fn shutdown_boots_nothing_and_every_log_ends_with_vm_shutdown() {
         senders.push(tokio::spawn(async move {
             let mut conn = Conn::from_socket(socket);
             for _ in 0..20 {
-                match conn.try_call("exec", json!(["true"])).await {
-                    Ok(_) => booted_after.fetch_add(1, Ordering::Relaxed),
-                    Err(error) if error["code"] == "shutting_down" => refused.fetch_add(1, Ordering::Relaxed),
-                    Err(error) => panic!("unexpected error {error}"),
+                match conn.call_unless_closed("exec", json!(["true"])).await {
+                    None => return,
+                    Some(Ok(_)) => booted_after.fetch_add(1, Ordering::Relaxed),
+                    Some(Err(error)) if error["code"] == "shutting_down" => refused.fetch_add(1, Ordering::Relaxed),
+                    Some(Err(error)) => panic!("unexpected error {error}"),
                 };
             }
         }));

@@ -100,6 +100,27 @@ impl Conn {
         }
     }
 
+    /// Like [`Conn::try_call`], but `None` when the socket ends or fails first (the server went
+    /// away) instead of panicking.
+    pub async fn call_unless_closed(&mut self, name: &str, args: Value) -> Option<Result<Value, Value>> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let request = serde_json::to_string(&action(id, name, args)).unwrap();
+        self.ws.send(Message::Text(request.into())).await.ok()?;
+        let id_text = json!(id.to_string());
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(15), self.ws.next()).await.ok()??.ok()?;
+            let Message::Text(text) = message else { continue };
+            let frame: Value = serde_json::from_str(&text).unwrap();
+            let val = &frame["body"]["val"];
+            match frame["body"]["tag"].as_str() {
+                Some("ActionResponse") if val["id"][1] == id_text => return Some(Ok(val["output"].clone())),
+                Some("Error") if val["actionId"][1] == id_text => return Some(Err(val.clone())),
+                _ => self.backlog.push_back(frame),
+            }
+        }
+    }
+
     /// Calls an action; `Err` holds the error frame's body.
     pub async fn try_call(&mut self, name: &str, args: Value) -> Result<Value, Value> {
         let id = self.next_id;
