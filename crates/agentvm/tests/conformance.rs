@@ -11,6 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use common::http::Api;
 use common::server::TestServer;
 use serde_json::{json, Value};
 
@@ -19,33 +20,7 @@ const PROMPT: Duration = Duration::from_secs(2);
 /// The size of the pending write: far more than a pipe holds (64 KiB).
 const WRITE_BYTES: usize = 1 << 20;
 
-/// HTTP actions on one VM, in JSON.
-struct Api<'a> {
-    server: &'a TestServer,
-    key: &'a str,
-    http: reqwest::Client,
-}
-
-impl<'a> Api<'a> {
-    fn new(server: &'a TestServer, key: &'a str) -> Api<'a> {
-        Api { server, key, http: reqwest::Client::new() }
-    }
-
-    /// An action's status and body.
-    async fn call(&self, name: &str, args: Value) -> (u16, Value) {
-        let url = format!("{}/gateway/vm/action/{name}?rvt-method=getOrCreate&rvt-key={}", self.server.url, self.key);
-        let response = self.http.post(url).json(&json!({ "args": args })).send().await.expect("request");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    /// The output of an action that must succeed.
-    async fn ok(&self, name: &str, args: Value) -> Value {
-        let (status, body) = self.call(name, args).await;
-        assert_eq!(status, 200, "{name} failed: {body}");
-        body["output"].clone()
-    }
-
+impl Api<'_> {
     /// [`Api::ok`], failing unless it answers within [`PROMPT`].
     async fn ok_promptly(&self, name: &str, args: Value) -> Value {
         let started = Instant::now();
@@ -66,10 +41,7 @@ impl<'a> Api<'a> {
     /// the pipe is full and the write has not settled.
     async fn blocked_write(&self, pid: i64, seconds: u32) -> tokio::task::JoinHandle<(u16, Value)> {
         let data = base64::engine::general_purpose::STANDARD.encode(vec![b'x'; WRITE_BYTES]);
-        let url = format!(
-            "{}/gateway/vm/action/writeProcessStdin?rvt-method=getOrCreate&rvt-key={}",
-            self.server.url, self.key
-        );
+        let url = self.url("writeProcessStdin");
         let http = self.http.clone();
         let write = tokio::spawn(async move {
             let body = json!({ "args": [pid, ["$Uint8Array", data]] });

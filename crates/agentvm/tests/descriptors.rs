@@ -11,8 +11,9 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use common::http::Api;
 use common::server::TestServer;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// The server's descriptor limit (soft and hard) in these tests: far below what 2,000 processes
 /// would need if each kept one descriptor.
@@ -24,33 +25,7 @@ const CONCURRENCY: usize = 16;
 /// Descriptors the count may exceed its baseline by.
 const SLACK: usize = 4;
 
-/// HTTP actions on one VM, over one pooled client.
-struct Api<'a> {
-    server: &'a TestServer,
-    key: &'a str,
-    http: reqwest::Client,
-}
-
-impl<'a> Api<'a> {
-    fn new(server: &'a TestServer, key: &'a str) -> Api<'a> {
-        Api { server, key, http: reqwest::Client::new() }
-    }
-
-    /// An action's status and body.
-    async fn call(&self, name: &str, args: Value) -> (u16, Value) {
-        let url = format!("{}/gateway/vm/action/{name}?rvt-method=getOrCreate&rvt-key={}", self.server.url, self.key);
-        let response = self.http.post(url).json(&json!({ "args": args })).send().await.expect("request");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    /// The output of an action that must succeed.
-    async fn ok(&self, name: &str, args: Value) -> Value {
-        let (status, body) = self.call(name, args).await;
-        assert_eq!(status, 200, "{name} failed: {body}");
-        body["output"].clone()
-    }
-
+impl Api<'_> {
     /// Spawns `true` and waits for its exit; an error as text.
     async fn spawn_true(&self) -> Result<(), String> {
         let (status, body) = self.call("spawn", json!(["true", []])).await;

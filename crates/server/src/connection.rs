@@ -86,10 +86,10 @@ pub async fn run(
                 let mut next = Some(message);
                 let mut ended = false;
                 while let Some(message) = next.take() {
-                    let payload = match message {
-                        Some(Ok(Message::Binary(payload))) => payload.to_vec(),
-                        Some(Ok(Message::Text(text))) => text.as_bytes().to_vec(),
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Vec::new(),
+                    let payload: &[u8] = match &message {
+                        Some(Ok(Message::Binary(payload))) => payload,
+                        Some(Ok(Message::Text(text))) => text.as_bytes(),
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => &[],
                         Some(Ok(Message::Close(_))) | None => {
                             ended = true;
                             break;
@@ -101,7 +101,7 @@ pub async fn run(
                         }
                     };
                     if !payload.is_empty() {
-                        let new = receive(&payload, encoding, &state, &actor, &version, &subscriptions, &replies, &mut running);
+                        let new = receive(payload, encoding, &state, &actor, &version, &subscriptions, &replies, &mut running);
                         subscribed.extend(new);
                     }
                     next = stream.next().now_or_never();

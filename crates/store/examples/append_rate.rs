@@ -36,13 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let secs = started.elapsed().as_secs_f64();
     println!("append: {:.0} MB/s, {:.0} events/s", TOTAL as f64 / secs / 1e6, events as f64 / secs);
     let started = std::time::Instant::now();
-    let (mut after, mut read) = (None, 0);
-    loop {
-        let page = store.read(after, 10_000, u64::MAX)?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.seq);
-        read += page.len();
-    }
+    let read = replay(&store)?;
     println!("read back {read} retained events by cursor in {:?}", started.elapsed());
     drop(store);
 
@@ -64,13 +58,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("append: 100,000 small events in {:?}", started.elapsed());
     let started = std::time::Instant::now();
+    let read = replay(&store)?;
+    println!("replay: {read} events by cursor (pages of 10,000) in {:?}", started.elapsed());
+    Ok(())
+}
+
+/// Reads every retained event by cursor, in pages of 10,000 (what `getVmEvents` returns at
+/// most); returns how many.
+fn replay(store: &EventStore) -> Result<usize, agentvm_store::StoreError> {
     let (mut after, mut read) = (None, 0);
     loop {
         let page = store.read(after, 10_000, u64::MAX)?;
-        let Some(last) = page.last() else { break };
+        let Some(last) = page.last() else { return Ok(read) };
         after = Some(last.seq);
         read += page.len();
     }
-    println!("replay: {read} events by cursor (pages of 10,000) in {:?}", started.elapsed());
-    Ok(())
 }
