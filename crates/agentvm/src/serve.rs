@@ -106,6 +106,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
+        // Installed before the server says it listens: a SIGTERM sent right after that line
+        // must stop it cleanly (VMs, mounts, LXCFS), not kill it with the default action.
+        let shutdown = shutdown_signal().context("installing the SIGTERM and SIGINT handlers")?;
         agentvm_server::serve(
             config,
             |address| {
@@ -113,11 +116,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 println!("agentvm listening on http://{address} (data in {})", data_dir.display());
                 let _ = std::io::stdout().flush();
             },
-            shutdown_signal(),
+            shutdown,
         )
-        .await
-    })?;
-    Ok(())
+        .await?;
+        anyhow::Ok(())
+    })
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -131,13 +134,15 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/agentvm"))
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now; the future resolves on either signal.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }

@@ -267,3 +267,14 @@ async fn vm_shutdown_comes_after_the_exits_it_causes() {
     let order: Vec<&str> = log.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
     assert_eq!(order, ["vmBooted", "processExit", "processExit", "processExit", "vmShutdown"], "{log}");
 }
+
+/// SIGTERM as soon as the server says it listens stops it cleanly (exit 0, its VMs' disk and
+/// LXCFS released), rather than killing it before its handler is in place.
+#[tokio::test]
+async fn sigterm_right_after_listening_stops_cleanly() {
+    for _ in 0..3 {
+        let mut server = TestServer::start();
+        let status = server.stop();
+        assert!(status.success(), "the server ended with {status}");
+    }
+}
