@@ -72,6 +72,22 @@ pub enum Request {
     ListProcesses { id: u64 },
     /// Send SIGTERM to every process, wait up to `grace_ms`, then end the VM.
     Shutdown { grace_ms: u64 },
+    /// Make a TCP socket in the VM's network namespace and hand it to the host (answered by
+    /// [`Event::Socket`], descriptor attached). This is how the server reaches a server inside
+    /// the VM (`vmFetch`, preview URLs) and serves the VM's proxy and forwards on its loopback,
+    /// without ever exposing the VM on the host or entering its namespaces itself.
+    Socket { id: u64, kind: SocketKind, addr: std::net::SocketAddr },
+}
+
+/// What [`Request::Socket`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SocketKind {
+    /// A listening socket bound to `addr` (which must be a loopback address).
+    Listen,
+    /// A non-blocking connection to `addr` (a loopback address), possibly still in progress:
+    /// the host waits for it to become writable and reads `SO_ERROR`.
+    Connect,
 }
 
 /// One entry of a process listing, as read from the VM's own `/proc`.
@@ -119,6 +135,12 @@ pub enum Event {
     Exited {
         pid: i32,
         code: i32,
+    },
+    /// The answer to [`Request::Socket`]: on success the socket is attached; otherwise the
+    /// error number of the step that failed.
+    Socket {
+        id: u64,
+        result: Result<(), SocketError>,
     },
     /// Part of the answer to `ListProcesses`; `last` marks the final part.
     Processes {
@@ -188,6 +210,21 @@ impl SpawnError {
             | SpawnError::Identity { errno }
             | SpawnError::Exec { errno, .. } => Errno::from_raw(*errno),
         }
+    }
+}
+
+/// Why init could not make a socket for [`Request::Socket`]: the error number and the step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{}: {}, {step}", errno_name(*errno), errno_text(*errno))]
+pub struct SocketError {
+    pub errno: i32,
+    /// `socket`, `bind`, `listen`, `connect`, or `address` (not a loopback address).
+    pub step: String,
+}
+
+impl SocketError {
+    pub fn errno(&self) -> nix::errno::Errno {
+        nix::errno::Errno::from_raw(self.errno)
     }
 }
 

@@ -174,6 +174,8 @@ impl From<VmError> for ApiError {
             VmError::CreateFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "boot_failed"),
             VmError::ResourceExhausted(_) => (StatusCode::SERVICE_UNAVAILABLE, "resource_exhausted"),
             VmError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "io_error"),
+            VmError::PortClosed { .. } => (StatusCode::BAD_GATEWAY, "port_closed"),
+            VmError::Socket(_) => (StatusCode::BAD_GATEWAY, "socket_failed"),
             VmError::FileSystem(fs) => {
                 let errno = fs.errno();
                 let status = if errno == Errno::ENOENT { StatusCode::NOT_FOUND } else { StatusCode::BAD_REQUEST };

@@ -40,6 +40,13 @@ pub enum VmError {
     /// A filesystem operation failed (see [`FileError`]).
     #[error(transparent)]
     FileSystem(FileError),
+    /// Nothing listens on this port of the VM's loopback (the connection was refused).
+    #[error("ECONNREFUSED: nothing listens on port {port} in the VM")]
+    PortClosed { port: u16 },
+    /// Init could not make a socket in the VM's network namespace (a listener's port may be
+    /// taken: `EADDRINUSE`).
+    #[error(transparent)]
+    Socket(#[from] agentvm_sandbox::protocol::SocketError),
 }
 
 /// Why a filesystem operation ([`crate::files`]) failed: the operation's own failure inside the
@@ -93,6 +100,8 @@ impl VmError {
         match self {
             VmError::FileSystem(e) => Some(e.errno()),
             VmError::SpawnFailed(e) => Some(e.errno()),
+            VmError::Socket(e) => Some(e.errno()),
+            VmError::PortClosed { .. } => Some(Errno::ECONNREFUSED),
             _ => None,
         }
     }

@@ -240,6 +240,12 @@ impl Init {
                 }
             }
             Request::Shutdown { grace_ms } => return Some(Duration::from_millis(grace_ms)),
+            Request::Socket { id, kind, addr } => match net::make_socket(kind, addr) {
+                Ok(socket) => {
+                    send_with(self.control.as_fd(), &Event::Socket { id, result: Ok(()) }, &[socket.as_raw_fd()])
+                }
+                Err(error) => self.send(&Event::Socket { id, result: Err(error) }),
+            },
         }
         None
     }

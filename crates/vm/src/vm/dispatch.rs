@@ -124,6 +124,18 @@ impl Shared {
                     shell.report_exit(code);
                 }
             }
+            Event::Socket { id, result } => {
+                if let Some(Pending::Socket { reply }) = self.pending.lock().unwrap().remove(&id) {
+                    let answer = match (result, fds.into_iter().next()) {
+                        (Ok(()), Some(socket)) => Ok(socket),
+                        (Ok(()), None) => {
+                            Err(VmError::io("making a socket in the VM", std::io::Error::other("init sent no socket")))
+                        }
+                        (Err(error), _) => Err(VmError::Socket(error)),
+                    };
+                    let _ = reply.send(answer);
+                }
+            }
             Event::Processes { id, entries, last } => {
                 let mut pending = self.pending.lock().unwrap();
                 if let Some(Pending::List { entries: collected, .. }) = pending.get_mut(&id) {

@@ -14,6 +14,7 @@
 //! | [`boot`] | creating a VM: budgets, launching init, waiting for it to be ready |
 //! | [`processes`] | the process API: `exec`, `spawn`, stdin, wait, list, signals, `allProcesses` |
 //! | [`shells`] | the shell API: open, write, resize, close, wait |
+//! | [`sockets`] | TCP sockets made inside the VM's network namespace: connect to, listen on its loopback |
 //! | [`dispatch`] | requests to init and init's messages matched back to them |
 //! | [`teardown`] | shutdown, and killing init and removing cgroups when the last handle goes |
 
@@ -21,6 +22,7 @@ mod boot;
 mod dispatch;
 mod processes;
 mod shells;
+mod sockets;
 mod teardown;
 
 pub use boot::hostname_for;
@@ -109,6 +111,9 @@ enum Pending {
     List {
         entries: Vec<ProcessEntry>,
         reply: oneshot::Sender<Vec<ProcessEntry>>,
+    },
+    Socket {
+        reply: oneshot::Sender<Result<std::os::fd::OwnedFd>>,
     },
 }
 
