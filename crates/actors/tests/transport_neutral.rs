@@ -1,18 +1,21 @@
 //! The actor core stays transport-neutral: neither this crate nor anything it depends on
-//! (directly or not, per the workspace's Cargo.lock) is an HTTP or WebSocket crate. Front ends
-//! such as `agentvm-server` bring those.
+//! (directly or not, per the workspace's Cargo.lock) is a crate of a front end's transport: an
+//! HTTP server framework or a WebSocket crate. Front ends such as `agentvm-server` bring those.
+//!
+//! An HTTP *client* is allowed below the core: `vmFetch` and preview URLs talk HTTP to servers
+//! running inside VMs (`agentvm_vm::fetch`), which is a VM capability, not how clients reach
+//! the core.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Crates that mean HTTP or WebSocket types.
-const FORBIDDEN: &[&str] =
-    &["axum", "tower", "tower-http", "hyper", "http", "http-body", "tungstenite", "tokio-tungstenite"];
+/// Crates that mean a front end's transport: HTTP server frameworks and WebSockets.
+const FORBIDDEN: &[&str] = &["axum", "tower", "tower-http", "tungstenite", "tokio-tungstenite"];
 
 fn forbidden(name: &str) -> bool {
-    FORBIDDEN.contains(&name) || name.starts_with("axum-") || name.starts_with("hyper-") || name.starts_with("tower-")
+    FORBIDDEN.contains(&name) || name.starts_with("axum-") || name.starts_with("tower-")
 }
 
-/// The names in this crate's own `[*dependencies]` tables.
+/// The names in this crate's own `[*dependencies]` tables: no HTTP or WebSocket crate at all.
 #[test]
 fn the_manifest_names_no_http_or_websocket_crate() {
     let manifest = include_str!("../Cargo.toml");
@@ -29,7 +32,8 @@ fn the_manifest_names_no_http_or_websocket_crate() {
         }
     }
     assert!(names.iter().any(|n| n == "agentvm-vm"), "the manifest parse found no dependencies: {names:?}");
-    let bad: Vec<&String> = names.iter().filter(|n| forbidden(n)).collect();
+    let http = |n: &str| forbidden(n) || ["hyper", "http", "http-body"].contains(&n) || n.starts_with("hyper-");
+    let bad: Vec<&String> = names.iter().filter(|n| http(n)).collect();
     assert!(bad.is_empty(), "agentvm-actors depends on {bad:?}");
 }
 
