@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 const FORBIDDEN: &[&str] = &["axum", "tower", "tower-http", "tungstenite", "tokio-tungstenite"];
 
 fn forbidden(name: &str) -> bool {
-    FORBIDDEN.contains(&name) || name.starts_with("axum-") || name.starts_with("tower-")
+    // `tower-service` is one trait, named in `hyper-util`'s lock entry (the HTTP client's
+    // tokio adapter) because the server enables its service feature; it carries no transport.
+    FORBIDDEN.contains(&name) || name.starts_with("axum-") || (name.starts_with("tower-") && name != "tower-service")
 }
 
 /// The names in this crate's own `[*dependencies]` tables: no HTTP or WebSocket crate at all.
