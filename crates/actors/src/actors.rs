@@ -281,6 +281,11 @@ impl Actors {
         self.index.lock().unwrap().by_id.values().cloned().collect()
     }
 
+    /// The registry (the preview-token index of [`crate::preview`] lives in it).
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
     /// Destroys an actor: `vmShutdown {reason: "destroy"}`, its VM stopped, its registry row and
     /// all its data removed. A later `getOrCreate` of the same key gets a fresh VM (and id).
     /// Runs to its end even if the caller goes away; a second call waits for the first.
@@ -378,6 +383,16 @@ fn prepare_files(dir: &Path, retention: EventRetention) -> Result<u64, ActorErro
 impl Actor {
     fn address(&self) -> Address {
         (self.namespace.clone(), self.name.clone(), keys::to_rest(&self.key))
+    }
+
+    /// The VM's own SQLite file (its event log; its preview tokens, see [`crate::preview`]).
+    pub(crate) fn event_file(&self) -> &Arc<EventFile> {
+        &self.store
+    }
+
+    /// Whether the VM is awake (its SQLite file is kept open meanwhile).
+    pub(crate) fn is_awake(&self) -> bool {
+        matches!(self.lifecycle.phase(), Phase::Awake { .. })
     }
 
     /// The phase of the actor's VM ("asleep", "awake"...).

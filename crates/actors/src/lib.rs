@@ -20,6 +20,8 @@
 //!   registry (SQLite) that makes them survive restarts, idle sleep.
 //! - **Creation caps**: [`limits`] (the rate; the VM count cap is the registry's).
 //! - **Events**: [`events`] — their wire shapes and the durable per-VM event log.
+//! - **Preview URLs**: [`preview`] — tokens that open one port of one VM, where they are kept
+//!   and how a front end checks them.
 //! - **Errors**: [`ActorError`], one variant per kind; the front end renders client-facing text.
 
 pub mod actions;
@@ -29,6 +31,7 @@ pub mod events;
 pub mod lifecycle;
 pub mod limits;
 pub mod memory;
+pub mod preview;
 
 pub use actors::{Actor, Actors, Settings};
 pub use error::ActorError;

@@ -135,6 +135,12 @@ impl EventStore {
         Ok(store)
     }
 
+    /// The file's connection, for the other tables it holds (the VM's preview tokens,
+    /// [`crate::preview`]).
+    pub(crate) fn connection_mut(&mut self) -> &mut Connection {
+        &mut self.connection
+    }
+
     /// The sequence number the next event gets.
     pub fn next_seq(&self) -> u64 {
         self.state.next_seq

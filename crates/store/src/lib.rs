@@ -9,12 +9,15 @@
 //! - [`EventStore`] (`<data>/vms/<id>/vm.sqlite3`): a VM's sequenced event log, bounded, read
 //!   back from a cursor by clients that reconnect or by anyone after a restart (its own
 //!   journal and durability trade-off, a rollback journal with `synchronous = OFF`, are
-//!   explained in its module).
+//!   explained in its module);
+//! - [`preview`]: the VMs' preview tokens, in each VM's file with an index in the registry.
 
 mod events;
+pub mod preview;
 mod registry;
 
 pub use events::{EventStore, Retention as EventRetention, StoredEvent};
+pub use preview::PreviewToken;
 pub use registry::{ActorRecord, Registry, Resolved};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,8 @@
 //! The actor registry: (namespace, name, key) → actor id, durable across restarts.
 //!
+//! It also indexes the VMs' preview tokens (token → actor, see [`crate::preview`]); an actor's
+//! rows there go with it.
+//!
 //! Each address has a *generation*: destroying an actor deletes its row but remembers the
 //! address's last generation (table `generations`), so that the next `getOrCreate` of the same
 //! address gets generation + 1 and with it a new actor id and a fresh VM, while clients that
@@ -66,6 +69,7 @@ impl Registry {
     pub fn open(path: &Path) -> Result<Registry> {
         let connection = open(path)?;
         connection.execute_batch(SCHEMA).context("creating the registry schema")?;
+        connection.execute_batch(crate::preview::REGISTRY_SCHEMA).context("creating the registry schema")?;
         let live: u64 =
             connection.query_row("SELECT COUNT(*) FROM actors", [], |r| r.get(0)).context("counting actors")?;
         Ok(Registry { connection: Mutex::new((connection, live)) })
@@ -173,11 +177,18 @@ impl Registry {
         .context("destroying an actor")?;
         let deleted =
             tx.execute("DELETE FROM actors WHERE actor_id = ?1", params![actor_id]).context("destroying an actor")?;
+        tx.execute("DELETE FROM preview_tokens WHERE actor_id = ?1", params![actor_id])
+            .context("destroying an actor's preview tokens")?;
         tx.commit().context("destroying an actor")?;
         if deleted > 0 {
             *live = live.saturating_sub(1);
         }
         Ok(deleted > 0)
+    }
+
+    /// Runs `work` on the connection (for the registry's other tables, [`crate::preview`]).
+    pub(crate) fn with_connection<T>(&self, work: impl FnOnce(&mut rusqlite::Connection) -> Result<T>) -> Result<T> {
+        work(&mut self.connection.lock().unwrap().0)
     }
 
     /// Number of actor rows (for diagnostics and tests).

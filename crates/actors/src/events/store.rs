@@ -60,7 +60,7 @@ impl EventFile {
     }
 
     /// Runs `work` on the store, opening it if needed; closes it afterwards unless `keep_open`.
-    fn with<T>(
+    pub(crate) fn with<T>(
         &self,
         keep_open: bool,
         work: impl FnOnce(&mut EventStore) -> agentvm_store::Result<T>,
