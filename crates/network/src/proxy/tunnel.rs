@@ -2,8 +2,9 @@
 //!
 //! `tokio::io::copy_bidirectional` keeps half-closes right: when one side stops sending, the
 //! other side's write half is shut down and the opposite direction carries on until it ends too.
-//! Its buffers are 64 KiB a direction (tokio's default is 8 KiB): fewer system calls per byte in
-//! bulk transfers, for 128 KiB a tunnel.
+//! Its buffers are 64 KiB a direction, 128 KiB a tunnel, rather than tokio's default 8 KiB: on the
+//! 2-core dev machine a CONNECT tunnel on loopback moved 1.0-1.1 GB/s with 8 KiB and 1.4-1.5 GB/s
+//! with 64 KiB (`examples/proxy_throughput.rs`).
 
 use std::io;
 
