@@ -10,6 +10,7 @@ const SCENARIOS = {
 	files: "./files.mjs",
 	bulk: "./bulk-output.mjs",
 	"subscribe-first": "./subscribe-first.mjs",
+	presets: "./presets.mjs",
 };
 
 export async function main(createClient, version) {

@@ -37,7 +37,9 @@ use crate::error::ActorError;
 use crate::events::store::{self as event_store, EventFile};
 use crate::lifecycle::{AcquireError, Lifecycle, Phase, Refusal};
 use crate::limits::RateLimiter;
+use crate::preset::{ClientOptions, Preset, Presets};
 use agentvm_protocol::keys::{self, Key};
+use agentvm_protocol::Value;
 
 /// Length of actor ids (lowercase hex), like the engine's 30-character ids.
 const ID_LEN: usize = 30;
@@ -80,6 +82,8 @@ type Address = (String, String, String);
 /// All actors of a server.
 pub struct Actors {
     host: VmHost,
+    /// What a VM of each actor name gets (the operator's config file).
+    presets: Arc<Presets>,
     registry: Arc<Registry>,
     vms_dir: PathBuf,
     settings: Settings,
@@ -123,6 +127,11 @@ pub struct Actor {
     pub name: String,
     pub key: Key,
     pub created_ms: u64,
+    /// What its VM gets; `None` when the server's config no longer defines the actor's name
+    /// (its data stays readable, its VM does not boot).
+    preset: Option<Arc<Preset>>,
+    /// The VM's directory (`<data>/vms/<id>`): event log, client options.
+    dir: PathBuf,
     host: VmHost,
     events: Arc<EventLog>,
     store: Arc<EventFile>,
@@ -144,10 +153,16 @@ pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send 
 impl Actors {
     /// Opens the registry and knows every recorded actor again (all asleep). Blocking: call it
     /// from a blocking context.
-    pub fn load(host: VmHost, data_dir: &Path, settings: Settings) -> Result<Arc<Actors>, ActorError> {
+    pub fn load(
+        host: VmHost,
+        data_dir: &Path,
+        settings: Settings,
+        presets: Arc<Presets>,
+    ) -> Result<Arc<Actors>, ActorError> {
         let registry = Registry::open(&data_dir.join("registry.sqlite3"))?;
         let actors = Arc::new(Actors {
             host,
+            presets,
             registry: Arc::new(registry),
             vms_dir: data_dir.join("vms"),
             settings,
@@ -184,12 +199,15 @@ impl Actors {
             stall_grace: EVENT_STALL_GRACE,
             backlog_bytes: EVENT_BACKLOG_BYTES,
         };
+        let preset = self.presets.get(&name).ok();
         Arc::new(Actor {
             id,
             namespace,
             name,
             key: keys::from_rest(&rest_key),
             created_ms,
+            preset,
+            dir: dir.clone(),
             host: self.host.clone(),
             events: EventLog::durable(limits, next_seq),
             store: Arc::new(EventFile::new(dir.join("vm.sqlite3"), self.settings.event_retention)),
@@ -203,14 +221,19 @@ impl Actors {
     }
 
     /// The actor at this address; created when `create` is set (within the server's caps on
-    /// VMs and on creation rate). Returns it and whether it was new.
+    /// VMs and on creation rate), with the client's `input` (`createWithInput`; checked against
+    /// the name's preset whenever given, used only when the actor is created). Returns it and
+    /// whether it was new.
     pub async fn resolve(
         &self,
         namespace: &str,
         name: &str,
         key: &[String],
         create: bool,
+        input: Option<&Value>,
     ) -> Result<(Arc<Actor>, bool), ActorError> {
+        let preset = self.presets.get(name)?;
+        let client = input.map(|input| ClientOptions::from_input(input, &preset)).transpose()?.unwrap_or_default();
         let address: Address = (namespace.to_string(), name.to_string(), keys::to_rest(key));
         if let Some(actor) = self.index.lock().unwrap().by_address.get(&address) {
             return Ok((Arc::clone(actor), false));
@@ -236,6 +259,9 @@ impl Actors {
             };
             let dir = vms_dir.join(&record.actor_id);
             let next_seq = prepare_files(&dir, retention)?;
+            if matches!(resolved, Resolved::Created(_)) {
+                client.save(&dir)?;
+            }
             Ok((resolved, dir, next_seq))
         })
         .await??;
@@ -256,6 +282,11 @@ impl Actors {
         };
         actor.start_persisting();
         Ok((actor, created))
+    }
+
+    /// What a VM of each actor name gets.
+    pub fn presets(&self) -> &Arc<Presets> {
+        &self.presets
     }
 
     pub fn by_id(&self, id: &str) -> Result<Arc<Actor>, ActorError> {
@@ -440,14 +471,29 @@ impl Actor {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err(ActorError::ShuttingDown);
         }
-        let options = VmOptions {
+        let Some(preset) = self.preset.clone() else {
+            return Err(ActorError::UnknownActorName { name: self.name.clone(), known: Vec::new() });
+        };
+        let dir = self.dir.clone();
+        let mut client = blocking(move || ClientOptions::load(&dir)).await??;
+        let dropped = client.restrict_to(&preset);
+        if !dropped.is_empty() {
+            tracing::warn!(actor = %self.id, preset = %preset.name, ?dropped, "the preset no longer lets clients set these; ignored");
+        }
+        let mut options = VmOptions {
             // The key names the machine: `user@my-agent:~$` rather than a hash.
             hostname: Some(agentvm_vm::hostname_for(&self.key.join("-"))),
             events: Some(Arc::clone(&self.events)),
             exec_output_bytes: self.settings.exec_output_bytes,
-            ..VmOptions::default()
+            ..preset.vm_options(&client)
         };
+        // The policy's variables last: neither the preset's nor the client's env replaces them.
+        options.env.extend(crate::network::env_for(&preset.network));
         let vm = self.host.create_vm(&self.id, options).await?;
+        if let Err(e) = crate::network::start(&vm, &preset.network, Arc::clone(&self.events)).await {
+            vm.shutdown(Duration::ZERO).await;
+            return Err(e);
+        }
         tracing::info!(actor = %self.id, name = %self.name, key = %keys::to_rest(&self.key), quiet, "VM booted");
         tokio::spawn(watch_for_crash(Arc::downgrade(&self), vm.clone()));
         Ok(vm)

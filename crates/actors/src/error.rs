@@ -30,6 +30,14 @@ pub enum ActorError {
     /// Actors are being created faster than the server's rate allows.
     #[error("VMs are created too fast: retry in {retry_after:?}")]
     RateLimited { retry_after: Duration },
+    /// The server's config file defines no actor of this name (with a config file, only the
+    /// names it defines exist).
+    #[error("no actor named `{name}` on this server: its config defines {}", if known.is_empty() { "none".to_string() } else { known.join(", ") })]
+    UnknownActorName { name: String, known: Vec<String> },
+    /// A client's `createWithInput` sets something its preset does not let clients set (the
+    /// network policy, higher limits…), or is malformed.
+    #[error("{message}")]
+    InputRefused { preset: String, message: String },
     /// The server is shutting down: no VM boots any more.
     #[error("the server is shutting down")]
     ShuttingDown,

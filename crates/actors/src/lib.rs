@@ -18,6 +18,8 @@
 //!   is in [`actors`].
 //! - **The actor directory**: [`actors`] — actors by address and by id, their ids, the
 //!   registry (SQLite) that makes them survive restarts, idle sleep.
+//! - **Presets**: [`preset`] — what a VM of each actor name gets (limits, environment, network
+//!   policy), and what a client's `createWithInput` may change.
 //! - **Creation caps**: [`limits`] (the rate; the VM count cap is the registry's).
 //! - **Events**: [`events`] — their wire shapes and the durable per-VM event log.
 //! - **Preview URLs**: [`preview`] — tokens that open one port of one VM, where they are kept
@@ -31,8 +33,11 @@ pub mod events;
 pub mod lifecycle;
 pub mod limits;
 pub mod memory;
+pub mod network;
+pub mod preset;
 pub mod preview;
 
 pub use actors::{Actor, Actors, Settings};
 pub use error::ActorError;
 pub use lifecycle::Refusal;
+pub use preset::{ClientOptions, Preset, Presets};

@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// (a connection that stops reading for 1 s is then skipped and told so with `streamError`)
     #[arg(long, default_value_t = DEFAULT_EVENT_QUEUE_BYTES as u64, value_parser = clap::value_parser!(u64).range(65536..))]
     event_queue_bytes: u64,
+    /// The config file (TOML): the VM preset of each actor name (limits, environment, network
+    /// policy). Without one, every actor name gets the built-in VM. See the README.
+    #[arg(long, env = "AGENTVM_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -82,7 +86,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(dir) => dir,
         None => default_data_dir()?,
     };
+    let presets = match &args.config {
+        Some(path) => {
+            let presets = agentvm_config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            tracing::info!(config = %path.display(), actors = ?presets.names(), "config loaded");
+            presets
+        }
+        None => agentvm_actors::Presets::default(),
+    };
     let config = ServerConfig {
+        presets: std::sync::Arc::new(presets),
         listen: args.listen,
         data_dir: data_dir.clone(),
         init_program: std::env::current_exe().context("finding the agentvm binary")?,

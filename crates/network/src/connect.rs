@@ -32,6 +32,14 @@ pub enum ConnectError {
     /// The name resolved to no address.
     #[error("{0} resolves to no address")]
     NoAddress(String),
+    /// The client's own loopback port (see `Proxy::with_local`) could not be connected to.
+    #[error("nothing answers on port {port} of this machine's loopback: {source}")]
+    Local {
+        /// The port.
+        port: u16,
+        /// Why.
+        source: io::Error,
+    },
     /// Every allowed address refused the connection.
     #[error("{addr} refused the connection")]
     Refused {

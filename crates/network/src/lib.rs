@@ -48,4 +48,4 @@ pub use connect::ConnectError;
 pub use forward::serve_forward;
 pub use limits::ProxyLimits;
 pub use policy::{DenyReason, EntryProblem, Policy, PolicyError};
-pub use proxy::{serve_proxy, Denied, OnDenied, Proxy, ProxyStats};
+pub use proxy::{serve_proxy, Denied, LocalConnect, OnDenied, Proxy, ProxyStats};

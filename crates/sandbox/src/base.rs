@@ -21,6 +21,9 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Bind;
 
+/// `/etc/agentvm/node-proxy.cjs` in every VM: see the file.
+const NODE_PROXY_PRELOAD: &str = include_str!("../assets/node-proxy.cjs");
+
 /// Host `/etc` entries copied into the base layer (when present and world-readable).
 pub const HOST_ETC_ENTRIES: &[&str] = &[
     "alternatives",
@@ -146,6 +149,10 @@ pub fn build(target: &Path, options: &BaseOptions<'_>) -> io::Result<BaseLayer> 
     }
     write_identity_files(&etc, options, &shell)?;
     symlink("../proc/self/mounts", etc.join("mtab"))?;
+    // Node.js before 22.21 ignores the proxy variables of VMs with an egress allow-list; this
+    // preload (NODE_OPTIONS, set with them) makes its `fetch` use the proxy.
+    fs::create_dir_all(etc.join("agentvm"))?;
+    fs::write(etc.join("agentvm/node-proxy.cjs"), NODE_PROXY_PRELOAD)?;
 
     chown_tree(&staging, options.owner)?;
     remove_if_exists(target)?;

@@ -49,7 +49,7 @@ mod tests {
         } else {
             Target::Id("abc".into())
         };
-        Addressed { target, token: None }
+        Addressed { target, token: None, input: None }
     }
 
     fn agent(value: &str) -> HeaderMap {

@@ -151,6 +151,14 @@ impl From<ActorError> for ApiError {
             ActorError::TooManyVms { limit } => ApiError::too_many_vms(limit),
             ActorError::RateLimited { retry_after } => ApiError::creation_rate_limited(retry_after),
             ActorError::ShuttingDown => ApiError::shutting_down(),
+            // Not `actor/not_found`: the rivetkit client retries that for seconds, and no retry
+            // can make an undefined name exist.
+            e @ ActorError::UnknownActorName { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "actor", "unknown_name", e.to_string())
+            }
+            ActorError::InputRefused { message, .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "actor", "invalid_input", message)
+            }
             ActorError::Vm(e) => ApiError::from(e),
             ActorError::Store(e) => ApiError::internal(format!("state store: {e}")),
             ActorError::Io { context, source } => ApiError::internal(format!("{context}: {source}")),

@@ -23,6 +23,8 @@ pub struct Addressed {
     pub target: Target,
     /// A token given in the query (`rvt-token`) or the path (`@token`).
     pub token: Option<String>,
+    /// The creation input (`rvt-input`, base64 of CBOR; see `agentvm_protocol::decode_input`).
+    pub input: Option<String>,
 }
 
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -54,6 +56,7 @@ pub fn parse(segment: &str, raw_query: Option<&str>) -> Result<Addressed, ApiErr
                 create,
             },
             token: rvt("rvt-token").map(str::to_string),
+            input: rvt("rvt-input").map(str::to_string),
         })
     } else {
         let (id, token) = match segment.split_once('@') {
@@ -63,7 +66,7 @@ pub fn parse(segment: &str, raw_query: Option<&str>) -> Result<Addressed, ApiErr
         if id.is_empty() {
             return Err(ApiError::new(StatusCode::NOT_FOUND, "actor", "not_found", "no actor id in the gateway path"));
         }
-        Ok(Addressed { target: Target::Id(id.to_string()), token })
+        Ok(Addressed { target: Target::Id(id.to_string()), token, input: None })
     }
 }
 

@@ -24,6 +24,7 @@ mod exposure;
 mod gateway;
 mod opening;
 mod origin;
+mod preview;
 mod routes;
 
 use std::future::{Future, IntoFuture};
@@ -32,7 +33,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentvm_actors::{Actors, Settings};
+use agentvm_actors::{Actors, Presets, Settings};
 use agentvm_vm::{HostConfig, VmHost};
 
 pub use agentvm_actors::limits::{DEFAULT_CREATES_PER_SECOND, DEFAULT_CREATE_BURST, DEFAULT_MAX_VMS};
@@ -89,6 +90,9 @@ pub struct ServerConfig {
     /// A connection's event queue is full at this many bytes: output producers then wait for
     /// it (up to a grace period, after which it is told what it missed with `streamError`).
     pub event_queue_bytes: usize,
+    /// What a VM of each actor name gets (the config file's `[actors.NAME]` presets); the
+    /// default serves every name with the built-in VM.
+    pub presets: Arc<Presets>,
 }
 
 impl ServerConfig {
@@ -110,6 +114,7 @@ impl ServerConfig {
             max_actions_per_connection: DEFAULT_MAX_ACTIONS_PER_CONNECTION,
             event_retention: EventRetention::default(),
             event_queue_bytes: DEFAULT_EVENT_QUEUE_BYTES,
+            presets: Arc::default(),
         }
     }
 }
@@ -158,8 +163,9 @@ pub async fn serve(
         event_queue_bytes: config.event_queue_bytes.max(64 << 10),
     };
     let data_dir = config.data_dir.clone();
+    let presets = Arc::clone(&config.presets);
     // Opening the registry and every VM's event log is blocking work.
-    let actors = tokio::task::spawn_blocking(move || Actors::load(host, &data_dir, settings))
+    let actors = tokio::task::spawn_blocking(move || Actors::load(host, &data_dir, settings, presets))
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?
         .map_err(|e| std::io::Error::other(ApiError::from(e).message))?;

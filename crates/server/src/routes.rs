@@ -40,17 +40,24 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(exposure::cors(Arc::clone(&gate)))
         // Outermost: the browser boundary runs before CORS, routes and token checks.
         .layer(axum::middleware::from_fn_with_state(gate, exposure::guard))
+        // Preview URLs, outside the layers above: their token is the credential (see `preview`).
+        .merge(crate::preview::routes())
         .with_state(state)
 }
 
-/// What the RivetKit client reads first (and waits for before any other call).
-async fn metadata() -> Json<serde_json::Value> {
+/// What the RivetKit client reads first (and waits for before any other call). `actorNames`
+/// are the config file's presets (`vm` without a file, when any name is served).
+async fn metadata(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let presets = state.actors.presets();
+    let names: Vec<String> = if presets.any_name() { vec!["vm".into()] } else { presets.names() };
+    let actor_names: serde_json::Map<String, serde_json::Value> =
+        names.into_iter().map(|name| (name, json!({"metadata": {}}))).collect();
     Json(json!({
         "runtime": "rivetkit",
         "version": "2.3.19",
         "envoy": {"kind": {"normal": {}}},
         "envoyProtocolVersion": 1,
-        "actorNames": {"vm": {"metadata": {}}},
+        "actorNames": actor_names,
         "agentvm": {"version": env!("CARGO_PKG_VERSION")},
     }))
 }
@@ -89,11 +96,25 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The actor a gateway request addresses (created by `getOrCreate`).
+/// The actor a gateway request addresses (created by `getOrCreate`, with its `rvt-input`).
+pub async fn resolve_addressed(state: &AppState, addressed: &gateway::Addressed) -> Result<Arc<Actor>, ApiError> {
+    let input = addressed.input.as_deref().map(agentvm_protocol::decode_input).transpose()?;
+    resolve_with(state, &addressed.target, input.as_ref()).await
+}
+
+/// The actor `target` names (created by `getOrCreate`, without input).
 pub async fn resolve(state: &AppState, target: &Target) -> Result<Arc<Actor>, ApiError> {
+    resolve_with(state, target, None).await
+}
+
+async fn resolve_with(
+    state: &AppState,
+    target: &Target,
+    input: Option<&agentvm_protocol::Value>,
+) -> Result<Arc<Actor>, ApiError> {
     match target {
         Target::Name { namespace, name, key, create } => {
-            Ok(state.actors.resolve(namespace, name, key, *create).await?.0)
+            Ok(state.actors.resolve(namespace, name, key, *create, input).await?.0)
         }
         Target::Id(id) => Ok(state.actors.by_id(id)?),
     }
@@ -135,7 +156,7 @@ async fn run_http_action(
             ApiError::invalid_request(format!("reading the request body: {rejection}"))
         }
     })?;
-    let actor = resolve(state, &addressed.target).await?;
+    let actor = resolve_addressed(state, &addressed).await?;
     let (version, args) = decode_action_request(encoding, &body)?;
     // json bodies carry no version, yet a void action's answer depends on it.
     let version = match encoding {
@@ -193,10 +214,12 @@ async fn connect(
         let token = addressed.token.clone().or_else(|| subprotocol("rivet_token."));
         authorize(&state, &headers, token.as_deref())?;
         let client = client_version::of_request(&addressed, &headers);
-        Ok::<_, ApiError>((encoding, addressed.target, client))
+        Ok::<_, ApiError>((encoding, addressed, client))
     })();
     let opened = match opened {
-        Ok((encoding, target, client)) => resolve(&state, &target).await.map(|actor| (encoding, actor, client)),
+        Ok((encoding, addressed, client)) => {
+            resolve_addressed(&state, &addressed).await.map(|actor| (encoding, actor, client))
+        }
         Err(error) => Err(error),
     };
     let limit = state.config.max_message_bytes;
@@ -223,6 +246,8 @@ struct NamespaceQuery {
 struct ActorRequest {
     name: String,
     key: Option<String>,
+    /// The creation input: standard base64 of CBOR (see `agentvm_protocol::decode_input`).
+    input: Option<String>,
 }
 
 fn rest_namespace(query: &NamespaceQuery) -> &str {
@@ -248,7 +273,8 @@ async fn actor_from_request(
     authorize(state, headers, None)?;
     let request = parse_actor_request(body)?;
     let key = keys::from_rest(request.key.as_deref().unwrap_or("/"));
-    Ok(state.actors.resolve(rest_namespace(query), &request.name, &key, true).await?)
+    let input = request.input.as_deref().map(agentvm_protocol::decode_input).transpose()?;
+    Ok(state.actors.resolve(rest_namespace(query), &request.name, &key, true, input.as_ref()).await?)
 }
 
 /// `PUT /actors`: get or create.
@@ -293,7 +319,12 @@ async fn list_actors(
         ids.split(',').filter_map(|id| state.actors.by_id(id.trim()).ok()).map(|a| record(&a)).collect()
     } else if let (Some(name), Some(key)) = (&query.name, &query.key) {
         let key = keys::from_rest(key);
-        state.actors.resolve(namespace, name, &key, false).await.map(|(a, _)| vec![record(&a)]).unwrap_or_default()
+        state
+            .actors
+            .resolve(namespace, name, &key, false, None)
+            .await
+            .map(|(a, _)| vec![record(&a)])
+            .unwrap_or_default()
     } else {
         state.actors.list(namespace, query.name.as_deref()).iter().map(|a| record(a)).collect()
     };

@@ -59,6 +59,9 @@ pub enum VmEvent {
     VmBooted,
     /// The VM is stopping: `reason` is `sleep`, `destroy` or `error`.
     VmShutdown { reason: String },
+    /// The VM's network policy refused a connection (emitted by the host's egress proxy):
+    /// where to, and why.
+    NetworkDenied { host: String, port: u16, reason: String },
 }
 
 /// Bytes an event is counted for besides its payload.
@@ -77,7 +80,8 @@ impl VmEvent {
             VmEvent::ProcessExit { .. }
             | VmEvent::ShellExit { .. }
             | VmEvent::VmBooted
-            | VmEvent::VmShutdown { .. } => 0,
+            | VmEvent::VmShutdown { .. }
+            | VmEvent::NetworkDenied { .. } => 0,
         }
     }
 
@@ -88,7 +92,7 @@ impl VmEvent {
             VmEvent::ShellData { shell_id, .. } | VmEvent::ShellExit { shell_id, .. } => {
                 GapScope::Shell(shell_id.clone())
             }
-            VmEvent::VmBooted | VmEvent::VmShutdown { .. } => GapScope::Vm,
+            VmEvent::VmBooted | VmEvent::VmShutdown { .. } | VmEvent::NetworkDenied { .. } => GapScope::Vm,
         }
     }
 }

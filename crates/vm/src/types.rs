@@ -28,6 +28,9 @@ pub use agentvm_types::{ExecResult, OutputStream, ProcessInfo, ProcessTreeNode, 
 pub struct VmOptions {
     /// Host name inside the VM; default: the VM id, cut to 63 characters.
     pub hostname: Option<String>,
+    /// Environment every process of the VM starts with, added to (and overriding) the built-in
+    /// `HOME`, `USER`, `PATH`…; a call's own `env` overrides both.
+    pub env: BTreeMap<String, String>,
     pub limits: CgroupLimits,
     /// Most terminals the VM may open at once (its devpts `max=`). The VM reserves this many
     /// from the server-wide terminal budget while it runs (see [`crate::terminal_budget`]).
@@ -76,6 +79,7 @@ impl Default for VmOptions {
     fn default() -> Self {
         VmOptions {
             hostname: None,
+            env: BTreeMap::new(),
             limits: DEFAULT_LIMITS,
             max_ptys: DEFAULT_MAX_PTYS,
             disk_bytes: Some(DEFAULT_DISK_BYTES),

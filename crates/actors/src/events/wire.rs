@@ -34,6 +34,14 @@ pub fn to_wire(event: &VmEvent) -> (&'static str, Value) {
         ),
         VmEvent::VmBooted => ("vmBooted", Value::object(Vec::<(String, Value)>::new())),
         VmEvent::VmShutdown { reason } => ("vmShutdown", Value::object([("reason", Value::from(reason.as_str()))])),
+        VmEvent::NetworkDenied { host, port, reason } => (
+            "networkDenied",
+            Value::object([
+                ("host", Value::from(host.as_str())),
+                ("port", Value::Int(i64::from(*port))),
+                ("reason", Value::from(reason.as_str())),
+            ]),
+        ),
     }
 }
 
@@ -46,6 +54,7 @@ pub fn name(event: &VmEvent) -> &'static str {
         VmEvent::ShellExit { .. } => "shellExit",
         VmEvent::VmBooted => "vmBooted",
         VmEvent::VmShutdown { .. } => "vmShutdown",
+        VmEvent::NetworkDenied { .. } => "networkDenied",
     }
 }
 
@@ -94,6 +103,9 @@ pub fn to_stored(event: &SequencedEvent) -> StoredEvent {
         }
         VmEvent::VmBooted => (serde_json::json!({}), None),
         VmEvent::VmShutdown { reason } => (serde_json::json!({"reason": reason}), None),
+        VmEvent::NetworkDenied { host, port, reason } => {
+            (serde_json::json!({"host": host, "port": port, "reason": reason}), None)
+        }
     };
     StoredEvent {
         seq: event.seq,
@@ -137,6 +149,7 @@ mod tests {
             VmEvent::ShellExit { shell_id: "s1".into(), exit_code: 7 },
             VmEvent::VmBooted,
             VmEvent::VmShutdown { reason: "sleep".into() },
+            VmEvent::NetworkDenied { host: "evil.example".into(), port: 443, reason: "not allowed".into() },
         ];
         for (seq, event) in samples.into_iter().enumerate() {
             let stored = to_stored(&SequencedEvent { seq: seq as u64, at_ms: 99, event: event.clone() });

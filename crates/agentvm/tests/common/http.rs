@@ -7,18 +7,25 @@ use super::server::TestServer;
 
 pub struct Api<'a> {
     pub server: &'a TestServer,
+    /// The actor name (`vm` unless made with [`Api::named`]).
+    pub name: &'a str,
     pub key: &'a str,
     pub http: reqwest::Client,
 }
 
 impl<'a> Api<'a> {
     pub fn new(server: &'a TestServer, key: &'a str) -> Api<'a> {
-        Api { server, key, http: reqwest::Client::new() }
+        Api::named(server, "vm", key)
+    }
+
+    /// A VM of actor name `name` (a preset of the server's config file).
+    pub fn named(server: &'a TestServer, name: &'a str, key: &'a str) -> Api<'a> {
+        Api { server, name, key, http: reqwest::Client::new() }
     }
 
     /// The URL of action `name` on this VM.
     pub fn url(&self, name: &str) -> String {
-        format!("{}/gateway/vm/action/{name}?rvt-method=getOrCreate&rvt-key={}", self.server.url, self.key)
+        format!("{}/gateway/{}/action/{name}?rvt-method=getOrCreate&rvt-key={}", self.server.url, self.name, self.key)
     }
 
     /// An action's status and body.

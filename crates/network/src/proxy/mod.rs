@@ -39,10 +39,19 @@ pub struct Denied {
 /// What `on_denied` is: called once for each refused destination, from the connection's task.
 pub type OnDenied = Arc<dyn Fn(Denied) + Send + Sync>;
 
+/// Connects to a port of the *client's own* loopback (for a VM: inside its network namespace).
+/// See [`Proxy::with_local`].
+pub type LocalConnect = Arc<
+    dyn Fn(u16) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<TcpStream>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// One VM's proxy: its policy, what to do with a refusal, its limits and its counters.
 pub struct Proxy {
     policy: Arc<Policy>,
     on_denied: OnDenied,
+    local: Option<LocalConnect>,
     limits: ProxyLimits,
     counters: Counters,
 }
@@ -74,7 +83,17 @@ struct Counters {
 impl Proxy {
     /// A proxy enforcing `policy` with the default [`ProxyLimits`].
     pub fn new(policy: Arc<Policy>, on_denied: OnDenied) -> Proxy {
-        Proxy { policy, on_denied, limits: ProxyLimits::default(), counters: Counters::default() }
+        Proxy { policy, on_denied, local: None, limits: ProxyLimits::default(), counters: Counters::default() }
+    }
+
+    /// The same proxy, sending loopback destinations the policy does not list (`127.0.0.1:3000`,
+    /// `localhost:3000`, `[::1]:3000`) to the client's own loopback through `local`, as if the
+    /// client had connected directly. A client behind the proxy variables means its own machine
+    /// by loopback (a dev server it started); only a loopback destination the operator listed
+    /// means the host's.
+    pub fn with_local(mut self, local: LocalConnect) -> Proxy {
+        self.local = Some(local);
+        self
     }
 
     /// The same proxy with other limits.
@@ -109,9 +128,12 @@ impl Proxy {
     /// A refusal has been reported through `on_denied` when this returns
     /// [`ConnectError::Denied`].
     async fn open(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
-        let result = match self.policy.check(host, port) {
-            Ok(()) => connect(host, port, Some(&self.policy), self.limits.connect_timeout).await,
-            Err(reason) => Err(ConnectError::Denied(reason)),
+        let result = match (self.policy.check(host, port), &self.local) {
+            (Ok(()), _) => connect(host, port, Some(&self.policy), self.limits.connect_timeout).await,
+            (Err(_), Some(local)) if is_loopback_name(host) => {
+                return local(port).await.map_err(|source| ConnectError::Local { port, source });
+            }
+            (Err(reason), _) => Err(ConnectError::Denied(reason)),
         };
         match &result {
             Ok(_) => tracing::debug!(host, port, "proxy: connected"),
@@ -129,6 +151,18 @@ impl Proxy {
         self.counters.bytes_from_clients.fetch_add(from_client, Ordering::Relaxed);
         self.counters.bytes_to_clients.fetch_add(to_client, Ordering::Relaxed);
     }
+}
+
+/// `localhost`, `*.localhost`, `127.0.0.0/8`, `::1` (and its IPv4-mapped forms).
+fn is_loopback_name(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| match ip {
+            std::net::IpAddr::V4(v4) => v4.is_loopback(),
+            std::net::IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        })
 }
 
 impl fmt::Debug for Proxy {

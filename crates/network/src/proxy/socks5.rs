@@ -111,7 +111,7 @@ async fn handshake(stream: &mut TcpStream) -> io::Result<Option<(String, u16)>> 
 fn reply_for(error: &ConnectError) -> Reply {
     match error {
         ConnectError::Denied(_) => Reply::NotAllowedByRuleset,
-        ConnectError::Refused { .. } => Reply::ConnectionRefused,
+        ConnectError::Refused { .. } | ConnectError::Local { .. } => Reply::ConnectionRefused,
         ConnectError::Unreachable { source, .. } if source.kind() == io::ErrorKind::NetworkUnreachable => {
             Reply::NetworkUnreachable
         }

@@ -121,6 +121,7 @@ impl Vm {
         ] {
             env.insert(k.to_string(), v.to_string());
         }
+        env.extend(options.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         let vm = Vm {
             inner: Arc::new(VmInner {
                 shared,

@@ -53,6 +53,17 @@ pub struct Vm {
     inner: Arc<VmInner>,
 }
 
+/// A [`Vm`] handle that does not keep the VM alive: [`WeakVm::upgrade`] gives the VM while some
+/// [`Vm`] handle still exists. For tasks that serve a VM and must not delay its teardown.
+#[derive(Clone)]
+pub struct WeakVm(std::sync::Weak<VmInner>);
+
+impl WeakVm {
+    pub fn upgrade(&self) -> Option<Vm> {
+        self.0.upgrade().map(|inner| Vm { inner })
+    }
+}
+
 struct VmInner {
     shared: Arc<Shared>,
     outgoing: mpsc::UnboundedSender<Outgoing>,
@@ -142,6 +153,20 @@ impl Vm {
     pub async fn stopped(&self) {
         let mut rx = self.inner.shared.stopped.subscribe();
         let _ = rx.wait_for(|stopped| *stopped).await;
+    }
+
+    /// A handle that does not keep the VM alive (see [`WeakVm`]).
+    pub fn downgrade(&self) -> WeakVm {
+        WeakVm(Arc::downgrade(&self.inner))
+    }
+
+    /// Like [`Vm::stopped`], but holds no handle on the VM (which would keep it alive): for
+    /// tasks that serve the VM and must end with it.
+    pub fn on_stop(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.inner.shared.stopped.subscribe();
+        async move {
+            let _ = rx.wait_for(|stopped| *stopped).await;
+        }
     }
 
     /// `true` while a spawned process runs or a shell is open (what keeps a VM from sleeping).
