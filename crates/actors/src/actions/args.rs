@@ -43,6 +43,14 @@ impl<'a> Args<'a> {
             .ok_or_else(|| self.wrong(index, name, "an integer", self.present(index)))
     }
 
+    /// An optional number (`None` when absent, `null` or `undefined`).
+    pub fn optional_number(&self, index: usize, name: &str) -> Result<Option<f64>, ActorError> {
+        match self.present(index) {
+            None => Ok(None),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| self.wrong(index, name, "a number", Some(v))),
+        }
+    }
+
     pub fn pid(&self, index: usize) -> Result<i32, ActorError> {
         let n = self.integer(index, "pid")?;
         i32::try_from(n).map_err(|_| self.wrong(index, "pid", "a process id", self.present(index)))
@@ -185,6 +193,27 @@ impl Options<'_> {
                 .map(Some)
                 .ok_or_else(|| self.wrong(name, "an array of strings", &Value::Array(items.clone()))),
             Some(other) => Err(self.wrong(name, "an array of strings", other)),
+        }
+    }
+
+    /// An object of strings (`headers`), in its order; `None` when absent.
+    pub fn string_map(&self, name: &str) -> Result<Option<Vec<(String, String)>>, ActorError> {
+        match self.field(name) {
+            None => Ok(None),
+            Some(Value::Map(entries)) => entries
+                .iter()
+                .filter(|(_, v)| !v.is_nullish())
+                .map(|(key, value)| match value {
+                    Value::String(s) => Ok((key.clone(), s.clone())),
+                    other => Err(ActorError::InvalidArguments(format!(
+                        "{}: {name}.{key} must be a string, got {}",
+                        self.action,
+                        other.type_name()
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(other) => Err(self.wrong(name, "an object of strings", other)),
         }
     }
 

@@ -12,6 +12,7 @@
 //! | files | `files.rs` | `readFile`, `writeFile`, `readFiles`, `writeFiles`, `mkdir`, `readdir`, `readdirRecursive`, `stat`, `exists`, `move`, `deleteFile` |
 //! | events | `events.rs` | `getVmEvents` |
 //! | lifecycle | `lifecycle.rs` | `destroy` |
+//! | network | `network.rs` | `vmFetch`, `createSignedPreviewUrl`, `expireSignedPreviewUrl` |
 //!
 //! [`dispatch`] adds what every action shares: refusing actions once `destroy` began, counting
 //! the action as activity (an actor with actions in flight never sleeps) and getting the VM
@@ -21,6 +22,7 @@ mod args;
 mod events;
 mod files;
 mod lifecycle;
+mod network;
 mod processes;
 mod shells;
 
@@ -34,7 +36,10 @@ use args::Args;
 
 /// Every action name, by family.
 pub fn names() -> impl Iterator<Item = &'static str> {
-    [processes::NAMES, shells::NAMES, files::NAMES, events::NAMES, lifecycle::NAMES].into_iter().flatten().copied()
+    [processes::NAMES, shells::NAMES, files::NAMES, events::NAMES, lifecycle::NAMES, network::NAMES]
+        .into_iter()
+        .flatten()
+        .copied()
 }
 
 /// A validated action call.
@@ -44,6 +49,7 @@ enum Call {
     Files(files::Call),
     Events(events::Call),
     Lifecycle(lifecycle::Call),
+    Network(network::Call),
 }
 
 impl Call {
@@ -63,6 +69,9 @@ impl Call {
         }
         if let Some(call) = lifecycle::parse(name) {
             return Ok(Call::Lifecycle(call));
+        }
+        if let Some(call) = network::parse(name, args)? {
+            return Ok(Call::Network(call));
         }
         Err(ActorError::ActionNotFound(name.to_string()))
     }
@@ -92,6 +101,8 @@ pub async fn dispatch(
         Call::Processes(call) => processes::run(&actor.vm(quiet).await?, call).await,
         Call::Shells(call) => shells::run(&actor.vm(quiet).await?, call).await,
         Call::Files(call) => files::run(&actor.vm(quiet).await?, call).await,
+        // Boots the VM only for `vmFetch`.
+        Call::Network(call) => network::run(actors, actor, call).await,
     };
     // A VM stopped under a running action by `destroy`: say so rather than "not running".
     result.map_err(|e| match actor.check_usable() {
@@ -117,7 +128,7 @@ mod tests {
     #[test]
     fn every_action_belongs_to_exactly_one_family() {
         let all: Vec<&str> = names().collect();
-        assert_eq!(all.len(), 29);
+        assert_eq!(all.len(), 32);
         let mut unique = all.clone();
         unique.sort_unstable();
         unique.dedup();
