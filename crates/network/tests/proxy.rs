@@ -5,7 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use agentvm_network::{Denied, ProxyLimits};
+use std::sync::{Arc, Mutex};
+
+use agentvm_network::{Denied, LocalConnect, ProxyLimits};
 use common::{closed_port, curl, run, wait_until, Echo, Origin, TestProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -340,4 +342,42 @@ async fn an_unreachable_allowed_destination_is_502() {
     assert_eq!(status, "502 000");
     assert_eq!(body, format!("127.0.0.1:{port} refused the connection\n"));
     assert!(proxy.denied().is_empty());
+}
+
+#[tokio::test]
+async fn with_local_unlisted_loopback_destinations_are_the_clients_own() {
+    // The host's 127.0.0.1 stands in for the client's own loopback (a VM's, in the server).
+    let own = Origin::start().await;
+    let listed = Origin::start().await;
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let record = calls.clone();
+    let local: LocalConnect = Arc::new(move |port| {
+        record.lock().expect("calls").push(port);
+        Box::pin(TcpStream::connect(("127.0.0.1", port)))
+    });
+    let proxy = TestProxy::build(&allow(&[format!("127.0.0.1:{}", listed.port())]), |p| p.with_local(local)).await;
+
+    let url = format!("http://127.0.0.1:{}/own", own.port());
+    let (code, out, err) = curl(&["-x", &proxy.url(), "-w", STATUS, &url]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(split_status(&out), ("origin: GET /own\n", "200 000"));
+    let url = format!("http://localhost:{}/own-by-name", own.port());
+    let (code, out, err) = curl(&["-p", "-x", &proxy.url(), "-w", STATUS, &url]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(split_status(&out), ("origin: GET /own-by-name\n", "200 200"));
+    assert_eq!(*calls.lock().expect("calls"), [own.port(), own.port()]);
+
+    // A listed loopback destination is the host's: the local connector is not asked.
+    let url = format!("http://127.0.0.1:{}/listed", listed.port());
+    let (_, out, _) = curl(&["-x", &proxy.url(), "-w", STATUS, &url]).await;
+    assert_eq!(split_status(&out), ("origin: GET /listed\n", "200 000"));
+    assert_eq!(calls.lock().expect("calls").len(), 2);
+
+    // Nothing listening locally: 502, not a denial. Other destinations are still refused.
+    let closed = closed_port().await;
+    let (_, out, _) = curl(&["-x", &proxy.url(), "-w", STATUS, &format!("http://127.0.0.1:{closed}/")]).await;
+    assert_eq!(split_status(&out).1, "502 000", "{out}");
+    let (_, out, _) = curl(&["-x", &proxy.url(), "-w", STATUS, "http://api.evil.com/"]).await;
+    assert_eq!(split_status(&out).1, "403 000", "{out}");
+    assert_eq!(proxy.denied().len(), 1);
 }

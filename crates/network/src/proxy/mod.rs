@@ -131,7 +131,11 @@ impl Proxy {
         let result = match (self.policy.check(host, port), &self.local) {
             (Ok(()), _) => connect(host, port, Some(&self.policy), self.limits.connect_timeout).await,
             (Err(_), Some(local)) if is_loopback_name(host) => {
-                return local(port).await.map_err(|source| ConnectError::Local { port, source });
+                let limit = self.limits.connect_timeout;
+                return match tokio::time::timeout(limit, local(port)).await {
+                    Ok(connected) => connected.map_err(|source| ConnectError::Local { port, source }),
+                    Err(_) => Err(ConnectError::TimedOut { host: host.to_owned(), port, timeout: limit }),
+                };
             }
             (Err(reason), _) => Err(ConnectError::Denied(reason)),
         };

@@ -127,11 +127,16 @@ impl TestProxy {
     }
 
     pub async fn with_limits(allow: &[String], limits: ProxyLimits) -> TestProxy {
+        TestProxy::build(allow, |proxy| proxy.with_limits(limits)).await
+    }
+
+    /// A proxy configured by `configure` (limits, a local connector...).
+    pub async fn build(allow: &[String], configure: impl FnOnce(Proxy) -> Proxy) -> TestProxy {
         let policy = Arc::new(Policy::parse(allow).expect("test policy"));
         let denied = Arc::new(Mutex::new(Vec::new()));
         let record = denied.clone();
         let on_denied = Arc::new(move |d: Denied| record.lock().expect("denied").push(d));
-        let proxy = Arc::new(Proxy::new(policy, on_denied).with_limits(limits));
+        let proxy = Arc::new(configure(Proxy::new(policy, on_denied)));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
         let task = Running(tokio::spawn(serve_proxy(listener, proxy.clone())));
