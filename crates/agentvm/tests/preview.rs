@@ -364,3 +364,19 @@ async fn with_an_api_token_the_preview_token_alone_opens_the_preview_but_creates
         "{names}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_preset_sets_the_preview_lifetimes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agentvm.toml");
+    std::fs::write(&config, "[actors.vm.preview]\ndefault_expires_in_seconds = 60\nmax_expires_in_seconds = 120\n")
+        .unwrap();
+    let server = TestServer::start_with(&["--config", config.to_str().unwrap()]);
+    let api = Api::new(&server, "preview-preset");
+    let created = api.ok("createSignedPreviewUrl", json!([8000])).await;
+    let expires_in = created["expiresAt"].as_i64().unwrap() - now_ms();
+    assert!((50_000..=60_000).contains(&expires_in), "the preset's default, 60 s: {created}");
+    api.ok("createSignedPreviewUrl", json!([8000, 120])).await;
+    let (status, body) = api.call("createSignedPreviewUrl", json!([8000, 121])).await;
+    assert_eq!((status, body["message"].as_str()), (400, Some("expiresInSeconds must be between 1 and 120")));
+}

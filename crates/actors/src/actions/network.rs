@@ -17,15 +17,11 @@ use bytes::Bytes;
 use super::args::Args;
 use crate::actors::{Actor, Actors};
 use crate::error::ActorError;
+use crate::preset::PreviewLimits;
 use crate::preview;
 
 /// The actions of this family.
 pub const NAMES: &[&str] = &["vmFetch", "createSignedPreviewUrl", "expireSignedPreviewUrl"];
-
-/// How long a preview URL lives when the call does not say, and at most (the reference's
-/// `preview` config; the operator's preset will set them).
-const PREVIEW_DEFAULT_EXPIRES: Duration = Duration::from_secs(3600);
-const PREVIEW_MAX_EXPIRES: Duration = Duration::from_secs(86_400);
 
 /// A validated network action.
 pub(super) enum Call {
@@ -74,9 +70,11 @@ fn port(action: &str, args: &Args<'_>) -> Result<u16, ActorError> {
         .ok_or_else(|| ActorError::InvalidArguments(format!("{action}: port must be between 1 and 65535, got {n}")))
 }
 
-/// The preview limits for `actor`: (default, most) lifetime.
-fn preview_limits(_actor: &Actor) -> (Duration, Duration) {
-    (PREVIEW_DEFAULT_EXPIRES, PREVIEW_MAX_EXPIRES)
+/// How long a preview URL of `actor` lives when the call does not say, and at most: its
+/// preset's `preview` limits (by default the reference's 3600 s and 86400 s).
+fn preview_limits(actors: &Actors, actor: &Actor) -> PreviewLimits {
+    // A name the configuration no longer defines keeps the defaults.
+    actors.presets().get(&actor.name).map(|preset| preset.preview).unwrap_or_default()
 }
 
 /// Runs a network action; only `vmFetch` boots (or wakes) the VM.
@@ -84,7 +82,7 @@ pub(super) async fn run(actors: &Arc<Actors>, actor: &Arc<Actor>, call: Call) ->
     match call {
         Call::Fetch { port, request } => fetch(&actor.vm(false).await?, port, request).await,
         Call::CreatePreview { port, expires_in } => {
-            let (default, max) = preview_limits(actor);
+            let PreviewLimits { default_expires: default, max_expires: max } = preview_limits(actors, actor);
             let expires_in = match expires_in {
                 None => default,
                 Some(seconds) if seconds >= 1.0 && seconds <= max.as_secs_f64() => Duration::from_secs_f64(seconds),
