@@ -353,7 +353,7 @@ async fn with_an_api_token_the_preview_token_alone_opens_the_preview_but_creates
     let keys: Vec<&str> = listed["actors"].as_array().unwrap().iter().filter_map(|a| a["key"].as_str()).collect();
     assert_eq!(keys, ["preview-auth"], "no actor was created: {listed}");
     // The VM never sees the API token.
-    let echo = "import http.server as h\nclass H(h.BaseHTTPRequestHandler):\n def do_GET(s):\n  b=str(sorted(k.lower() for k in s.headers.keys())).encode()\n  s.send_response(200); s.send_header('Content-Length', str(len(b))); s.end_headers(); s.wfile.write(b)\nh.HTTPServer(('127.0.0.1', 8002), H).serve_forever()";
+    let echo = "import http.server as h\nclass H(h.BaseHTTPRequestHandler):\n def do_GET(s):\n  b=str(sorted(k.lower() for k in s.headers.keys())).encode()\n  s.send_response(200); s.send_header('Content-Length', str(len(b))); s.end_headers(); s.wfile.write(b)\n def do_POST(s):\n  n=int(s.headers['Content-Length']); got=0\n  while got < n: got += len(s.rfile.read(min(65536, n - got)))\n  b=str(got).encode()\n  s.send_response(200); s.send_header('Content-Length', str(len(b))); s.end_headers(); s.wfile.write(b)\nh.HTTPServer(('127.0.0.1', 8002), H).serve_forever()";
     api.ok("spawn", json!(["python3", ["-c", echo]])).await;
     wait_for_server(&api, 8002).await;
     let seen = api.ok("createSignedPreviewUrl", json!([8002])).await["path"].as_str().unwrap().to_string();
@@ -363,6 +363,9 @@ async fn with_an_api_token_the_preview_token_alone_opens_the_preview_but_creates
         names.contains("'host'") && !names.contains("x-rivet-token") && !names.contains("authorization"),
         "{names}"
     );
+    // Request bodies go through whole, past the API's own body limits.
+    let upload = http().post(format!("{}{seen}/upload", server.url)).body(vec![7u8; 40 << 20]).send().await.unwrap();
+    assert_eq!(upload.text().await.unwrap(), (40u64 << 20).to_string());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
