@@ -2,7 +2,7 @@
 // it with the client the version's run.mjs imported from its own node_modules (bare specifiers
 // resolve relative to the importing file, so each version must import rivetkit itself).
 //
-//   ENDPOINT=http://127.0.0.1:PORT ENCODING=bare KEY=test [SCENARIO=seed|multiplayer|files|bulk] node <version>/run.mjs
+//   ENDPOINT=http://127.0.0.1:PORT ENCODING=bare KEY=test [SCENARIO=seed|multiplayer|files|bulk|preview] node <version>/run.mjs
 
 const SCENARIOS = {
 	seed: "./seed-examples.mjs",
@@ -11,6 +11,7 @@ const SCENARIOS = {
 	bulk: "./bulk-output.mjs",
 	"subscribe-first": "./subscribe-first.mjs",
 	presets: "./presets.mjs",
+	preview: "./preview.mjs",
 };
 
 export async function main(createClient, version) {
