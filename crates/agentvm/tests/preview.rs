@@ -303,6 +303,13 @@ async fn an_unexpired_token_survives_a_restart_and_wakes_the_sleeping_vm() {
     let api = Api::new(&server, "preview-restart");
     let url = format!("{}{lasting}/", server.url);
     assert_eq!(get(&format!("{}{expired}/", server.url)).await.0, 403, "expired stays expired");
+    assert_eq!(get(&format!("{}/request/fetch/{}/", server.url, "x".repeat(32))).await.0, 403);
+    // (Through the gateway the token is checked in the sleeping VM's own file.)
+    let id = actor_id(&server, "preview-restart", None).await;
+    let expired_token = expired.rsplit('/').next().unwrap();
+    assert_eq!(get(&format!("{}/gateway/{id}/request/fetch/{expired_token}/", server.url)).await.0, 403);
+    let events = api.ok("getVmEvents", json!([])).await;
+    assert_eq!(boots(&events), boots_before, "refused tokens boot nothing: {events}");
     // The VM sleeps after the restart: the request wakes it (its dev server is not running yet).
     let (status, body, _) = get(&url).await;
     assert_eq!(status, 502, "the token is valid, the VM woke, nothing listens yet: {body}");
