@@ -8,6 +8,8 @@
 //! `POST /gateway/{actor}/action/{name}` (stateless actions in json, cbor or bare) and
 //! `GET /gateway/{actor}/connect` (WebSocket: actions, subscriptions, events). `{actor}` is an
 //! actor name with `rvt-*` query parameters (clients 2.3) or an actor id (clients 2.0–2.2).
+//! Preview URLs (`preview`): `/request/fetch/{token}/...` and `/gateway/{actor}/request/fetch/{token}/...`
+//! proxy HTTP and WebSocket to a port of the VM while the token is valid.
 //!
 //! This crate is one front end over the transport-neutral actor core, `agentvm-actors` (the
 //! actor directory, the VM lifecycle, action dispatch, events). It owns only what is HTTP or
