@@ -179,7 +179,7 @@ async fn mkdir_semantics() {
     assert_code(&err(vm.mkdir("/home/user/file", true).await), "EEXIST");
     assert_code(&err(vm.mkdir("/home/user/file", false).await), "EEXIST");
     assert_code(&err(vm.mkdir("/home/user/file/sub", true).await), "ENOTDIR");
-    assert_code(&err(vm.mkdir("/etc/agentvm", false).await), "EACCES");
+    assert_code(&err(vm.mkdir("/etc/not-writable-by-the-user", false).await), "EACCES");
     assert_code(&err(vm.mkdir("/", false).await), "EEXIST");
     vm.mkdir("/", true).await.unwrap();
     // Through a symbolic link to a directory, like `mkdir -p`.
