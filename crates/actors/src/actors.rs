@@ -489,6 +489,7 @@ impl Actor {
         };
         // The policy's variables last: neither the preset's nor the client's env replaces them.
         options.env.extend(crate::network::env_for(&preset.network));
+        options.resolv_conf = crate::network::resolv_conf_for(&preset.network);
         let vm = self.host.create_vm(&self.id, options).await?;
         if let Err(e) = crate::network::start(&vm, &preset.network, Arc::clone(&self.events)).await {
             vm.shutdown(Duration::ZERO).await;

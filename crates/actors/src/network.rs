@@ -11,6 +11,8 @@
 //!   event. Loopback destinations the list does not name (`127.0.0.1:3000`) are the VM's own:
 //!   the proxy connects to them inside the VM. There is no route out of the namespace, so a program that ignores the variables
 //!   reaches nothing.
+//! - `mode = "open"`: outbound internet through slirp4netns ([`crate::user_network`]); the
+//!   host's loopback stays unreachable.
 //! - `forward`: each `{port, to}` listens on the VM's `127.0.0.1:port` (and `[::1]:port`) and
 //!   joins every connection to the host address `to` (any mode; no proxy support needed).
 //!
@@ -55,6 +57,11 @@ pub fn proxy_env() -> BTreeMap<String, String> {
     env
 }
 
+/// `/etc/resolv.conf` of a VM under `network` (`None`: no name server).
+pub fn resolv_conf_for(network: &Network) -> Option<String> {
+    (network.mode == NetworkMode::Open).then(|| crate::user_network::RESOLV_CONF.to_string())
+}
+
 /// The environment a preset's network policy adds to every process of the VM.
 pub fn env_for(network: &Network) -> BTreeMap<String, String> {
     match network.mode {
@@ -89,6 +96,9 @@ pub async fn start(vm: &Vm, network: &Network, events: Arc<EventLog>) -> Result<
             let proxy = Arc::clone(&proxy);
             spawn_until_stopped(vm, async move { serve_proxy(listener, proxy).await });
         }
+    }
+    if network.mode == NetworkMode::Open {
+        crate::user_network::start(vm).await?;
     }
     for forward in &network.forward {
         for listener in listen_loopback(vm, forward.port).await? {

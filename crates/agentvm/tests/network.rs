@@ -269,3 +269,94 @@ fn createwithinput_cannot_change_the_network_policy_through_the_rivetkit_client(
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The host's first IPv4 address that is not loopback: what "the internet" looks like from a
+/// VM in open mode in this offline test.
+fn host_address() -> std::net::Ipv4Addr {
+    nix::ifaddrs::getifaddrs()
+        .unwrap()
+        .filter_map(|i| i.address.and_then(|a| a.as_sockaddr_in().map(|s| s.ip())))
+        .find(|ip| !ip.is_loopback())
+        .expect("this test needs a non-loopback IPv4 address on the host (a test server listens there)")
+}
+
+/// slirp4netns processes the server started.
+fn slirps_of(server: &TestServer) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some((comm, rest)) = stat.split_once(") ") else { continue };
+        let ppid: u32 = rest.split(' ').nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+        if comm.ends_with("(slirp4netns") && ppid == server.pid() {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_mode_reaches_the_network_but_not_the_hosts_loopback() {
+    let ip = host_address();
+    let outside = {
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf).await;
+                let body = "hello-from-outside";
+                let response =
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let _ = stream.write_all(response.as_bytes()).await;
+            }
+        });
+        port
+    };
+    let loopback_only = host_server("host-loopback-secret").await;
+    let config = config_file("[actors.vm]\n\n[actors.web.network]\nmode = \"open\"\n");
+    let server = TestServer::start_with(&["--config", config.path().to_str().unwrap()]);
+    let port = server_port(&server);
+    let web = Api::named(&server, "web", "open");
+    let plain = Api::named(&server, "vm", "closed");
+
+    assert_eq!(ok(&web, &format!("curl -sS -m 10 http://{ip}:{outside}/")).await, "hello-from-outside");
+    assert!(ok(&web, "cat /etc/resolv.conf").await.contains("nameserver 10.0.2.3"));
+    assert_eq!(ok(&web, "echo ${HTTP_PROXY:-none}").await, "none\n");
+    // The host's loopback (through slirp's gateway address too) and the server's API stay out of reach.
+    for url in [
+        format!("http://10.0.2.2:{}/", loopback_only.port),
+        format!("http://10.0.2.2:{port}/health"),
+        format!("http://{ip}:{port}/health"),
+        format!("http://127.0.0.1:{}/", loopback_only.port),
+    ] {
+        let out = fails(&web, &format!("curl -sS -m 5 {url}")).await;
+        assert!(!out.contains("secret") && !out.contains("agentvm"), "{url}: {out}");
+    }
+    assert_eq!(loopback_only.connections.load(Ordering::SeqCst), 0);
+    // The other preset stays closed.
+    fails(&plain, &format!("curl -sS -m 5 http://{ip}:{outside}/")).await;
+    assert!(ok(&plain, "cat /etc/resolv.conf").await.contains("no name server"));
+
+    // The stack ends with its VM.
+    assert_eq!(slirps_of(&server).len(), 1, "one slirp4netns for the one open VM");
+    web.ok("destroy", json!([])).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !slirps_of(&server).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "slirp4netns outlived its VM");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn open_mode_is_refused_beyond_loopback() {
+    let config = config_file("[actors.web.network]\nmode = \"open\"\n");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_agentvm"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--token", "t", "--data-dir", "/nonexistent/agentvm-test", "--config"])
+        .arg(config.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("network.mode") && stderr.contains("loopback"), "{stderr}");
+}

@@ -46,6 +46,7 @@ fn launch_and_run_a_command() {
         user: UserSpec { name: "user".into(), uid: 1000, gid: 1000, home: "/home/user".into() },
         init_is_root: ids.init_is_root(),
         confinement: Default::default(),
+        resolv_conf: None,
     };
     let t = std::time::Instant::now();
     let agentvm_sandbox::launch::Launched { init, control } = launch(&LaunchSpec {

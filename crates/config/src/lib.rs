@@ -231,12 +231,6 @@ impl NetworkSection {
             Some(mode) => (*mode.get_ref(), Some(mode.span())),
             None => (NetworkMode::None, None),
         };
-        if mode == NetworkMode::Open {
-            return Err((
-                mode_span,
-                "network.mode = \"open\" is not available in this version: use \"allow\" with the destinations the VM needs".into(),
-            ));
-        }
         let mut entries = Vec::new();
         for entry in &self.allow {
             Policy::parse(std::slice::from_ref(entry.get_ref()))

@@ -21,6 +21,11 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Bind;
 
+/// `/etc/resolv.conf` of a VM without a name server (loopback only, or an egress proxy that
+/// resolves names itself).
+pub const RESOLV_CONF_NONE: &str =
+    "# agentvm: this VM has no name server (loopback only, or names resolved by its proxy).\n";
+
 /// `/etc/agentvm/node-proxy.cjs` in every VM: see the file.
 const NODE_PROXY_PRELOAD: &str = include_str!("../assets/node-proxy.cjs");
 
@@ -178,10 +183,7 @@ fn write_identity_files(etc: &Path, options: &BaseOptions<'_>, shell: &str) -> i
     fs::write(etc.join("hostname"), "agentvm\n")?;
     fs::write(etc.join("hosts"), hosts_file("agentvm"))?;
     // A VM has loopback networking only: no name server is reachable.
-    fs::write(
-        etc.join("resolv.conf"),
-        "# agentvm: this VM has loopback networking only; no name server is configured.\n",
-    )?;
+    fs::write(etc.join("resolv.conf"), RESOLV_CONF_NONE)?;
     Ok(())
 }
 

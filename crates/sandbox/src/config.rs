@@ -19,6 +19,9 @@ pub struct InitConfig {
     /// Seccomp policy, limits and tmpfs sizes every process of the VM gets.
     #[serde(default)]
     pub confinement: Confinement,
+    /// `/etc/resolv.conf` of this boot; `None`: the base's (no name server, loopback only).
+    #[serde(default)]
+    pub resolv_conf: Option<String>,
 }
 
 /// Host paths that make up the root filesystem.

@@ -128,6 +128,9 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub enum ServerError {
     #[error("refusing to listen on {0} without a token: anyone who can reach it could run programs in your VMs (set --token, or listen on a loopback address)")]
     NonLoopbackWithoutToken(SocketAddr),
+    /// A preset cannot be served as configured (a missing tool, an unsafe combination).
+    #[error("{0}")]
+    Preset(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
@@ -141,6 +144,30 @@ pub struct AppState {
     pub actors: Arc<Actors>,
 }
 
+/// Refuses presets that cannot be served safely here: `network.mode = "open"` needs slirp4netns,
+/// and a server listening beyond loopback (VMs in open mode reach the host's other addresses,
+/// only its loopback is kept from them).
+fn check_presets(config: &ServerConfig) -> Result<(), ServerError> {
+    let open: Vec<&str> = config
+        .presets
+        .iter()
+        .filter(|p| p.network.mode == agentvm_actors::preset::NetworkMode::Open)
+        .map(|p| p.name.as_str())
+        .collect();
+    if open.is_empty() {
+        return Ok(());
+    }
+    agentvm_actors::user_network::find().map_err(ServerError::Preset)?;
+    if !config.listen.ip().is_loopback() {
+        return Err(ServerError::Preset(format!(
+            "presets {open:?} give VMs the internet (network.mode = \"open\"), from which the host's own non-loopback addresses are reachable: listen on a loopback address (and put a proxy in front) rather than {}",
+            config.listen
+        )));
+    }
+    tracing::info!(presets = ?open, "network.mode = \"open\" through slirp4netns");
+    Ok(())
+}
+
 /// Runs the server until `shutdown` resolves, then stops every VM and returns. Calls
 /// `on_listening` with the bound address (useful with port 0).
 pub async fn serve(
@@ -151,6 +178,7 @@ pub async fn serve(
     if !config.listen.ip().is_loopback() && config.token.is_none() {
         return Err(ServerError::NonLoopbackWithoutToken(config.listen));
     }
+    check_presets(&config)?;
     let host_config = HostConfig::new(&config.data_dir, &config.init_program);
     let host = tokio::task::spawn_blocking(move || VmHost::new(host_config))
         .await

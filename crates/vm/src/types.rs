@@ -28,6 +28,8 @@ pub use agentvm_types::{ExecResult, OutputStream, ProcessInfo, ProcessTreeNode, 
 pub struct VmOptions {
     /// Host name inside the VM; default: the VM id, cut to 63 characters.
     pub hostname: Option<String>,
+    /// `/etc/resolv.conf` inside the VM; `None`: no name server.
+    pub resolv_conf: Option<String>,
     /// Environment every process of the VM starts with, added to (and overriding) the built-in
     /// `HOME`, `USER`, `PATH`…; a call's own `env` overrides both.
     pub env: BTreeMap<String, String>,
@@ -80,6 +82,7 @@ impl Default for VmOptions {
         VmOptions {
             hostname: None,
             env: BTreeMap::new(),
+            resolv_conf: None,
             limits: DEFAULT_LIMITS,
             max_ptys: DEFAULT_MAX_PTYS,
             disk_bytes: Some(DEFAULT_DISK_BYTES),

@@ -1,9 +1,10 @@
-//! Files init writes into the VM at every boot: `/etc/hostname`, `/etc/hosts` and the user's
-//! home directory.
+//! Files init writes into the VM at every boot: `/etc/hostname`, `/etc/hosts`,
+//! `/etc/resolv.conf` (its name server depends on the VM's network policy) and the user's home
+//! directory.
 //!
 //! They are written after `pivot_root`, when no host path is left to reach, and still without
 //! following any link the VM may have left there ([`super::rootpath`]):
-//! - `/etc/hostname` and `/etc/hosts` are agentvm's: a link or file in their place is replaced
+//! - `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` are agentvm's: a link or file in their place is replaced
 //!   (a new file is written next to it and renamed over it, which never follows the old entry);
 //!   an identical file is left alone so it is not copied into the VM's layer for nothing;
 //! - the home directory is the user's: created (owned by the VM user, 0755) only when nothing is
@@ -33,6 +34,8 @@ pub fn write(config: &InitConfig) -> Result<(), RootPathError> {
         Ok((_, _, etc)) => {
             replace_file(&etc, "hostname", format!("{}\n", config.hostname).as_bytes(), "/etc/hostname")?;
             replace_file(&etc, "hosts", hosts_file(&config.hostname).as_bytes(), "/etc/hosts")?;
+            let resolv = config.resolv_conf.as_deref().unwrap_or(crate::base::RESOLV_CONF_NONE);
+            replace_file(&etc, "resolv.conf", resolv.as_bytes(), "/etc/resolv.conf")?;
         }
         Err(RootPathError::NotADirectory(path)) => skipped("/etc/hostname and /etc/hosts", &path),
         Err(e) => return Err(e),

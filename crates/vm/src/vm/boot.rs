@@ -48,6 +48,7 @@ impl Vm {
                 .confinement
                 .clone()
                 .unwrap_or_else(|| Confinement::sized_for(options.limits.memory_bytes, options.limits.pids)),
+            resolv_conf: options.resolv_conf.clone(),
         };
 
         // Creating cgroups and launching are a few blocking system calls.

@@ -155,6 +155,11 @@ impl Vm {
         let _ = rx.wait_for(|stopped| *stopped).await;
     }
 
+    /// The host pid of the VM's init (its PID 1), whose namespaces are the VM's.
+    pub fn init_pid(&self) -> i32 {
+        self.inner.init.host_pid
+    }
+
     /// A handle that does not keep the VM alive (see [`WeakVm`]).
     pub fn downgrade(&self) -> WeakVm {
         WeakVm(Arc::downgrade(&self.inner))
