@@ -7,7 +7,7 @@
 
 use agentvm_actors::{ActorError, Refusal};
 use agentvm_protocol::{ErrorBody, ProtocolError, Value};
-use agentvm_vm::{errno_code, Errno, VmError};
+use agentvm_vm::{errno_code, Errno, FetchProblem, VmError};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
@@ -183,6 +183,11 @@ impl From<VmError> for ApiError {
             VmError::ResourceExhausted(_) => (StatusCode::SERVICE_UNAVAILABLE, "resource_exhausted"),
             VmError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "io_error"),
             VmError::PortClosed { .. } => (StatusCode::BAD_GATEWAY, "port_closed"),
+            VmError::Fetch { problem: FetchProblem::TimedOut(_), .. } => {
+                (StatusCode::GATEWAY_TIMEOUT, "fetch_timed_out")
+            }
+            VmError::Fetch { problem: FetchProblem::TooLarge(_), .. } => (StatusCode::BAD_GATEWAY, "fetch_too_large"),
+            VmError::Fetch { .. } => (StatusCode::BAD_GATEWAY, "fetch_failed"),
             VmError::Socket(_) => (StatusCode::BAD_GATEWAY, "socket_failed"),
             VmError::FileSystem(fs) => {
                 let errno = fs.errno();

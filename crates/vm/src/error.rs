@@ -43,10 +43,30 @@ pub enum VmError {
     /// Nothing listens on this port of the VM's loopback (the connection was refused).
     #[error("ECONNREFUSED: nothing listens on port {port} in the VM")]
     PortClosed { port: u16 },
+    /// An HTTP request into the VM (`vmFetch`) failed after connecting.
+    #[error("vmFetch to port {port}: {problem}")]
+    Fetch { port: u16, problem: FetchProblem },
     /// Init could not make a socket in the VM's network namespace (a listener's port may be
     /// taken: `EADDRINUSE`).
     #[error(transparent)]
     Socket(#[from] agentvm_sandbox::protocol::SocketError),
+}
+
+/// What went wrong with an HTTP request into the VM ([`VmError::Fetch`]).
+#[derive(Debug, thiserror::Error)]
+pub enum FetchProblem {
+    /// No complete answer within the time limit.
+    #[error("no complete answer within {0:?}")]
+    TimedOut(std::time::Duration),
+    /// The response body is larger than the limit (bytes).
+    #[error("the response body is larger than {} MiB (use a preview URL to stream it)", .0 >> 20)]
+    TooLarge(usize),
+    /// The answer is not valid HTTP/1.1.
+    #[error("the server's answer is not valid HTTP/1.1: {0}")]
+    NotHttp(String),
+    /// The connection broke.
+    #[error("{0}")]
+    Connection(io::Error),
 }
 
 /// Why a filesystem operation ([`crate::files`]) failed: the operation's own failure inside the

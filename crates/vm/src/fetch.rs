@@ -28,7 +28,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::error::{Result, VmError};
+use crate::error::{FetchProblem, Result, VmError};
 use crate::Vm;
 
 /// Longest a [`Vm::fetch`] may take, from connecting to the last byte of the body.
@@ -77,9 +77,9 @@ impl FetchRequest {
 impl Vm {
     /// Sends `request` to the server listening on `port` of the VM's loopback and reads its
     /// whole answer (see the module's limits). Fails with [`VmError::PortClosed`] when nothing
-    /// listens there, [`VmError::InvalidArgument`] for a request that cannot be sent,
-    /// [`VmError::ResourceExhausted`] for a body over the limit, and [`VmError::Io`] for a
-    /// timeout (`TimedOut`), a broken connection or an answer that is not HTTP.
+    /// listens there, [`VmError::InvalidArgument`] for a request that cannot be sent, and
+    /// [`VmError::Fetch`] for a timeout, a body over the limit, a broken connection or an answer
+    /// that is not HTTP.
     pub async fn fetch(&self, port: u16, request: FetchRequest) -> Result<FetchResponse> {
         let head = request_head(port, &request)?;
         let work = async {
@@ -88,10 +88,7 @@ impl Vm {
         };
         match tokio::time::timeout(FETCH_TIMEOUT, work).await {
             Ok(result) => result,
-            Err(_) => Err(VmError::io(
-                format!("vmFetch to port {port}"),
-                io::Error::new(io::ErrorKind::TimedOut, format!("no complete answer within {FETCH_TIMEOUT:?}")),
-            )),
+            Err(_) => Err(VmError::Fetch { port, problem: FetchProblem::TimedOut(FETCH_TIMEOUT) }),
         }
     }
 }
@@ -139,7 +136,7 @@ fn is_token_byte(b: u8) -> bool {
 }
 
 async fn exchange(stream: &mut TcpStream, port: u16, head: &str, request: &FetchRequest) -> Result<FetchResponse> {
-    let broken = |e: io::Error| VmError::io(format!("vmFetch to port {port}"), e);
+    let broken = |e: io::Error| VmError::Fetch { port, problem: FetchProblem::Connection(e) };
     stream.write_all(head.as_bytes()).await.map_err(broken)?;
     stream.write_all(&request.body).await.map_err(broken)?;
     stream.flush().await.map_err(broken)?;
@@ -175,18 +172,11 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn bad(&self, what: String) -> VmError {
-        VmError::io(
-            format!("vmFetch to port {}", self.port),
-            io::Error::new(io::ErrorKind::InvalidData, format!("the server's answer is not valid HTTP/1.1: {what}")),
-        )
+        VmError::Fetch { port: self.port, problem: FetchProblem::NotHttp(what) }
     }
 
     fn too_large(&self) -> VmError {
-        VmError::ResourceExhausted(format!(
-            "vmFetch: the response body from port {} is larger than {} MiB (use a preview URL to stream it)",
-            self.port,
-            FETCH_MAX_BODY_BYTES >> 20
-        ))
+        VmError::Fetch { port: self.port, problem: FetchProblem::TooLarge(FETCH_MAX_BODY_BYTES) }
     }
 
     /// Reads more into the buffer; `false` at the end of the connection.
@@ -196,7 +186,7 @@ impl Reader<'_> {
             .stream
             .read_buf(&mut self.buffer)
             .await
-            .map_err(|e| VmError::io(format!("vmFetch to port {}", self.port), e))?;
+            .map_err(|e| VmError::Fetch { port: self.port, problem: FetchProblem::Connection(e) })?;
         Ok(n > 0)
     }
 
@@ -378,15 +368,13 @@ mod tests {
     #[tokio::test]
     async fn too_large_truncated_and_garbage_answers_are_errors() {
         let r = fetch_from(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n", "GET").await;
-        assert!(matches!(r, Err(VmError::ResourceExhausted(ref m)) if m.contains("32 MiB")), "{r:?}");
+        assert!(matches!(r, Err(VmError::Fetch { problem: FetchProblem::TooLarge(_), .. })), "{r:?}");
+        assert!(r.unwrap_err().to_string().contains("32 MiB"));
         let r = fetch_from(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "GET").await;
-        assert!(
-            matches!(r, Err(VmError::Io { ref source, .. }) if source.kind() == io::ErrorKind::InvalidData),
-            "{r:?}"
-        );
+        assert!(matches!(r, Err(VmError::Fetch { problem: FetchProblem::NotHttp(_), .. })), "{r:?}");
         let r = fetch_from(b"SSH-2.0-OpenSSH\r\n\r\n", "GET").await;
-        assert!(matches!(r, Err(VmError::Io { .. })), "{r:?}");
+        assert!(matches!(r, Err(VmError::Fetch { problem: FetchProblem::NotHttp(_), .. })), "{r:?}");
         let r = fetch_from(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "GET").await;
-        assert!(matches!(r, Err(VmError::Io { .. })), "{r:?}");
+        assert!(matches!(r, Err(VmError::Fetch { problem: FetchProblem::NotHttp(_), .. })), "{r:?}");
     }
 }
