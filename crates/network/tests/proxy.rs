@@ -365,13 +365,17 @@ async fn with_local_unlisted_loopback_destinations_are_the_clients_own() {
     let (code, out, err) = curl(&["-p", "-x", &proxy.url(), "-w", STATUS, &url]).await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(split_status(&out), ("origin: GET /own-by-name\n", "200 200"));
-    assert_eq!(*calls.lock().expect("calls"), [own.port(), own.port()]);
+    let url = format!("http://0.0.0.0:{}/own-unspecified", own.port());
+    let (code, out, err) = curl(&["-x", &proxy.url(), "-w", STATUS, &url]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(split_status(&out), ("origin: GET /own-unspecified\n", "200 000"));
+    assert_eq!(*calls.lock().expect("calls"), [own.port(), own.port(), own.port()]);
 
     // A listed loopback destination is the host's: the local connector is not asked.
     let url = format!("http://127.0.0.1:{}/listed", listed.port());
     let (_, out, _) = curl(&["-x", &proxy.url(), "-w", STATUS, &url]).await;
     assert_eq!(split_status(&out), ("origin: GET /listed\n", "200 000"));
-    assert_eq!(calls.lock().expect("calls").len(), 2);
+    assert_eq!(calls.lock().expect("calls").len(), 3);
 
     // Nothing listening locally: 502, not a denial. Other destinations are still refused.
     let closed = closed_port().await;

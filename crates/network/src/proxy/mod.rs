@@ -157,15 +157,21 @@ impl Proxy {
     }
 }
 
-/// `localhost`, `*.localhost`, `127.0.0.0/8`, `::1` (and its IPv4-mapped forms).
+/// `localhost`, `*.localhost`, `127.0.0.0/8`, `::1` (and their IPv4-mapped forms), and the
+/// unspecified addresses `0.0.0.0` and `::`, which a connect on Linux also takes to mean "this
+/// machine".
 fn is_loopback_name(host: &str) -> bool {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     host == "localhost"
         || host.ends_with(".localhost")
         || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| match ip {
-            std::net::IpAddr::V4(v4) => v4.is_loopback(),
-            std::net::IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+            std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_unspecified(),
+            std::net::IpAddr::V6(v6) => {
+                v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback() || v4.is_unspecified())
+            }
         })
 }
 
