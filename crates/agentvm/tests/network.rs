@@ -360,3 +360,43 @@ fn open_mode_is_refused_beyond_loopback() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("network.mode") && stderr.contains("loopback"), "{stderr}");
 }
+
+/// The policy is put in place at every boot: after the VM slept and woke, and after a server
+/// restart; the client's creation input stays with the VM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_and_the_input_come_back_after_sleep_and_restart() {
+    let allowed = host_server("still-allowed").await;
+    let config =
+        config_file(&format!("[actors.coder.network]\nmode = \"allow\"\nallow = [\"127.0.0.1:{}\"]\n", allowed.port));
+    let config_path = config.path().to_str().unwrap().to_string();
+    let args = ["--config", config_path.as_str(), "--idle-timeout", "1"];
+    let server = TestServer::start_with(&args);
+    // Created with input (`{env: {A: "1"}}` as rivetkit 2.3 sends it in the URL).
+    let create = format!(
+        "{}/gateway/coder/action/exec?rvt-method=getOrCreate&rvt-key=sleepy&rvt-input=oWNlbnahYUFhMQ",
+        server.url
+    );
+    let response = reqwest::Client::new().post(&create).json(&json!({"args": ["echo $A"]})).send().await.unwrap();
+    assert_eq!(response.json::<serde_json::Value>().await.unwrap()["output"]["stdout"], "1\n");
+    let coder = Api::named(&server, "coder", "sleepy");
+    let url = format!("http://127.0.0.1:{}/", allowed.port);
+    assert_eq!(ok(&coder, &format!("curl -sS -m 10 {url}")).await, "still-allowed");
+
+    // Wait until it slept (no VM process left; actions would keep it awake), then wake it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !server.vm_inits().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the VM never slept");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let events = coder.ok("getVmEvents", json!([{}])).await;
+    assert!(events.as_array().unwrap().iter().any(|e| e["name"] == "vmShutdown" && e["data"]["reason"] == "sleep"));
+    assert_eq!(ok(&coder, &format!("echo $A; curl -sS -m 10 {url}")).await, "1\nstill-allowed");
+
+    // A restart on the same data directory and config.
+    let data = server.stop_keep_data();
+    let server = TestServer::start_in(data, &args);
+    let coder = Api::named(&server, "coder", "sleepy");
+    assert_eq!(ok(&coder, &format!("echo $A; curl -sS -m 10 {url}")).await, "1\nstill-allowed");
+    assert!(fails(&coder, "curl -sSf -m 5 http://example.com/").await.contains("403"));
+    assert_eq!(allowed.connections.load(Ordering::SeqCst), 3);
+}
