@@ -3,6 +3,7 @@
 #![allow(dead_code, reason = "each test binary uses only some of these helpers")]
 
 pub mod http;
+pub mod mock_llm;
 pub mod server;
 pub mod ws;
 
