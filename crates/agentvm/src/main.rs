@@ -50,6 +50,9 @@ enum Command {
     /// Manage VMs
     #[command(subcommand)]
     Vm(commands::vms::VmCommand),
+    /// Install and list coding agents (the data directory's shared software layer)
+    #[command(subcommand)]
+    Agents(commands::agents::AgentsCommand),
     /// Print shell completions: `agentvm completions bash > /etc/bash_completion.d/agentvm`
     Completions {
         #[arg(value_enum)]
@@ -67,6 +70,7 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Serve(args) => report(serve::run(args)),
+        Command::Agents(command) => report(commands::agents::run(command)),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "agentvm", &mut std::io::stdout());
             0
@@ -97,7 +101,9 @@ fn main() {
                     Command::Ls(args) => report(commands::files::ls(&client, args).await),
                     Command::Cat(args) => report(commands::files::cat(&client, args).await),
                     Command::Vm(command) => report(commands::vms::run(&client, command).await),
-                    Command::Serve(_) | Command::Completions { .. } => unreachable!("handled above"),
+                    Command::Serve(_) | Command::Agents(_) | Command::Completions { .. } => {
+                        unreachable!("handled above")
+                    }
                 }
             })
         }

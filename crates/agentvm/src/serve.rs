@@ -136,7 +136,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-fn default_data_dir() -> anyhow::Result<PathBuf> {
+/// `--data-dir`'s default (also `agentvm agents`').
+pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {
     if nix::unistd::geteuid().is_root() {
         return Ok(PathBuf::from("/var/lib/agentvm"));
     }

@@ -19,6 +19,9 @@ async fn inner_rootless_checks() {
     let vm = host.create_vm("rootless", Default::default()).await.unwrap();
     assert_eq!(sh(&vm, "id -u; id -un; hostname").await, "1000\nuser\nrootless\n");
     assert_ne!(run(&vm, "touch /usr/x").await.exit_code, 0);
+    // The data directory's software layer is bound read-only here too (by init, by path).
+    assert_eq!(sh(&vm, "test -d /opt/agentvm/agents && echo dir").await, "dir\n");
+    assert_ne!(run(&vm, "touch /opt/agentvm/x").await.exit_code, 0);
     // Rootless VMs see the host's /proc figures (LXCFS needs root) but are pinned to the CPUs of
     // their limit (the default: one), so nproc still counts the VM's CPUs.
     assert_eq!(sh(&vm, "nproc").await, "1\n");

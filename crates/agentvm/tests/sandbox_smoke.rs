@@ -41,6 +41,7 @@ fn launch_and_run_a_command() {
             upper: vm.join("upper"),
             work: vm.join("work"),
             readonly_binds: base.readonly_binds.clone(),
+            data_binds: Vec::new(),
             max_ptys: 64,
         },
         user: UserSpec { name: "user".into(), uid: 1000, gid: 1000, home: "/home/user".into() },

@@ -42,6 +42,13 @@ pub struct RootfsSpec {
     /// Host directories bound read-only into the VM (`/usr`, and `/bin`, `/lib`... where they
     /// are real directories on the host).
     pub readonly_binds: Vec<Bind>,
+    /// Directories of the server's data directory bound read-only into the VM (the shared
+    /// software layer at `/opt/agentvm`). Init may not traverse the data directory in privileged
+    /// mode, so the launcher sends a read-only, nosuid, nodev idmapped view of each, after the
+    /// LXCFS files, and init attaches it; in rootless mode init (the directory's owner) binds
+    /// them by path, as `readonly_binds`.
+    #[serde(default)]
+    pub data_binds: Vec<Bind>,
     /// Most terminals the VM's own devpts instance may hand out.
     pub max_ptys: u32,
 }

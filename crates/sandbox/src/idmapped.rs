@@ -82,7 +82,7 @@ pub fn idmapped_view(dir: &Path, pid: i32) -> io::Result<OwnedFd> {
     };
     if r != 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("idmapping the base layer: {e}")));
+        return Err(io::Error::new(e.kind(), format!("idmapping {}: {e}", dir.display())));
     }
     Ok(tree)
 }

@@ -265,7 +265,13 @@ fn configure_child(spec: &LaunchSpec<'_>, init: &InitProcess, control: &OwnedFd)
         Some(dir) => crate::proc_files::detached_clones(dir)?,
         None => Vec::new(),
     };
-    let attached: Vec<RawFd> = proc_files.iter().map(|fd| fd.as_raw_fd()).collect();
+    // So do the binds from the data directory, as read-only idmapped views (privileged mode;
+    // see `RootfsSpec::data_binds`).
+    let data_views = match owner_of_namespace(spec.ids) {
+        Some(_) => spec.config.rootfs.data_binds.iter().map(|b| idmapped_view(&b.source, init.host_pid)).collect(),
+        None => Ok(Vec::new()),
+    }?;
+    let attached: Vec<RawFd> = proc_files.iter().chain(&data_views).map(|fd| fd.as_raw_fd()).collect();
     for (i, datagram) in protocol::encode(spec.config)?.iter().enumerate() {
         let fds = if i == 0 { attached.as_slice() } else { &[] };
         protocol::send_datagram(control.as_fd(), datagram, fds).map_err(io::Error::from)?;

@@ -11,6 +11,8 @@
 //! <data>/disk/<id>/      mounted at <data>/disk, one volume per VM (see [`crate::disk`])
 //! <data>/lxcfs/          as root: the LXCFS mount whose files VMs see as their /proc
 //!                        (with lxcfs.pid and lxcfs.log; see [`crate::proc_view`])
+//! <data>/software/       the shared software layer (installed agents), every VM's read-only
+//!                        /opt/agentvm (see `agentvm_agents::layer`)
 //! ```
 //!
 //! The data directory is `0700` root; `upper` and `work` belong to the VM's root (the first id
@@ -78,6 +80,8 @@ pub(crate) struct HostInner {
     pub disks: crate::disk::Disks,
     /// What VMs' `/proc` and CPU affinity show.
     pub proc_views: crate::proc_view::ProcViews,
+    /// The shared software layer, bound read-only at `/opt/agentvm` in every VM.
+    pub software_dir: PathBuf,
     _lock: Flock<fs::File>,
 }
 
@@ -119,6 +123,12 @@ impl VmHost {
         .map_err(|e| VmError::io("building the base layer", e))?;
         let vms_dir = data.join("vms");
         fs::create_dir_all(&vms_dir).map_err(|e| VmError::io(format!("creating {}", vms_dir.display()), e))?;
+        let software_dir = agentvm_agents::SoftwareLayer::of_data_dir(data).dir().to_path_buf();
+        for dir in [software_dir.clone(), software_dir.join("agents")] {
+            fs::create_dir_all(&dir)
+                .and_then(|()| fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)))
+                .map_err(|e| VmError::io(format!("creating {}", dir.display()), e))?;
+        }
         let disks = crate::disk::Disks::open(data, &vms_dir, config.disk_quota)?;
         let uid_ranges = match ids {
             IdMapping::Privileged { base, .. } => {
@@ -153,6 +163,7 @@ impl VmHost {
                 uid_ranges,
                 disks,
                 proc_views,
+                software_dir,
                 _lock: lock,
             }),
         })
@@ -189,6 +200,12 @@ impl VmHost {
                 Ok(())
             }
         }
+    }
+
+    /// The shared software layer's host directory (`<data>/software`), which every VM sees
+    /// read-only at `/opt/agentvm`.
+    pub fn software_dir(&self) -> &Path {
+        &self.inner.software_dir
     }
 
     /// How VM ids map to host ids on this host.

@@ -1,5 +1,6 @@
 //! The client-side commands of the `agentvm` CLI, each a thin layer over `agentvm-client`.
 
+pub mod agents;
 pub mod exec;
 pub mod files;
 pub mod logs;

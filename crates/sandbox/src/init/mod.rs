@@ -74,7 +74,7 @@ fn run() -> io::Result<()> {
     let control = unsafe { OwnedFd::from_raw_fd(CONTROL_FD) };
     nix::fcntl::fcntl(&control, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
     let mut receiver = protocol::Receiver::new();
-    let (config, attached): (InitConfig, Vec<OwnedFd>) = loop {
+    let (config, mut attached): (InitConfig, Vec<OwnedFd>) = loop {
         match receiver.receive(control.as_fd())? {
             Received::Message(config, fds) => break (config, fds),
             Received::Partial => continue,
@@ -86,8 +86,11 @@ fn run() -> io::Result<()> {
     for fd in &layers {
         nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
     }
-    // The configuration carries the host's LXCFS files for /proc, if any (see `proc_view`).
-    let setup_result = setup(&config, layers, attached);
+    // The configuration carries the host's LXCFS files for /proc, if any (see `proc_view`), then
+    // in privileged mode the views of `RootfsSpec::data_binds`.
+    let views = if config.init_is_root { config.rootfs.data_binds.len() } else { 0 };
+    let data_views = attached.split_off(attached.len().saturating_sub(views));
+    let setup_result = setup(&config, layers, attached, data_views);
     if let Err(message) = setup_result {
         send(control.as_fd(), &Event::SetupFailed { message: message.clone() });
         return Err(io::Error::other(message));
@@ -107,10 +110,15 @@ fn run() -> io::Result<()> {
 
 /// Everything between exec and the first request: namespaces, filesystem, network, identity,
 /// confinement.
-fn setup(config: &InitConfig, layers: Vec<OwnedFd>, proc_files: Vec<OwnedFd>) -> Result<(), String> {
+fn setup(
+    config: &InitConfig,
+    layers: Vec<OwnedFd>,
+    proc_files: Vec<OwnedFd>,
+    data_views: Vec<OwnedFd>,
+) -> Result<(), String> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
         .map_err(|e| format!("unshare(cgroup namespace): {e}"))?;
-    rootfs::build(config, layers, proc_files)?;
+    rootfs::build(config, layers, proc_files, data_views)?;
     proc_view::pin_cpus(&config.confinement.proc_view.cpus)?;
     bootfiles::write(config).map_err(|e| format!("writing the boot files: {e}"))?;
     net::loopback_up().map_err(|e| format!("bringing up loopback: {e}"))?;

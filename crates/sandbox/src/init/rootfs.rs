@@ -5,7 +5,9 @@
 //! 2. overlay on [`NEW_ROOT`]: lower = the shared base layer, upper = the VM's own directory,
 //!    both named through the `O_PATH` descriptors the launcher sent (`/proc/self/fd/N`), which
 //!    are closed right after: from then on the VM's files are reached only through the overlay;
-//! 3. read-only, nosuid, nodev binds of the host's system directories (`/usr`...);
+//! 3. read-only, nosuid, nodev binds of the host's system directories (`/usr`...) and of the
+//!    data directory's shared ones (the software layer at `/opt/agentvm`: attached from the
+//!    idmapped views the host sent, or bound by path in rootless mode);
 //! 4. `/proc` for the VM's PID namespace — mounted *before* `pivot_root`, because inside a user
 //!    namespace the kernel refuses a new procfs once no fully visible one remains; then the
 //!    host's LXCFS files over some of its entries, when the host sent them (see
@@ -46,8 +48,14 @@ const NEW_ROOT: &str = "/tmp";
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Builds the root from the layer descriptors (`base`, `upper`, `work`, consumed) and pivots
-/// into it. `proc_files` are the host's LXCFS files for `/proc` (none without LXCFS).
-pub fn build(config: &InitConfig, layers: Vec<OwnedFd>, proc_files: Vec<OwnedFd>) -> Result<(), String> {
+/// into it. `proc_files` are the host's LXCFS files for `/proc` (none without LXCFS);
+/// `data_views` the views of [`crate::config::RootfsSpec::data_binds`] (privileged mode).
+pub fn build(
+    config: &InitConfig,
+    layers: Vec<OwnedFd>,
+    proc_files: Vec<OwnedFd>,
+    data_views: Vec<OwnedFd>,
+) -> Result<(), String> {
     let spec = &config.rootfs;
     let [base, upper, work] = layers.as_slice() else {
         return Err(format!("expected {} layer descriptors, got {}", spec_layers(), layers.len()));
@@ -57,6 +65,11 @@ pub fn build(config: &InitConfig, layers: Vec<OwnedFd>, proc_files: Vec<OwnedFd>
         "making mounts private",
         mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>),
     )?;
+
+    // Rootless: init binds the data directory's shared directories itself, so it opens them
+    // now, while their paths still lead to them (the data directory may be under /tmp, which
+    // the overlay is about to cover).
+    let data_sources = if config.init_is_root { data_views } else { open_data_binds(spec)? };
 
     let fd_path = |fd: &OwnedFd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
     // Privileged mode: the base is the host's idmapped, detached view; attach it under the new
@@ -88,6 +101,7 @@ pub fn build(config: &InitConfig, layers: Vec<OwnedFd>, proc_files: Vec<OwnedFd>
     for bind in &spec.readonly_binds {
         bind_readonly(&bind.source, &MountPoint::prepare(&root_fd, &bind.target)?)?;
     }
+    attach_data_binds(&root_fd, config, data_sources)?;
 
     let proc = MountPoint::prepare(&root_fd, "/proc")?;
     step(
@@ -157,6 +171,42 @@ impl MountPoint {
         open_child(&self.parent, self.name.as_bytes(), OFlag::O_PATH | OFlag::O_DIRECTORY)
             .map_err(|e| format!("opening the mount at {}: {e}", self.vm_path))
     }
+}
+
+/// Rootless mode: `O_PATH` descriptors of the data directory's shared directories (init owns
+/// the data directory and may open them).
+fn open_data_binds(spec: &crate::config::RootfsSpec) -> Result<Vec<OwnedFd>, String> {
+    let open =
+        |path: &Path| nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty());
+    spec.data_binds.iter().map(|bind| step(&format!("opening {}", bind.source.display()), open(&bind.source))).collect()
+}
+
+/// The data directory's shared directories ([`crate::config::RootfsSpec::data_binds`]): in
+/// privileged mode the host's read-only idmapped views are attached (init may not traverse the
+/// data directory); in rootless mode init owns the data directory and binds the directories it
+/// opened read-only, as the host's system directories.
+fn attach_data_binds(root: &OwnedFd, config: &InitConfig, sources: Vec<OwnedFd>) -> Result<(), String> {
+    let binds = &config.rootfs.data_binds;
+    if sources.len() != binds.len() {
+        return Err(format!("expected {} data directory views from the host, got {}", binds.len(), sources.len()));
+    }
+    if !config.init_is_root {
+        for (source, bind) in sources.iter().zip(binds) {
+            let source_path = PathBuf::from(format!("/proc/self/fd/{}", source.as_raw_fd()));
+            bind_readonly(&source_path, &MountPoint::prepare(root, &bind.target)?)
+                .map_err(|e| format!("{e} ({} at {})", bind.source.display(), bind.target))?;
+        }
+        return Ok(());
+    }
+    for (view, bind) in sources.iter().zip(binds) {
+        let mount_point = MountPoint::prepare(root, &bind.target)?;
+        // `move_mount` does not follow a final symbolic link, magic ones included: name the
+        // directory (just made a real one) through its parent's descriptor instead.
+        let target = PathBuf::from(format!("/proc/self/fd/{}", mount_point.parent.as_raw_fd())).join(&mount_point.name);
+        crate::idmapped::attach(view, &target)
+            .map_err(|e| format!("attaching {} at {}: {e}", bind.source.display(), bind.target))?;
+    }
+    Ok(())
 }
 
 /// `size=` and `nr_inodes=` options of a tmpfs.

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use agentvm_sandbox::cgroup::VmCgroup;
-use agentvm_sandbox::config::{Confinement, InitConfig, RootfsSpec};
+use agentvm_sandbox::config::{Bind, Confinement, InitConfig, RootfsSpec};
 use agentvm_sandbox::launch::{describe_early_exit, launch, LaunchSpec, Launched};
 use tokio::sync::oneshot;
 
@@ -40,6 +40,7 @@ impl Vm {
                 upper,
                 work,
                 readonly_binds: inner.base.readonly_binds.clone(),
+                data_binds: vec![Bind { source: inner.software_dir.clone(), target: agentvm_agents::VM_MOUNT.into() }],
                 max_ptys: options.max_ptys,
             },
             user: inner.user.clone(),
