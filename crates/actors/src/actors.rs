@@ -284,6 +284,11 @@ impl Actors {
         Ok((actor, created))
     }
 
+    /// The host of every VM (its data directory's software layer answers `listAgents`).
+    pub fn host(&self) -> &VmHost {
+        &self.host
+    }
+
     /// What a VM of each actor name gets.
     pub fn presets(&self) -> &Arc<Presets> {
         &self.presets

@@ -46,6 +46,11 @@ impl SoftwareLayer {
         SoftwareLayer { dir: data_dir.join("software") }
     }
 
+    /// The layer whose host directory is `dir` (what `VmHost::software_dir` returns).
+    pub fn at(dir: impl Into<PathBuf>) -> SoftwareLayer {
+        SoftwareLayer { dir: dir.into() }
+    }
+
     /// The layer's host directory, bound at [`VM_MOUNT`] in VMs.
     pub fn dir(&self) -> &Path {
         &self.dir

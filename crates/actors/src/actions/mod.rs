@@ -13,11 +13,13 @@
 //! | events | `events.rs` | `getVmEvents` |
 //! | lifecycle | `lifecycle.rs` | `destroy` |
 //! | network | `network.rs` | `vmFetch`, `createSignedPreviewUrl`, `expireSignedPreviewUrl` |
+//! | agents | `agents.rs` | `listAgents` |
 //!
 //! [`dispatch`] adds what every action shares: refusing actions once `destroy` began, counting
 //! the action as activity (an actor with actions in flight never sleeps) and getting the VM
 //! (booting it; quietly for file actions).
 
+mod agents;
 mod args;
 mod events;
 mod files;
@@ -36,7 +38,7 @@ use args::Args;
 
 /// Every action name, by family.
 pub fn names() -> impl Iterator<Item = &'static str> {
-    [processes::NAMES, shells::NAMES, files::NAMES, events::NAMES, lifecycle::NAMES, network::NAMES]
+    [processes::NAMES, shells::NAMES, files::NAMES, events::NAMES, lifecycle::NAMES, network::NAMES, agents::NAMES]
         .into_iter()
         .flatten()
         .copied()
@@ -50,6 +52,7 @@ enum Call {
     Events(events::Call),
     Lifecycle(lifecycle::Call),
     Network(network::Call),
+    Agents(agents::Call),
 }
 
 impl Call {
@@ -72,6 +75,9 @@ impl Call {
         }
         if let Some(call) = network::parse(name, args)? {
             return Ok(Call::Network(call));
+        }
+        if let Some(call) = agents::parse(name) {
+            return Ok(Call::Agents(call));
         }
         Err(ActorError::ActionNotFound(name.to_string()))
     }
@@ -98,6 +104,7 @@ pub async fn dispatch(
         // Actions that never need the VM running.
         Call::Lifecycle(call) => return lifecycle::run(actors, actor, call).await,
         Call::Events(call) => return events::run(actor, call).await,
+        Call::Agents(call) => return agents::run(actors, call).await,
         Call::Processes(call) => processes::run(&actor.vm(quiet).await?, call).await,
         Call::Shells(call) => shells::run(&actor.vm(quiet).await?, call).await,
         Call::Files(call) => files::run(&actor.vm(quiet).await?, call).await,
@@ -128,7 +135,7 @@ mod tests {
     #[test]
     fn every_action_belongs_to_exactly_one_family() {
         let all: Vec<&str> = names().collect();
-        assert_eq!(all.len(), 32);
+        assert_eq!(all.len(), 33);
         let mut unique = all.clone();
         unique.sort_unstable();
         unique.dedup();
