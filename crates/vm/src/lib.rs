@@ -49,4 +49,4 @@ pub use host::{validate_id, HostConfig, VmHost, VM_USER_NAME};
 pub use process::OutputChunk;
 pub use shell::{ShellChunk, ShellOptions};
 pub use types::*;
-pub use vm::{hostname_for, Vm, WeakVm, DEFAULT_PATH};
+pub use vm::{hostname_for, AttachedHandle, AttachedProcess, Vm, WeakVm, DEFAULT_PATH, STDERR_TAIL_BYTES};

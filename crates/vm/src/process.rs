@@ -59,6 +59,9 @@ pub(crate) struct Capture {
     pub limit: usize,
     /// Output beyond `limit` was discarded.
     pub truncated: bool,
+    /// Keep the *last* `limit` bytes instead of the first (a diagnostic tail, such as an
+    /// agent's stderr).
+    pub keep_tail: bool,
 }
 
 /// How much output a process's record keeps.
@@ -250,14 +253,38 @@ impl ProcessRecord {
     pub fn capture(&self, stream: OutputStream, data: &[u8]) {
         let mut capture = self.capture.lock().unwrap();
         let limit = capture.limit;
+        let keep_tail = capture.keep_tail;
         let buffer = match stream {
             OutputStream::Stdout => &mut capture.stdout,
             OutputStream::Stderr => &mut capture.stderr,
         };
+        if keep_tail {
+            buffer.extend_from_slice(data);
+            if buffer.len() > limit {
+                let excess = buffer.len() - limit;
+                buffer.drain(..excess);
+                capture.truncated = true;
+            }
+            return;
+        }
         let room = limit.saturating_sub(buffer.len());
         buffer.extend_from_slice(&data[..data.len().min(room)]);
         if data.len() > room {
             capture.truncated = true;
+        }
+    }
+
+    /// From now on keep the last bytes of each stream rather than the first.
+    pub fn keep_capture_tail(&self) {
+        self.capture.lock().unwrap().keep_tail = true;
+    }
+
+    /// A copy of what was captured so far of `stream`.
+    pub fn captured(&self, stream: OutputStream) -> Vec<u8> {
+        let capture = self.capture.lock().unwrap();
+        match stream {
+            OutputStream::Stdout => capture.stdout.clone(),
+            OutputStream::Stderr => capture.stderr.clone(),
         }
     }
 

@@ -12,12 +12,14 @@
 //! |---|---|
 //! | `mod.rs` (here) | the types ([`Vm`], its inner state, pending requests), state accessors |
 //! | [`boot`] | creating a VM: budgets, launching init, waiting for it to be ready |
+//! | [`attached`] | programs whose stdin and stdout the caller drives (ACP agents) |
 //! | [`processes`] | the process API: `exec`, `spawn`, stdin, wait, list, signals, `allProcesses` |
 //! | [`shells`] | the shell API: open, write, resize, close, wait |
 //! | [`sockets`] | TCP sockets made inside the VM's network namespace: connect to, listen on its loopback |
 //! | [`dispatch`] | requests to init and init's messages matched back to them |
 //! | [`teardown`] | shutdown, and killing init and removing cgroups when the last handle goes |
 
+mod attached;
 mod boot;
 mod dispatch;
 mod processes;
@@ -25,6 +27,7 @@ mod shells;
 mod sockets;
 mod teardown;
 
+pub use attached::{AttachedHandle, AttachedProcess, STDERR_TAIL_BYTES};
 pub use boot::hostname_for;
 
 use std::collections::{BTreeMap, HashMap};

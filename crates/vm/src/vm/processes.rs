@@ -208,6 +208,20 @@ impl Vm {
         cwd: Option<&str>,
         capture_limit: usize,
     ) -> Result<Arc<ProcessRecord>> {
+        Ok(self.start_with(kind, argv, env, cwd, capture_limit, false).await?.0)
+    }
+
+    /// [`Vm::start`]; with `attach_stdout`, the program's stdout is returned to the caller
+    /// instead of going to the output pump (which then sees only stderr).
+    pub(super) async fn start_with(
+        &self,
+        kind: Kind,
+        argv: Vec<String>,
+        env: &BTreeMap<String, String>,
+        cwd: Option<&str>,
+        capture_limit: usize,
+        attach_stdout: bool,
+    ) -> Result<(Arc<ProcessRecord>, Option<pipe::Receiver>)> {
         if !self.is_running() {
             return Err(self.stopped_error());
         }
@@ -224,6 +238,13 @@ impl Vm {
         let stdin = pipe::Sender::from_owned_fd(stdin_write).map_err(io)?;
         let stdout = pipe::Receiver::from_owned_fd(stdout_read).map_err(io)?;
         let stderr = pipe::Receiver::from_owned_fd(stderr_read).map_err(io)?;
+        // Attached: the caller reads stdout; the pump gets a pipe that is at its end at once.
+        let (stdout, attached) = if attach_stdout {
+            let (empty_read, _closed_write) = pipe_pair()?;
+            (pipe::Receiver::from_owned_fd(empty_read).map_err(io)?, Some(stdout))
+        } else {
+            (stdout, None)
+        };
 
         let (reply, answer) = oneshot::channel();
         let launch = Launch { command: argv[0].clone(), args: argv[1..].to_vec(), cwd: cwd.to_string() };
@@ -231,7 +252,8 @@ impl Vm {
         let request =
             Request::Spawn(SpawnRequest { id, argv, env: full_env, cwd: cwd.to_string(), stdio: Stdio::Pipes });
         self.send(request, vec![stdin_read, stdout_write, stderr_write], id)?;
-        answer.await.map_err(|_| self.stopped_error())?
+        let record = answer.await.map_err(|_| self.stopped_error())??;
+        Ok((record, attached))
     }
 
     /// The working directory for a new program: absolute, default the user's home.
@@ -262,6 +284,10 @@ impl Vm {
         }
         full.insert("PWD".into(), cwd.to_string());
         Ok(full.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
+    }
+
+    pub(super) fn signal_record(&self, record: &ProcessRecord, signal: i32) {
+        self.signal(record, signal);
     }
 
     fn signal(&self, record: &ProcessRecord, signal: i32) {

@@ -1,0 +1,68 @@
+//! Programs with attached stdio (how ACP agents run): the caller drives stdin and stdout, the
+//! program is an ordinary VM process otherwise, and its stderr's tail is kept for diagnostics.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caller_drives_stdin_and_stdout_and_the_process_is_the_vms() {
+    let host = common::host();
+    let vm = host.vm("attached").await;
+    let mut events = vm.subscribe(None);
+
+    let mut env = BTreeMap::new();
+    env.insert("GREETING".to_string(), "hi".to_string());
+    let script = "echo \"$GREETING from $(pwd)\"; while read line; do echo \"got $line\"; done; echo bye >&2";
+    let process = vm
+        .spawn_attached(vec!["sh".into(), "-c".into(), script.into()], &env, Some("/tmp"))
+        .await
+        .expect("spawn_attached");
+    let (mut stdin, mut stdout, process) = (process.stdin, process.stdout, process.handle);
+    let mut lines = BufReader::new(&mut stdout).lines();
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("hi from /tmp"));
+    stdin.write_all(b"one\ntwo\n").await.unwrap();
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("got one"));
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("got two"));
+
+    // An ordinary process of the VM.
+    let all = vm.all_processes().await.unwrap();
+    assert!(all.iter().any(|p| p.pid == process.pid && p.command == "sh"), "{all:?}");
+
+    drop(lines);
+    drop(stdin);
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).await.unwrap();
+    assert_eq!(rest, "");
+    assert_eq!(tokio::time::timeout(Duration::from_secs(10), process.wait()).await.unwrap(), 0);
+    assert_eq!(process.stderr_tail(), "bye\n");
+    // Its output never became processOutput events.
+    while let Ok(Some(item)) = tokio::time::timeout(Duration::from_millis(200), events.next()).await {
+        panic!("unexpected event: {item:?}");
+    }
+    vm.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stderr_keeps_its_tail_and_a_signal_ends_it() {
+    let host = common::host();
+    let vm = host.vm("attached-tail").await;
+    let script = "head -c 100000 /dev/zero | tr '\\0' x >&2; echo the-end >&2; exec sleep 1000";
+    let process =
+        vm.spawn_attached(vec!["sh".into(), "-c".into(), script.into()], &BTreeMap::new(), None).await.unwrap().handle;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !process.stderr_tail().ends_with("the-end\n") {
+        assert!(tokio::time::Instant::now() < deadline, "stderr never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let tail = process.stderr_tail();
+    assert_eq!(tail.len(), agentvm_vm::STDERR_TAIL_BYTES);
+    assert!(tail.starts_with('x'));
+    process.signal(libc::SIGKILL);
+    assert_eq!(tokio::time::timeout(Duration::from_secs(10), process.wait()).await.unwrap(), 137);
+    assert!(vm.spawn_attached(Vec::new(), &BTreeMap::new(), None).await.is_err());
+    vm.shutdown(Duration::from_secs(2)).await;
+}
