@@ -40,7 +40,7 @@ async fn the_caller_drives_stdin_and_stdout_and_the_process_is_the_vms() {
     assert_eq!(tokio::time::timeout(Duration::from_secs(10), process.wait()).await.unwrap(), 0);
     assert_eq!(process.stderr_tail(), "bye\n");
     // Its output never became processOutput events.
-    while let Ok(Some(item)) = tokio::time::timeout(Duration::from_millis(200), events.next()).await {
+    if let Ok(Some(item)) = tokio::time::timeout(Duration::from_millis(200), events.next()).await {
         panic!("unexpected event: {item:?}");
     }
     vm.shutdown(Duration::from_secs(2)).await;
