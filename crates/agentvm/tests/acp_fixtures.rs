@@ -3,15 +3,15 @@
 //!   client below over the child's stdio: the allow and reject paths, cancel, the failure
 //!   directives, misbehaving handshakes, `session/load` after an agent restart;
 //! - the scripted mock LLMs (tests/common/mock_llm.rs): their wire format, and the OpenAI one with
-//!   the real **pi** agent (pi-acp 0.0.23 + pi 0.73.1, installed with `npm ci` from
-//!   tests/fixtures/pi into target/agents-cache/pi on first use; the test fails when npm cannot).
+//!   the real **pi** agent (pi-acp 0.0.23 + pi 0.73.1, installed by tests/common/pi.rs with `npm ci`
+//!   from tests/fixtures/pi into target/agents-cache/pi on first use; the test fails when npm cannot).
 //!
 //! The client is a test tool, not the product's ACP client: it answers the agent's requests itself
 //! (files on the host, terminals as host processes run to completion) and keeps every message.
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -721,75 +721,6 @@ async fn anthropic_mock_streams_the_documented_event_sequence() {
 
 // ---- The real pi agent against the OpenAI mock. -------------------------------------------------
 
-fn agents_cache() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("the target dir").join("agents-cache")
-}
-
-/// Installs pi once (`npm ci` from the pinned lock file) into target/agents-cache/pi and returns
-/// that directory; an install whose lock file matches is reused. The install goes to a staging
-/// directory renamed into place, so an interrupted or concurrent install is never half-seen.
-async fn install_pi() -> PathBuf {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pi");
-    let lock = std::fs::read(fixture.join("package-lock.json")).expect("the pi lock file");
-    let dir = agents_cache().join("pi");
-    let installed = |d: &Path| {
-        d.join("node_modules/.bin/pi-acp").exists()
-            && std::fs::read(d.join("package-lock.json")).ok() == Some(lock.clone())
-    };
-    if installed(&dir) {
-        return dir;
-    }
-    let staging = agents_cache().join(format!("pi.staging-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).expect("the staging dir");
-    for file in ["package.json", "package-lock.json"] {
-        std::fs::copy(fixture.join(file), staging.join(file)).expect("copying the pi manifest");
-    }
-    let started = Instant::now();
-    let npm = Command::new("npm")
-        .args(["ci", "--ignore-scripts", "--no-audit", "--no-fund"])
-        .current_dir(&staging)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(600), npm)
-        .await
-        .expect("`npm ci` for pi took over 10 minutes")
-        .expect("running npm (is Node.js 20+ with npm installed?)");
-    assert!(
-        output.status.success(),
-        "installing pi from npm failed (is the npm registry reachable?): `npm ci` in {} exited with {}:\n{}",
-        staging.display(),
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    eprintln!("pi installed with npm ci in {:.1} s", started.elapsed().as_secs_f64());
-    if !installed(&dir) {
-        let _ = std::fs::remove_dir_all(&dir);
-        if std::fs::rename(&staging, &dir).is_ok() {
-            return dir;
-        }
-    }
-    // Another run installed it meanwhile.
-    let _ = std::fs::remove_dir_all(&staging);
-    assert!(installed(&dir), "pi is not installed in {}", dir.display());
-    dir
-}
-
-/// pi's configuration (acp-agents.md §3.3): the mock as its only provider and default model.
-fn pi_config(agent_dir: &Path, mock: &MockLlm) {
-    std::fs::create_dir_all(agent_dir).unwrap();
-    let models = json!({"providers": {"mock": {
-        "baseUrl": format!("{}/v1", mock.url()),
-        "api": "openai-completions",
-        "apiKey": "mock-key",
-        "compat": {"supportsDeveloperRole": false, "supportsReasoningEffort": false},
-        "models": [{"id": OPENAI_MODEL}]
-    }}});
-    std::fs::write(agent_dir.join("models.json"), models.to_string()).unwrap();
-    let settings = json!({"defaultProvider": "mock", "defaultModel": OPENAI_MODEL, "quietStartup": true});
-    std::fs::write(agent_dir.join("settings.json"), settings.to_string()).unwrap();
-}
-
 fn pi(install: &Path, tmp: &Path, work: &Path) -> Acp {
     let bin = install.join("node_modules/.bin");
     let env = [
@@ -803,21 +734,22 @@ fn pi(install: &Path, tmp: &Path, work: &Path) -> Acp {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pi_runs_a_bash_tool_against_the_openai_mock_and_reloads_its_session() {
-    let install = install_pi().await;
+    let install = common::pi::install().await;
     let mock = MockLlm::openai().await;
     let tmp = temp_dir();
     let work = tmp.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     std::fs::create_dir_all(tmp.path().join("home")).unwrap();
-    pi_config(&tmp.path().join("agent"), &mock);
+    common::pi::write_config(&tmp.path().join("agent"), &format!("{}/v1", mock.url()));
 
     // Turn 1: text, one bash tool call that writes out.txt in the session cwd, text.
     let started = Instant::now();
     let mut acp = pi(&install, tmp.path(), &work);
     acp.initialize().await;
     let initialized = started.elapsed();
-    let (session, _) = acp.new_session(&work).await;
+    let (session, created) = acp.new_session(&work).await;
     let ready = started.elapsed();
+    eprintln!("pi: session/new answered {created}");
     acp.take();
     let first_prompt = "Please create out.txt";
     let result = acp.prompt(&session, first_prompt).await.expect("prompt");

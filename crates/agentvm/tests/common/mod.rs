@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod mock_llm;
+pub mod pi;
 pub mod server;
 pub mod ws;
 
