@@ -10,15 +10,19 @@
 //!   back from a cursor by clients that reconnect or by anyone after a restart (its own
 //!   journal and durability trade-off, a rollback journal with `synchronous = OFF`, are
 //!   explained in its module);
-//! - [`preview`]: the VMs' preview tokens, in each VM's file with an index in the registry.
+//! - [`preview`]: the VMs' preview tokens, in each VM's file with an index in the registry;
+//! - [`sessions`]: agent sessions' records and transcripts, in each VM's file (readable while
+//!   the VM sleeps).
 
 mod events;
 pub mod preview;
 mod registry;
+pub mod sessions;
 
 pub use events::{EventStore, Retention as EventRetention, StoredEvent};
 pub use preview::PreviewToken;
 pub use registry::{ActorRecord, Registry, Resolved};
+pub use sessions::{SessionEvent, SessionRecord};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{context}: {source}")]
