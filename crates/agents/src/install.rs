@@ -20,7 +20,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -195,9 +195,11 @@ impl Drop for Staged {
 
 /// Makes every file under `dir` readable by all and every directory (and executable file)
 /// searchable/executable by all, whatever the installer's umask: VM users are other uids.
-/// Returns the bytes and number of regular files. Symbolic links are not followed.
+/// Returns the bytes and number of regular files (a file with several hard links once: npm
+/// links opencode's binary). Symbolic links are not followed.
 fn make_readable(dir: &Path) -> Result<(u64, u64), InstallError> {
     let (mut bytes, mut files) = (0, 0);
+    let mut linked = std::collections::HashSet::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(path) = pending.pop() {
         let meta = fs::symlink_metadata(&path).map_err(io_error(format!("reading {}", path.display())))?;
@@ -216,7 +218,7 @@ fn make_readable(dir: &Path) -> Result<(u64, u64), InstallError> {
             for entry in fs::read_dir(&path).map_err(io_error(format!("listing {}", path.display())))? {
                 pending.push(entry.map_err(io_error(format!("listing {}", path.display())))?.path());
             }
-        } else if meta.is_file() {
+        } else if meta.is_file() && (meta.nlink() == 1 || linked.insert((meta.dev(), meta.ino()))) {
             bytes += meta.len();
             files += 1;
         }
@@ -296,6 +298,7 @@ mod tests {
         fs::create_dir(&sub).unwrap();
         fs::write(sub.join("f"), b"12345").unwrap();
         fs::write(sub.join("x"), b"1").unwrap();
+        fs::hard_link(sub.join("x"), sub.join("x2")).unwrap();
         fs::set_permissions(sub.join("f"), fs::Permissions::from_mode(0o600)).unwrap();
         fs::set_permissions(sub.join("x"), fs::Permissions::from_mode(0o4700)).unwrap();
         fs::set_permissions(&sub, fs::Permissions::from_mode(0o700)).unwrap();
