@@ -38,7 +38,7 @@ pub struct AttachedHandle {
 impl Vm {
     /// Starts `argv` (no shell) with `env` added to the VM's environment and `cwd` (default the
     /// user's home), handing its stdin and stdout to the caller; its stderr's last
-    /// [`STDERR_TAIL_BYTES`] are kept ([`AttachedProcess::stderr_tail`]).
+    /// [`STDERR_TAIL_BYTES`] are kept ([`AttachedHandle::stderr_tail`]).
     pub async fn spawn_attached(
         &self,
         argv: Vec<String>,
