@@ -28,6 +28,7 @@ pub const PI: AgentSpec = AgentSpec {
     acp_adapter: Package { name: "pi-acp", version: "0.0.23" },
     agent_package: Package { name: "@mariozechner/pi-coding-agent", version: "0.73.1" },
     extra_packages: &[],
+    lock: include_str!("../locks/pi/package-lock.json"),
     node: NodeRuntime::System { min_major: 20 },
     install_scripts_of: &[],
     command: &["pi-acp"],
@@ -45,6 +46,7 @@ pub const CLAUDE: AgentSpec = AgentSpec {
     acp_adapter: Package { name: "@agentclientprotocol/claude-agent-acp", version: "0.100.0" },
     agent_package: Package { name: "@anthropic-ai/claude-agent-sdk", version: "0.3.316" },
     extra_packages: &[NODE_22],
+    lock: include_str!("../locks/claude/package-lock.json"),
     node: NodeRuntime::Package(NODE_22),
     install_scripts_of: &[],
     command: &["claude-agent-acp"],
@@ -66,6 +68,7 @@ pub const CODEX: AgentSpec = AgentSpec {
     acp_adapter: Package { name: "@agentclientprotocol/codex-acp", version: "2.6.0" },
     agent_package: Package { name: "@openai/codex", version: "0.166.0" },
     extra_packages: &[],
+    lock: include_str!("../locks/codex/package-lock.json"),
     node: NodeRuntime::System { min_major: 20 },
     install_scripts_of: &[],
     command: &["codex-acp"],
@@ -82,6 +85,7 @@ pub const OPENCODE: AgentSpec = AgentSpec {
     acp_adapter: Package { name: "opencode-ai", version: "1.18.33" },
     agent_package: Package { name: "opencode-ai", version: "1.18.33" },
     extra_packages: &[],
+    lock: include_str!("../locks/opencode/package-lock.json"),
     node: NodeRuntime::None,
     install_scripts_of: &["opencode-ai"],
     command: &["opencode", "acp"],
@@ -116,6 +120,21 @@ mod tests {
             assert!(!agent.command.is_empty(), "{} has no command", agent.id);
             for package in agent.install_scripts_of {
                 assert!(agent.packages().iter().any(|p| p.name == *package), "{}: scripts of {package}", agent.id);
+            }
+        }
+    }
+
+    #[test]
+    fn every_lock_file_installs_exactly_the_pinned_packages() {
+        for agent in builtin() {
+            let lock: serde_json::Value = serde_json::from_str(agent.lock).unwrap();
+            let manifest = agent.package_json();
+            assert_eq!(lock["name"], manifest["name"], "{}", agent.id);
+            assert_eq!(lock["packages"][""]["dependencies"], manifest["dependencies"], "{}", agent.id);
+            for package in agent.packages() {
+                let entry = &lock["packages"][format!("node_modules/{}", package.name)];
+                assert_eq!(entry["version"], package.version, "{}: {}", agent.id, package.name);
+                assert!(entry["integrity"].as_str().is_some_and(|i| i.starts_with("sha512-")), "{}", package.name);
             }
         }
     }

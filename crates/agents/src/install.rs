@@ -4,7 +4,9 @@
 //! wait for each other, VMs and servers never take it):
 //! 1. nothing to do when the marker already names exactly the pinned versions;
 //! 2. `npm install --prefix <data>/software/.staging/<id>-<pid> --ignore-scripts --no-audit
-//!    --no-fund --save-exact <pkg@version>...` (from the npm cache in `~/.npm` when it has them);
+//!    --no-fund` with the agent's `package.json` and lock file ([`AgentSpec::lock`]) in place:
+//!    every package at the version and integrity hash the lock names (from the npm cache in
+//!    `~/.npm` when it has them);
 //! 3. the install scripts of the packages the entry names, alone (`npm rebuild NAME`):
 //!    `--ignore-scripts` keeps every other dependency's scripts from running on the host;
 //! 4. every file made readable (and directories searchable) by all, since VM users are other
@@ -103,13 +105,20 @@ pub fn install_with(agent: &AgentSpec, layer: &SoftwareLayer, npm: &OsStr) -> Re
     let work = Staged(staging.join(format!("{}-{}", agent.id, std::process::id())));
     fs::create_dir(&work.0).map_err(io_error(format!("creating {}", work.0.display())))?;
 
+    let manifest = serde_json::to_vec_pretty(&agent.package_json())
+        .map_err(|e| InstallError::Io { what: "writing package.json".into(), source: io::Error::other(e) })?;
+    for (name, content) in [("package.json", manifest.as_slice()), ("package-lock.json", agent.lock.as_bytes())] {
+        let path = work.0.join(name);
+        fs::write(&path, content).map_err(io_error(format!("writing {}", path.display())))?;
+    }
+    // `npm install` with the lock in place installs what the lock names. Not `npm ci`: npm 11
+    // leaves other platforms' optional packages (opencode's darwin and windows binaries) out of
+    // the lock files it writes, and `npm ci` then refuses those very files as out of sync.
     let mut args: Vec<OsString> = ["install", "--prefix"].map(OsString::from).to_vec();
     args.push(work.0.clone().into_os_string());
     args.extend(
-        ["--ignore-scripts", "--no-audit", "--no-fund", "--save-exact", "--no-update-notifier", "--loglevel=error"]
-            .map(OsString::from),
+        ["--ignore-scripts", "--no-audit", "--no-fund", "--no-update-notifier", "--loglevel=error"].map(OsString::from),
     );
-    args.extend(agent.packages().iter().map(|p| OsString::from(p.spec())));
     run_npm(npm, &args)?;
     for package in agent.install_scripts_of {
         let mut args: Vec<OsString> =

@@ -50,6 +50,11 @@ pub struct AgentSpec {
     pub agent_package: Package,
     /// Other packages installed alongside (Node.js 22 for agents that need it).
     pub extra_packages: &'static [Package],
+    /// The `package-lock.json` of exactly these packages (`crates/agents/locks/<id>/`, made
+    /// with `npm install --package-lock-only` for Linux x64 with glibc): the install takes every
+    /// dependency at the version and integrity hash it names, so an install today is the
+    /// install that was verified, whatever the dependencies published since.
+    pub lock: &'static str,
     pub node: NodeRuntime,
     /// Installs run with `--ignore-scripts`; the install scripts of these packages alone are
     /// then run (`npm rebuild NAME`), for packages that do not work without them.
@@ -79,6 +84,12 @@ impl AgentSpec {
     /// The pinned versions by package name: what the install marker records.
     pub fn pins(&self) -> BTreeMap<String, String> {
         self.packages().iter().map(|p| (p.name.to_string(), p.version.to_string())).collect()
+    }
+
+    /// The `package.json` that goes with [`AgentSpec::lock`]: a private package depending on
+    /// exactly the pinned versions.
+    pub fn package_json(&self) -> serde_json::Value {
+        serde_json::json!({"name": format!("agentvm-agent-{}", self.id), "private": true, "dependencies": self.pins()})
     }
 
     /// The agent's directory inside a VM: `/opt/agentvm/agents/<id>`.
