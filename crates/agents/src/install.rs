@@ -300,6 +300,43 @@ mod tests {
         assert_eq!(fs::read_dir(layer.staging_dir()).unwrap().count(), 0);
     }
 
+    /// A stand-in for npm that "installs" one private file naming its own pid.
+    fn fake_npm(dir: &Path) -> PathBuf {
+        let npm = dir.join("fake-npm");
+        let script = "#!/bin/sh\nwhile [ $# -gt 0 ]; do [ \"$1\" = --prefix ] && prefix=$2; shift; done\n\
+                      mkdir -p \"$prefix/node_modules/fake\" && echo $$ > \"$prefix/node_modules/fake/run\" && \
+                      chmod 600 \"$prefix/node_modules/fake/run\"\n";
+        fs::write(&npm, script).unwrap();
+        fs::set_permissions(&npm, fs::Permissions::from_mode(0o755)).unwrap();
+        npm
+    }
+
+    #[test]
+    fn installs_once_and_replaces_an_install_of_other_versions_in_one_step() {
+        let data = tempfile::tempdir().unwrap();
+        let layer = SoftwareLayer::of_data_dir(data.path());
+        let npm = fake_npm(data.path());
+        let installed = install_with(&PI, &layer, npm.as_os_str()).unwrap();
+        assert!(matches!(installed, Installed::Installed { files: 3, .. }), "{installed:?}");
+        assert!(layer.is_installed(&PI));
+        let run_file = layer.agent_dir("pi").join("node_modules/fake/run");
+        let first_run = fs::read_to_string(&run_file).unwrap();
+        assert_eq!(fs::metadata(&run_file).unwrap().permissions().mode() & 0o777, 0o644, "readable by VM users");
+        assert_eq!(install_with(&PI, &layer, npm.as_os_str()).unwrap(), Installed::AlreadyInstalled);
+        assert_eq!(fs::read_to_string(&run_file).unwrap(), first_run, "a second install runs nothing");
+
+        // New pins for the same id: installed again, swapped in for the old install.
+        let newer = AgentSpec { acp_adapter: crate::spec::Package { name: "pi-acp", version: "0.0.99" }, ..PI };
+        assert!(!layer.is_installed(&newer));
+        assert!(matches!(install_with(&newer, &layer, npm.as_os_str()).unwrap(), Installed::Installed { .. }));
+        assert!(layer.is_installed(&newer) && !layer.is_installed(&PI));
+        assert_ne!(fs::read_to_string(&run_file).unwrap(), first_run);
+        assert_eq!(fs::read_dir(layer.staging_dir()).unwrap().count(), 0, "the old install is gone");
+        let agents: Vec<_> =
+            fs::read_dir(layer.dir().join("agents")).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(agents, ["pi"]);
+    }
+
     #[test]
     fn permissions_are_opened_for_other_users_without_set_id_bits() {
         let dir = tempfile::tempdir().unwrap();
