@@ -36,6 +36,7 @@ pub mod memory;
 pub mod network;
 pub mod preset;
 pub mod preview;
+pub mod sessions;
 pub mod user_network;
 
 pub use actors::{Actor, Actors, Settings};
