@@ -5,7 +5,7 @@
 //! npm registry at pinned versions, together with any extra package (Node.js 22 itself, for agents
 //! that need it), and are installed once into the software layer ([`crate::layer`]); a VM finds
 //! them under `/opt/agentvm/agents/<id>/node_modules`. Everything here is static data: the
-//! entries are in [`crate::builtin`].
+//! entries are in [`crate::builtin()`].
 
 use std::collections::BTreeMap;
 
