@@ -406,3 +406,71 @@ async fn a_misbehaving_handshake_is_a_typed_error_and_the_agent_is_killed() {
     assert_eq!(exit_code(&handle).await, 128 + libc::SIGKILL);
     vm.shutdown(Duration::from_secs(2)).await;
 }
+
+/// A hand-scripted agent (`sh` in the VM) for what the test agent never does: requests with
+/// string ids that we do not serve or that carry bad params, a notification we do not know, a
+/// call left unanswered, another protocol version, a stdout closed by a live process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_edges_unknown_requests_bad_params_timeouts_and_versions() {
+    let host = common::host();
+    let vm = host.vm("acp-edges").await;
+    let client = Recorder::new(&vm);
+    let quick = Timeouts { other: Duration::from_secs(1), ..Timeouts::default() };
+    let script = r#"
+        read init
+        echo '{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":1}}'
+        echo '{"jsonrpc":"2.0","id":"ask-1","method":"elicitation/create","params":{}}'
+        read answer; echo "$answer" > /tmp/answers
+        echo '{"jsonrpc":"2.0","id":"ask-2","method":"fs/read_text_file","params":{"path":7}}'
+        read answer; echo "$answer" >> /tmp/answers
+        echo '{"jsonrpc":"2.0","method":"something/else","params":{}}'
+        read ping; id=$(echo "$ping" | sed 's/.*"id":\([0-9]*\).*/\1/')
+        echo "{\"jsonrpc\":\"2.0\",\"id\":$id,\"result\":\"pong\"}"
+        read never; read cancel; echo "$cancel" >> /tmp/answers
+        exec sleep 1000
+    "#;
+    let argv = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
+    let process = vm.spawn_attached(argv, &BTreeMap::new(), None).await.expect("spawn_attached");
+    let recorder: Arc<dyn ClientSide> = client.clone();
+    let (connection, _) = AgentConnection::start(process, recorder, quick).await.expect("initialize");
+    let answers = || async {
+        let text = vm.read_file("/tmp/answers").await.map(|b| String::from_utf8_lossy(&b).into_owned());
+        text.unwrap_or_default().lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect::<Vec<Value>>()
+    };
+    // The agent's two requests are answered before ours go out (the script reads stdin in order).
+    common::eventually(30, "the agent's requests are answered", || async { answers().await.len() == 2 }).await;
+    assert_eq!(connection.raw("ping", json!({})).await, Ok(json!("pong")));
+    assert_eq!(connection.raw("never", json!({})).await, Err(AcpError::TimedOut { method: "never".into() }));
+    common::eventually(30, "the scripted agent recorded the cancel", || async { answers().await.len() == 3 }).await;
+    let answers = answers().await;
+    assert_eq!((&answers[0]["id"], &answers[0]["error"]["code"]), (&json!("ask-1"), &json!(-32601)), "{answers:?}");
+    assert_eq!((&answers[1]["id"], &answers[1]["error"]["code"]), (&json!("ask-2"), &json!(-32602)), "{answers:?}");
+    assert_eq!(answers[2]["method"], "$/cancel_request", "{answers:?}");
+    assert_eq!(answers[2]["params"]["requestId"], 2, "{answers:?}");
+    // A timed-out call fails alone; the connection stays up.
+    assert_eq!(connection.close_reason(), None);
+    assert!(client.take_trace().is_empty(), "unserved requests never reach the client side");
+    drop(connection);
+
+    let version = r#"read init; echo '{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":2}}'; exec sleep 1000"#;
+    let argv = vec!["sh".to_string(), "-c".to_string(), version.to_string()];
+    let process = vm.spawn_attached(argv, &BTreeMap::new(), None).await.expect("spawn_attached");
+    let handle = process.handle.clone();
+    let recorder: Arc<dyn ClientSide> = client.clone();
+    let result = AgentConnection::start(process, recorder, quick).await;
+    assert_eq!(result.err(), Some(AcpError::ProtocolVersion { version: "2".into() }));
+    assert_eq!(exit_code(&handle).await, 128 + libc::SIGKILL);
+
+    // The agent closes its stdout but lives on: the connection closes, and the agent is killed.
+    let closes = "read init; exec >&-; echo closed-stdout >&2; exec sleep 1000";
+    let argv = vec!["sh".to_string(), "-c".to_string(), closes.to_string()];
+    let process = vm.spawn_attached(argv, &BTreeMap::new(), None).await.expect("spawn_attached");
+    let handle = process.handle.clone();
+    let recorder: Arc<dyn ClientSide> = client.clone();
+    match AgentConnection::start(process, recorder, quick).await.err() {
+        Some(AcpError::Exited { code: None, stderr_tail }) => assert_eq!(stderr_tail, "closed-stdout\n"),
+        other => panic!("expected Exited without a code, got {other:?}"),
+    }
+    assert_eq!(exit_code(&handle).await, 128 + libc::SIGKILL);
+    vm.shutdown(Duration::from_secs(2)).await;
+}
