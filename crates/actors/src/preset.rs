@@ -38,8 +38,43 @@ pub struct Preset {
     pub env: BTreeMap<String, String>,
     pub network: Network,
     pub preview: PreviewLimits,
+    /// Agent sessions: which agents, and how permission requests are answered.
+    pub sessions: SessionPolicy,
     /// What a client's `createWithInput` may set.
     pub client_settable: ClientSettable,
+}
+
+/// How an agent's permission requests are answered in a VM of this preset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PermissionMode {
+    /// Broadcast as `permissionRequest` and wait for `respondPermission`; rejected (cancelled)
+    /// after [`SessionPolicy::permission_timeout`]. Never allowed by default: it fails closed.
+    #[default]
+    Ask,
+    /// Allowed at once (the agent's allow-once option).
+    Allow,
+    /// Rejected at once.
+    Reject,
+}
+
+/// Default [`SessionPolicy::permission_timeout`] (the reference's 120 s).
+pub const DEFAULT_PERMISSION_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Agent sessions in VMs of a preset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionPolicy {
+    pub permissions: PermissionMode,
+    /// How long a permission request waits for an answer before it is rejected.
+    pub permission_timeout: Duration,
+    /// The agents sessions may use; `None`: every agent the server knows.
+    pub agents: Option<Vec<String>>,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        SessionPolicy { permissions: PermissionMode::Ask, permission_timeout: DEFAULT_PERMISSION_TIMEOUT, agents: None }
+    }
 }
 
 /// Resource limits of a VM (the fields of [`VmOptions`] an operator sets).
@@ -160,6 +195,7 @@ impl Preset {
             env: BTreeMap::new(),
             network: Network::default(),
             preview: PreviewLimits::default(),
+            sessions: SessionPolicy::default(),
             client_settable: ClientSettable::default(),
         }
     }
@@ -356,10 +392,12 @@ fn limits_from(value: &Value, preset: &Limits) -> Result<ClientLimits, String> {
     Ok(limits)
 }
 
-/// Every preset of a server, by actor name.
+/// Every preset of a server, by actor name, and the agents its sessions can run (the built-in
+/// ones and the operator's `[agents.ID]`).
 #[derive(Debug)]
 pub struct Presets {
     named: BTreeMap<String, Arc<Preset>>,
+    agents: Arc<agentvm_agents::Registry>,
     /// Without a config file, every actor name gets the built-in defaults: one shared preset
     /// per name, made on first use.
     any_name: Option<std::sync::Mutex<BTreeMap<String, Arc<Preset>>>>,
@@ -368,7 +406,11 @@ pub struct Presets {
 impl Default for Presets {
     /// No config file: every name gets [`Preset::default`].
     fn default() -> Self {
-        Presets { named: BTreeMap::new(), any_name: Some(Default::default()) }
+        Presets {
+            named: BTreeMap::new(),
+            agents: Arc::new(agentvm_agents::Registry::builtin()),
+            any_name: Some(Default::default()),
+        }
     }
 }
 
@@ -376,7 +418,18 @@ impl Presets {
     /// Exactly these presets: other actor names are refused.
     pub fn only(presets: impl IntoIterator<Item = Preset>) -> Presets {
         let named = presets.into_iter().map(|p| (p.name.clone(), Arc::new(p))).collect();
-        Presets { named, any_name: None }
+        Presets { named, agents: Arc::new(agentvm_agents::Registry::builtin()), any_name: None }
+    }
+
+    /// The same presets with `agents` as the agents sessions can run.
+    pub fn with_agents(mut self, agents: agentvm_agents::Registry) -> Presets {
+        self.agents = Arc::new(agents);
+        self
+    }
+
+    /// The agents sessions can run.
+    pub fn agents(&self) -> &Arc<agentvm_agents::Registry> {
+        &self.agents
     }
 
     /// The preset of actor name `name`.

@@ -152,3 +152,25 @@ async fn pi_installs_once_into_the_software_layer_every_vm_sees_read_only() {
     assert_eq!(top["stdout"], ".staging\nagents\n", "{top}");
     assert!(data.join("software/agents/pi/agentvm-agent.json").exists());
 }
+
+/// Agents the operator declares in the config file are listed next to the built-in ones, and a
+/// preset may name only agents the server knows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_agents_from_the_config_file_are_listed() {
+    let mut config = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::io::Write::write_all(
+        &mut config,
+        b"[actors.vm.sessions]\nagents = [\"mine\"]\n\n[agents.mine]\ncommand = [\"node\", \"/opt/mine/agent.mjs\"]\n",
+    )
+    .unwrap();
+    let server = TestServer::start_with(&["--config", config.path().to_str().unwrap()]);
+    let api = Api::new(&server, "operator-agents");
+    let list = api.ok("listAgents", json!([])).await;
+    let mine = list.as_array().unwrap().iter().find(|a| a["id"] == "mine").cloned();
+    assert_eq!(
+        mine.map(|m| (m["acpAdapter"].clone(), m["installed"].clone())),
+        Some((json!("node"), json!(true))),
+        "{list}"
+    );
+    assert!(list.as_array().unwrap().iter().any(|a| a["id"] == "pi"), "{list}");
+}

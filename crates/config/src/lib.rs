@@ -28,6 +28,15 @@
 //! [actors.coder.preview]
 //! default_expires_in_seconds = 3600
 //! max_expires_in_seconds = 86400
+//!
+//! [actors.coder.sessions]
+//! permissions = "ask"               # "ask" (default), "allow", "reject"
+//! permission_timeout_seconds = 120  # unanswered requests are rejected after this
+//! agents = ["pi", "claude", "mine"] # default: every agent the server knows
+//!
+//! [agents.mine]                     # an operator's ACP agent: any program speaking ACP on stdio
+//! command = ["node", "/opt/mine/agent.mjs"]
+//! env = { MINE_MODE = "ci" }
 //! ```
 //!
 //! The crate turns the file into [`agentvm_actors::Presets`]; the actor core applies them.
@@ -39,8 +48,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentvm_actors::preset::{ClientSettable, Forward, Limits, Network, NetworkMode, Preset, PreviewLimits};
+use agentvm_actors::preset::{
+    ClientSettable, Forward, Limits, Network, NetworkMode, PermissionMode, Preset, PreviewLimits, SessionPolicy,
+};
 use agentvm_actors::Presets;
+use agentvm_agents::{OperatorAgent, Registry};
 use agentvm_network::Policy;
 use serde::Deserialize;
 use toml::Spanned;
@@ -59,7 +71,9 @@ pub struct ConfigError {
     pub message: String,
 }
 
-/// Reads and checks the config file at `path`.
+/// Reads and checks the config file at `path`: the VM preset of each actor name, and the agents
+/// sessions can use (the built-in ones and the operator's `[agents.ID]`, see
+/// [`Presets::agents`]).
 pub fn load(path: &Path) -> Result<Presets, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: path.display().to_string(),
@@ -77,13 +91,20 @@ pub fn parse(text: &str, file: &str) -> Result<Presets, ConfigError> {
         message,
     };
     let parsed: FileSection = toml::from_str(text).map_err(|e| error(e.span(), e.message().to_string()))?;
+    let operator: Vec<OperatorAgent> = parsed
+        .agents
+        .into_iter()
+        .map(|(id, agent)| OperatorAgent { id, command: agent.command, env: agent.env })
+        .collect();
+    let agents = Registry::with_operator_agents(operator)
+        .map_err(|e| error(text.find("[agents.").map(|o| o..o), format!("agents: {e}")))?;
     let mut presets = Vec::new();
     for (name, section) in parsed.actors {
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             let line = text.find(&name).map(|offset| offset..offset);
             return Err(error(line, format!("actor name {name:?}: use letters, digits, `-` and `_`")));
         }
-        presets.push(section.into_preset(&name).map_err(|(span, message)| error(span, message))?);
+        presets.push(section.into_preset(&name, &agents).map_err(|(span, message)| error(span, message))?);
     }
     if presets.is_empty() {
         return Err(error(
@@ -91,7 +112,7 @@ pub fn parse(text: &str, file: &str) -> Result<Presets, ConfigError> {
             "the config file defines no actor: add at least one `[actors.NAME]` table (e.g. `[actors.vm]`)".into(),
         ));
     }
-    Ok(Presets::only(presets))
+    Ok(Presets::only(presets).with_agents(agents))
 }
 
 /// The 1-based line of byte `offset` in `text`.
@@ -104,6 +125,25 @@ fn line_of(text: &str, offset: usize) -> usize {
 struct FileSection {
     #[serde(default)]
     actors: BTreeMap<String, ActorSection>,
+    #[serde(default)]
+    agents: BTreeMap<String, AgentSection>,
+}
+
+/// `[agents.ID]`: an ACP agent of the operator's, any program speaking ACP on its stdio.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentSection {
+    command: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SessionsSection {
+    permissions: Option<PermissionMode>,
+    permission_timeout_seconds: Option<Spanned<u64>>,
+    agents: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -117,6 +157,8 @@ struct ActorSection {
     network: NetworkSection,
     #[serde(default)]
     preview: PreviewSection,
+    #[serde(default)]
+    sessions: SessionsSection,
     client_settable: Option<Vec<Settable>>,
 }
 
@@ -165,7 +207,7 @@ enum Settable {
 type Problem = (Option<std::ops::Range<usize>>, String);
 
 impl ActorSection {
-    fn into_preset(self, name: &str) -> Result<Preset, Problem> {
+    fn into_preset(self, name: &str, agents: &Registry) -> Result<Preset, Problem> {
         let mut preset = Preset::named(name);
         preset.limits = self.limits.into_limits()?;
         for (key, value) in self.env {
@@ -176,6 +218,7 @@ impl ActorSection {
         }
         preset.network = self.network.into_network()?;
         preset.preview = self.preview.into_limits()?;
+        preset.sessions = self.sessions.into_policy(agents)?;
         if let Some(settable) = self.client_settable {
             preset.client_settable = ClientSettable { env: false, limits: false };
             for item in settable {
@@ -283,6 +326,43 @@ fn check_host_port(text: &str) -> Result<(), String> {
     }
 }
 
+impl SessionsSection {
+    fn into_policy(self, agents: &Registry) -> Result<SessionPolicy, Problem> {
+        let mut policy = SessionPolicy::default();
+        if let Some(mode) = self.permissions {
+            policy.permissions = mode;
+        }
+        if let Some(timeout) = &self.permission_timeout_seconds {
+            let seconds = *timeout.get_ref();
+            if !(1..=86_400).contains(&seconds) {
+                return Err((
+                    Some(timeout.span()),
+                    "sessions.permission_timeout_seconds must be between 1 and 86400".into(),
+                ));
+            }
+            policy.permission_timeout = Duration::from_secs(seconds);
+        }
+        if let Some(list) = self.agents {
+            let mut ids = Vec::new();
+            for id in list {
+                if agents.get(id.get_ref()).is_none() {
+                    return Err((
+                        Some(id.span()),
+                        format!(
+                            "sessions.agents: unknown agent {:?} (known: {})",
+                            id.get_ref(),
+                            agents.ids().join(", ")
+                        ),
+                    ));
+                }
+                ids.push(id.into_inner());
+            }
+            policy.agents = Some(ids);
+        }
+        Ok(policy)
+    }
+}
+
 impl PreviewSection {
     fn into_limits(self) -> Result<PreviewLimits, Problem> {
         let mut limits = PreviewLimits::default();
@@ -322,7 +402,7 @@ mod tests {
 
     #[test]
     fn a_full_file_becomes_presets() {
-        let presets = parse(
+        let config = parse(
             r#"
 [actors.vm]
 
@@ -346,10 +426,21 @@ forward = [{ port = 8080, to = "127.0.0.1:9000" }]
 [actors.coder.preview]
 default_expires_in_seconds = 600
 max_expires_in_seconds = 7200
+
+[actors.coder.sessions]
+permissions = "reject"
+permission_timeout_seconds = 30
+agents = ["pi", "mine"]
+
+[agents.mine]
+command = ["node", "/opt/mine/agent.mjs"]
+env = { MINE = "1" }
 "#,
             "agentvm.toml",
         )
         .unwrap();
+        let presets = &config;
+        assert!(config.agents().get("mine").is_some() && config.agents().get("pi").is_some());
         assert_eq!(presets.names(), vec!["coder".to_string(), "vm".to_string()]);
         assert!(presets.get("other").is_err());
         let vm = presets.get("vm").unwrap();
@@ -367,6 +458,10 @@ max_expires_in_seconds = 7200
         assert_eq!(coder.network.forward, vec![Forward { port: 8080, to: "127.0.0.1:9000".into() }]);
         assert_eq!(coder.preview.default_expires, Duration::from_secs(600));
         assert!(coder.client_settable.limits && coder.client_settable.env);
+        assert_eq!(coder.sessions.permissions, PermissionMode::Reject);
+        assert_eq!(coder.sessions.permission_timeout, Duration::from_secs(30));
+        assert_eq!(coder.sessions.agents.as_deref(), Some(&["pi".to_string(), "mine".to_string()][..]));
+        assert_eq!(vm.sessions, SessionPolicy::default());
     }
 
     #[test]
@@ -397,6 +492,16 @@ max_expires_in_seconds = 7200
         assert_eq!(e.line, Some(1), "{e}");
         let e = error("[actors.vm]\nclient_settable = [\"network\"]\n");
         assert_eq!(e.line, Some(2), "{e}");
+        let e = error("[actors.vm.sessions]\nagents = [\"nope\"]\n");
+        assert!(e.line == Some(2) && e.to_string().contains("pi"), "{e}");
+        let e = error("[actors.vm.sessions]\npermissions = \"maybe\"\n");
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = error("[actors.vm]\n[agents.pi]\ncommand = [\"x\"]\n");
+        assert!(e.to_string().contains("pi"), "{e}");
+        let e = error("[actors.vm]\n[agents.x]\ncommand = []\n");
+        assert!(e.to_string().contains("command"), "{e}");
+        let e = error("[actors.vm]\n[agents.x]\ncmd = [\"a\"]\n");
+        assert_eq!(e.line, Some(3), "{e}");
     }
 
     #[test]

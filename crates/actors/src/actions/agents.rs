@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use agentvm_agents::{Registry, SoftwareLayer};
+use agentvm_agents::SoftwareLayer;
 use agentvm_protocol::Value;
 
 use crate::actors::{blocking, Actors};
@@ -33,6 +33,7 @@ pub(super) async fn run(actors: &Arc<Actors>, call: Call) -> Result<Value, Actor
     let Call::List = call;
     let layer = SoftwareLayer::at(actors.host().software_dir());
     // A few small marker files: read off the async workers all the same.
-    let statuses = blocking(move || Registry::builtin().statuses(&layer)).await?;
+    let agents = Arc::clone(actors.presets().agents());
+    let statuses = blocking(move || agents.statuses(&layer)).await?;
     super::to_value(&statuses)
 }
