@@ -357,6 +357,24 @@ async fn an_agent_that_crashes_mid_turn_fails_the_call_with_its_exit_and_stderr(
     assert_eq!(connection.cancel(&session).expect_err("closed"), error);
     // The VM is unharmed.
     assert_eq!(common::sh(&vm, "echo alive").await, "alive\n");
+
+    // An agent killed from outside while a turn waits: the prompt fails with the signal.
+    let connection = Arc::new(started(&vm, &client).await);
+    let session = connection.new_session(HOME, Vec::new()).await.expect("session/new").session_id.0.to_string();
+    let turn = tokio::spawn({
+        let (connection, session) = (connection.clone(), session.clone());
+        async move { connection.prompt_text(&session, "hang").await }
+    });
+    common::eventually(30, "the agent hangs in the turn", || {
+        let handle = connection.handle().clone();
+        async move { handle.stderr_tail().contains("hanging mid-turn as asked") }
+    })
+    .await;
+    connection.handle().signal(libc::SIGKILL);
+    let error = tokio::time::timeout(STEP, turn).await.expect("the turn ends").unwrap().expect_err("killed");
+    assert!(matches!(&error, AcpError::Exited { code: Some(137), .. }), "{error:?}");
+    assert!(error.to_string().contains("killed by signal 9"), "{error}");
+    assert_eq!(connection.closed().await, error);
     vm.shutdown(Duration::from_secs(2)).await;
 }
 

@@ -12,6 +12,10 @@
 //!   [`ClientSide::session_update`] one at a time, in the order the agent sent them;
 //! - a **watcher** that notices the process's exit.
 //!
+//! Order: the agent's messages are handled in the order it wrote them, so an answer (a
+//! `session/prompt` ending its turn) is delivered only after every update the agent sent before
+//! it has been handed to [`ClientSide::session_update`].
+//!
 //! Failures are [`AcpError`]s, never panics: an agent that exits or writes a line that is not
 //! JSON-RPC closes the connection; every pending call then fails with that reason (with the
 //! agent's stderr tail), later calls fail at once with it, and [`AgentConnection::closed`]
