@@ -245,8 +245,10 @@ async fn a_turn_streams_updates_and_serves_permission_files_and_terminals_in_the
     let vm = vm_with_agent(&host, "acp-hello").await;
     let client = Recorder::new(&vm);
 
+    let begun = std::time::Instant::now();
     let (connection, handle) = start(&vm, &client, &[], Timeouts::default()).await;
     let (connection, init) = connection.expect("initialize");
+    let initialized = begun.elapsed();
     assert_eq!(init.agent_info.as_ref().map(|i| i.name.as_str()), Some("acp-test-agent"));
     assert!(init.agent_capabilities.load_session);
     // The agent is an ordinary process of the VM.
@@ -255,10 +257,12 @@ async fn a_turn_streams_updates_and_serves_permission_files_and_terminals_in_the
 
     let created = connection.new_session(HOME, Vec::new()).await.expect("session/new");
     let session = created.session_id.0.to_string();
+    let ready = begun.elapsed();
     assert_eq!(created.modes.as_ref().map(|m| m.current_mode_id.0.to_string()).as_deref(), Some("default"));
 
     let response = connection.prompt_text(&session, "hello").await.expect("session/prompt");
     assert_eq!(response.stop_reason, StopReason::EndTurn);
+    eprintln!("acp: node test agent in a VM: initialized {initialized:?}, session ready {ready:?}, hello turn done {:?} after spawn", begun.elapsed());
     assert_eq!(client.take_trace(), HELLO_TRACE);
     assert!(client.agent_text().ends_with("The terminal said: done (exit code 0)."), "{}", client.agent_text());
     // The permission id is the request's JSON-RPC id, as text.
