@@ -130,12 +130,16 @@ pub struct Actor {
     /// What its VM gets; `None` when the server's config no longer defines the actor's name
     /// (its data stays readable, its VM does not boot).
     preset: Option<Arc<Preset>>,
+    /// The agents its sessions can run (the server's registry).
+    agents: Arc<agentvm_agents::Registry>,
     /// The VM's directory (`<data>/vms/<id>`): event log, client options.
     dir: PathBuf,
     host: VmHost,
     events: Arc<EventLog>,
     store: Arc<EventFile>,
     lifecycle: Arc<Lifecycle<Vm>>,
+    /// Its agent sessions (live while the VM runs).
+    sessions: crate::sessions::Sessions,
     /// The task writing events to the store; awaited by `destroy` before it deletes the files.
     persister: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Actions running now (a long `waitProcess` keeps the VM awake).
@@ -207,11 +211,13 @@ impl Actors {
             key: keys::from_rest(&rest_key),
             created_ms,
             preset,
+            agents: Arc::clone(self.presets.agents()),
             dir: dir.clone(),
             host: self.host.clone(),
             events: EventLog::durable(limits, next_seq),
             store: Arc::new(EventFile::new(dir.join("vm.sqlite3"), self.settings.event_retention)),
             lifecycle: Arc::default(),
+            sessions: crate::sessions::Sessions::default(),
             persister: Mutex::new(None),
             in_flight: AtomicUsize::new(0),
             last_activity: Mutex::new(Instant::now()),
@@ -421,6 +427,39 @@ impl Actor {
         (self.namespace.clone(), self.name.clone(), keys::to_rest(&self.key))
     }
 
+    /// Its agent sessions.
+    pub fn sessions(&self) -> &crate::sessions::Sessions {
+        &self.sessions
+    }
+
+    /// Its sessions' durable records and transcripts (in the VM's own SQLite file).
+    pub fn transcript(&self) -> crate::sessions::transcript::Transcript {
+        crate::sessions::transcript::Transcript::new(Arc::clone(&self.store))
+    }
+
+    /// Starts an agent session in `vm` (the actor's running VM).
+    pub async fn create_session(
+        &self,
+        vm: &Vm,
+        agent_type: &str,
+        options: crate::sessions::CreateOptions,
+    ) -> Result<serde_json::Value, ActorError> {
+        let preset = self
+            .preset
+            .clone()
+            .ok_or_else(|| ActorError::UnknownActorName { name: self.name.clone(), known: Vec::new() })?;
+        let transcript = self.transcript();
+        let cx = crate::sessions::Context {
+            vm,
+            preset: &preset,
+            events: &self.events,
+            transcript: &transcript,
+            agents: &self.agents,
+            software_dir: self.host.software_dir(),
+        };
+        self.sessions.create(cx, agent_type, options).await
+    }
+
     /// The VM's own SQLite file (its event log; its preview tokens, see [`crate::preview`]).
     pub(crate) fn event_file(&self) -> &Arc<EventFile> {
         &self.store
@@ -496,6 +535,8 @@ impl Actor {
         options.env.extend(crate::network::env_for(&preset.network));
         options.resolv_conf = crate::network::resolv_conf_for(&preset.network);
         let vm = self.host.create_vm(&self.id, options).await?;
+        // Sessions of an earlier boot ended with it (their agents are gone).
+        self.sessions.clear();
         if let Err(e) = crate::network::start(&vm, &preset.network, Arc::clone(&self.events)).await {
             vm.shutdown(Duration::ZERO).await;
             return Err(e);

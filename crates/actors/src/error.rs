@@ -38,6 +38,13 @@ pub enum ActorError {
     /// network policy, higher limits…), or is malformed.
     #[error("{message}")]
     InputRefused { preset: String, message: String },
+    /// No live session has this id (never created, closed, or its VM stopped since).
+    #[error("Session not found: {0}")]
+    SessionNotFound(String),
+    /// A session's agent failed: it exited, hung, wrote garbage or answered with an error; the
+    /// text says which, with its stderr tail.
+    #[error("{0}")]
+    Agent(String),
     /// The server is shutting down: no VM boots any more.
     #[error("the server is shutting down")]
     ShuttingDown,

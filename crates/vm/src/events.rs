@@ -62,6 +62,17 @@ pub enum VmEvent {
     /// The VM's network policy refused a connection (emitted by the host's egress proxy):
     /// where to, and why.
     NetworkDenied { host: String, port: u16, reason: String },
+    /// Something an agent session did (a `session/update` notification, as JSON text), after it
+    /// was written to the session's transcript.
+    #[serde(rename_all = "camelCase")]
+    SessionEvent { session_id: String, event: Arc<str> },
+    /// An agent asks permission (`{permissionId, description, params}` as JSON text); answered
+    /// with `respondPermission`.
+    #[serde(rename_all = "camelCase")]
+    PermissionRequest { session_id: String, request: Arc<str> },
+    /// A session's agent exited, hung or wrote garbage: why, with its stderr tail.
+    #[serde(rename_all = "camelCase")]
+    AgentCrashed { session_id: String, message: String },
 }
 
 /// Bytes an event is counted for besides its payload.
@@ -81,7 +92,9 @@ impl VmEvent {
             | VmEvent::ShellExit { .. }
             | VmEvent::VmBooted
             | VmEvent::VmShutdown { .. }
-            | VmEvent::NetworkDenied { .. } => 0,
+            | VmEvent::NetworkDenied { .. }
+            | VmEvent::AgentCrashed { .. } => 0,
+            VmEvent::SessionEvent { event: json, .. } | VmEvent::PermissionRequest { request: json, .. } => json.len(),
         }
     }
 
@@ -92,7 +105,12 @@ impl VmEvent {
             VmEvent::ShellData { shell_id, .. } | VmEvent::ShellExit { shell_id, .. } => {
                 GapScope::Shell(shell_id.clone())
             }
-            VmEvent::VmBooted | VmEvent::VmShutdown { .. } | VmEvent::NetworkDenied { .. } => GapScope::Vm,
+            VmEvent::VmBooted
+            | VmEvent::VmShutdown { .. }
+            | VmEvent::NetworkDenied { .. }
+            | VmEvent::SessionEvent { .. }
+            | VmEvent::PermissionRequest { .. }
+            | VmEvent::AgentCrashed { .. } => GapScope::Vm,
         }
     }
 }

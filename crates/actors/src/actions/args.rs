@@ -30,6 +30,12 @@ impl<'a> Args<'a> {
         ))
     }
 
+    /// Argument `index` as JSON, when given (for arguments passed through as they are).
+    pub fn json(&self, index: usize) -> Option<serde_json::Value> {
+        self.present(index)
+            .map(|v| v.to_json_with(&|b| serde_json::Value::String(String::from_utf8_lossy(b).into_owned())))
+    }
+
     pub fn string(&self, index: usize, name: &str) -> Result<String, ActorError> {
         match self.present(index) {
             Some(Value::String(s)) => Ok(s.clone()),

@@ -14,6 +14,7 @@
 //! | lifecycle | `lifecycle.rs` | `destroy` |
 //! | network | `network.rs` | `vmFetch`, `createSignedPreviewUrl`, `expireSignedPreviewUrl` |
 //! | agents | `agents.rs` | `listAgents` |
+//! | sessions | `sessions.rs` | `createSession`, `listSessions`, `getSession`, `sendPrompt`, `cancelPrompt`, `respondPermission`, `setMode`, `getModes`, `rawSend`, `closeSession`, `destroySession`, `resumeSession`, `listPersistedSessions`, `getSessionEvents`, `getSequencedEvents`, `getEvents` |
 //!
 //! [`dispatch`] adds what every action shares: refusing actions once `destroy` began, counting
 //! the action as activity (an actor with actions in flight never sleeps) and getting the VM
@@ -26,6 +27,7 @@ mod files;
 mod lifecycle;
 mod network;
 mod processes;
+mod sessions;
 mod shells;
 
 use std::sync::Arc;
@@ -38,10 +40,19 @@ use args::Args;
 
 /// Every action name, by family.
 pub fn names() -> impl Iterator<Item = &'static str> {
-    [processes::NAMES, shells::NAMES, files::NAMES, events::NAMES, lifecycle::NAMES, network::NAMES, agents::NAMES]
-        .into_iter()
-        .flatten()
-        .copied()
+    [
+        processes::NAMES,
+        shells::NAMES,
+        files::NAMES,
+        events::NAMES,
+        lifecycle::NAMES,
+        network::NAMES,
+        agents::NAMES,
+        sessions::NAMES,
+    ]
+    .into_iter()
+    .flatten()
+    .copied()
 }
 
 /// A validated action call.
@@ -53,6 +64,7 @@ enum Call {
     Lifecycle(lifecycle::Call),
     Network(network::Call),
     Agents(agents::Call),
+    Sessions(sessions::Call),
 }
 
 impl Call {
@@ -75,6 +87,9 @@ impl Call {
         }
         if let Some(call) = network::parse(name, args)? {
             return Ok(Call::Network(call));
+        }
+        if let Some(call) = sessions::parse(name, args)? {
+            return Ok(Call::Sessions(call));
         }
         if let Some(call) = agents::parse(name) {
             return Ok(Call::Agents(call));
@@ -105,6 +120,9 @@ pub async fn dispatch(
         Call::Lifecycle(call) => return lifecycle::run(actors, actor, call).await,
         Call::Events(call) => return events::run(actor, call).await,
         Call::Agents(call) => return agents::run(actors, call).await,
+        // Durable reads work on a sleeping VM without booting it; the rest boot it.
+        Call::Sessions(call) if sessions::durable(&call) => return sessions::run(actor, call).await,
+        Call::Sessions(call) => sessions::run(actor, call).await,
         Call::Processes(call) => processes::run(&actor.vm(quiet).await?, call).await,
         Call::Shells(call) => shells::run(&actor.vm(quiet).await?, call).await,
         Call::Files(call) => files::run(&actor.vm(quiet).await?, call).await,
@@ -135,7 +153,7 @@ mod tests {
     #[test]
     fn every_action_belongs_to_exactly_one_family() {
         let all: Vec<&str> = names().collect();
-        assert_eq!(all.len(), 33);
+        assert_eq!(all.len(), 49);
         let mut unique = all.clone();
         unique.sort_unstable();
         unique.dedup();

@@ -34,6 +34,21 @@ pub fn to_wire(event: &VmEvent) -> (&'static str, Value) {
         ),
         VmEvent::VmBooted => ("vmBooted", Value::object(Vec::<(String, Value)>::new())),
         VmEvent::VmShutdown { reason } => ("vmShutdown", Value::object([("reason", Value::from(reason.as_str()))])),
+        VmEvent::SessionEvent { session_id, event } => (
+            "sessionEvent",
+            Value::object([("sessionId", Value::from(session_id.as_str())), ("event", json_value(event))]),
+        ),
+        VmEvent::PermissionRequest { session_id, request } => (
+            "permissionRequest",
+            Value::object([("sessionId", Value::from(session_id.as_str())), ("request", json_value(request))]),
+        ),
+        VmEvent::AgentCrashed { session_id, message } => (
+            "agentCrashed",
+            Value::object([
+                ("sessionId", Value::from(session_id.as_str())),
+                ("message", Value::from(message.as_str())),
+            ]),
+        ),
         VmEvent::NetworkDenied { host, port, reason } => (
             "networkDenied",
             Value::object([
@@ -55,6 +70,9 @@ pub fn name(event: &VmEvent) -> &'static str {
         VmEvent::VmBooted => "vmBooted",
         VmEvent::VmShutdown { .. } => "vmShutdown",
         VmEvent::NetworkDenied { .. } => "networkDenied",
+        VmEvent::SessionEvent { .. } => "sessionEvent",
+        VmEvent::PermissionRequest { .. } => "permissionRequest",
+        VmEvent::AgentCrashed { .. } => "agentCrashed",
     }
 }
 
@@ -106,6 +124,15 @@ pub fn to_stored(event: &SequencedEvent) -> StoredEvent {
         VmEvent::NetworkDenied { host, port, reason } => {
             (serde_json::json!({"host": host, "port": port, "reason": reason}), None)
         }
+        VmEvent::SessionEvent { session_id, event } => {
+            (serde_json::json!({"sessionId": session_id, "event": parse_json(event)}), None)
+        }
+        VmEvent::PermissionRequest { session_id, request } => {
+            (serde_json::json!({"sessionId": session_id, "request": parse_json(request)}), None)
+        }
+        VmEvent::AgentCrashed { session_id, message } => {
+            (serde_json::json!({"sessionId": session_id, "message": message}), None)
+        }
     };
     StoredEvent {
         seq: event.seq,
@@ -127,6 +154,15 @@ pub fn stored_payload(event: &StoredEvent) -> Value {
         entries.push(("data".into(), Value::Bytes(data.clone())));
     }
     Value::object(entries)
+}
+
+/// JSON text carried by an event (written by agentvm, so it parses; `null` otherwise).
+fn parse_json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
+}
+
+fn json_value(text: &str) -> Value {
+    Value::from(parse_json(text))
 }
 
 fn stream_name(stream: OutputStream) -> &'static str {

@@ -1,3 +1,284 @@
-//! Agent sessions (ACP): [`acp`] is the client connection to one agent process.
+//! Agent sessions: a coding agent running inside the VM as an ordinary VM process, driven over
+//! ACP (`acp`), its requests served from the VM (`client`), its records and transcript in the
+//! VM's own SQLite file (`transcript`).
+//!
+//! A session lives while the VM that runs its agent does: when the VM stops (sleep, crash,
+//! destroy) the agent is gone and the session is no longer live, but its record and transcript
+//! stay readable (`listPersistedSessions`, `getSessionEvents`) without booting the VM. Every
+//! event is written to the transcript before it is broadcast. An agent that exits, hangs in
+//! the handshake or writes garbage gives `agentCrashed` and fails the pending call with its
+//! stderr tail; the VM and other sessions keep working.
 
 pub mod acp;
+pub mod client;
+pub mod transcript;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use agentvm_store::SessionRecord;
+use agentvm_vm::{EventLog, Vm, VmEvent};
+use serde_json::{json, Value};
+
+use crate::error::ActorError;
+use crate::preset::Preset;
+use acp::{AcpError, AgentConnection, Timeouts};
+use client::{Reply, VmClient};
+use transcript::Transcript;
+
+/// The live sessions of one actor.
+#[derive(Default)]
+pub struct Sessions {
+    live: Mutex<HashMap<String, Arc<Session>>>,
+}
+
+/// One live session.
+pub struct Session {
+    pub id: String,
+    pub agent_type: String,
+    /// The agent's own session id.
+    pub agent_session_id: String,
+    connection: AgentConnection,
+    client: Arc<VmClient>,
+    record: SessionRecord,
+    /// The `session/new` answer (modes, models, config options).
+    pub setup: Value,
+}
+
+/// Where a new session runs and what it may use.
+pub struct Context<'a> {
+    pub vm: &'a Vm,
+    pub preset: &'a Preset,
+    pub events: &'a Arc<EventLog>,
+    pub transcript: &'a Transcript,
+    pub agents: &'a agentvm_agents::Registry,
+    /// The server's software layer (`<data>/software`), where built-in agents are installed.
+    pub software_dir: &'a std::path::Path,
+}
+
+/// What `createSession` was asked for.
+pub struct CreateOptions {
+    pub cwd: Option<String>,
+    pub env: BTreeMap<String, String>,
+}
+
+impl Sessions {
+    /// Launches `agent_type` in `vm` and opens an ACP session with it.
+    pub async fn create(&self, cx: Context<'_>, agent_type: &str, options: CreateOptions) -> Result<Value, ActorError> {
+        let Context { vm, preset, events, transcript, agents, software_dir } = cx;
+        let registry = preset_agents(preset, agents, agent_type)?;
+        let layer = agentvm_agents::SoftwareLayer::at(software_dir);
+        let launch = match registry.launch_installed(agent_type, &layer) {
+            Ok(Some(launch)) => launch,
+            Ok(None) => return Err(ActorError::InvalidArguments(format!("Unknown agent type: {agent_type}"))),
+            Err(not_installed) => return Err(ActorError::InvalidArguments(not_installed.to_string())),
+        };
+        let cwd = options.cwd.unwrap_or_else(|| launch.cwd_default.clone());
+        let mut env = launch.env.clone();
+        env.extend(options.env);
+        let session_id = new_id();
+        let process = vm.spawn_attached(launch.argv.clone(), &env, Some(&cwd)).await?;
+        let client = Arc::new(VmClient::new(
+            session_id.clone(),
+            vm,
+            Arc::clone(events),
+            transcript.clone(),
+            preset.sessions.clone(),
+        ));
+        let crashed = |e: AcpError| {
+            events.push(VmEvent::AgentCrashed { session_id: session_id.clone(), message: e.to_string() });
+            ActorError::Agent(e.to_string())
+        };
+        let (connection, init) =
+            AgentConnection::start(process, client.clone(), Timeouts::default()).await.map_err(crashed)?;
+        let created = connection.new_session(&cwd, Vec::new()).await.map_err(crashed)?;
+        let record = SessionRecord {
+            session_id: session_id.clone(),
+            agent_type: agent_type.to_string(),
+            agent_session_id: Some(created.session_id.to_string()),
+            cwd,
+            capabilities: serde_json::to_string(&init.agent_capabilities).unwrap_or_else(|_| "{}".into()),
+            agent_info: serde_json::to_string(&init.agent_info).unwrap_or_else(|_| "null".into()),
+            created_ms: crate::actors::now_ms(),
+            closed_ms: None,
+        };
+        transcript.put(record.clone(), true).await?;
+        let session = Arc::new(Session {
+            id: session_id.clone(),
+            agent_type: agent_type.to_string(),
+            agent_session_id: created.session_id.to_string(),
+            setup: serde_json::to_value(&created).unwrap_or(Value::Null),
+            connection,
+            client,
+            record,
+        });
+        self.live.lock().unwrap().insert(session_id.clone(), Arc::clone(&session));
+        // The agent's end: a crash is told to everyone; the session stops being live.
+        let (watched, log) = (Arc::clone(&session), Arc::clone(events));
+        let stopped = vm.on_stop();
+        tokio::spawn(async move {
+            tokio::select! {
+                reason = watched.connection.closed() => {
+                    if !matches!(reason, AcpError::Closed) {
+                        log.push(VmEvent::AgentCrashed { session_id: watched.id.clone(), message: reason.to_string() });
+                    }
+                }
+                () = stopped => {}
+            }
+        });
+        Ok(session.to_value())
+    }
+
+    pub fn get(&self, session_id: &str) -> Result<Arc<Session>, ActorError> {
+        self.live
+            .lock()
+            .unwrap()
+            .get(session_id)
+            .cloned()
+            .filter(|s| s.connection.close_reason().is_none())
+            .ok_or_else(|| ActorError::SessionNotFound(session_id.to_string()))
+    }
+
+    /// The live sessions, `{sessionId, agentType}`.
+    pub fn list(&self) -> Value {
+        let live = self.live.lock().unwrap();
+        let mut list: Vec<&Arc<Session>> = live.values().filter(|s| s.connection.close_reason().is_none()).collect();
+        list.sort_by_key(|s| s.record.created_ms);
+        Value::Array(list.iter().map(|s| json!({"sessionId": s.id, "agentType": s.agent_type})).collect())
+    }
+
+    /// Ends a session: its agent and terminals are killed, pending permissions rejected.
+    pub fn close(&self, session_id: &str) -> Result<Arc<Session>, ActorError> {
+        let session = self
+            .live
+            .lock()
+            .unwrap()
+            .remove(session_id)
+            .ok_or_else(|| ActorError::SessionNotFound(session_id.to_string()))?;
+        for permission in session.client.pending_permissions() {
+            session.client.respond(&permission, Reply::Reject);
+        }
+        session.client.end_terminals();
+        session.connection.kill();
+        Ok(session)
+    }
+
+    /// Forgets every session (the VM stopped; their agents are gone).
+    pub fn clear(&self) {
+        self.live.lock().unwrap().clear();
+    }
+}
+
+impl Session {
+    /// `SessionRecord = {sessionId, agentType, capabilities, agentInfo}`.
+    pub fn to_value(&self) -> Value {
+        let parse = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
+        json!({
+            "sessionId": self.id,
+            "agentType": self.agent_type,
+            "capabilities": parse(&self.record.capabilities),
+            "agentInfo": parse(&self.record.agent_info),
+        })
+    }
+
+    /// One prompt turn: `{response: JsonRpcResponse, text}` — the agent's answer, and the text
+    /// of the message chunks it streamed meanwhile.
+    pub async fn prompt(&self, transcript: &Transcript, text: &str) -> Result<Value, ActorError> {
+        let before = transcript.events(&self.id, None, usize::MAX, true).await?.last().map(|e| e.seq);
+        let prompt = json!({"method": "session/prompt", "params": {"sessionId": self.agent_session_id, "prompt": [{"type": "text", "text": text}]}});
+        transcript.append(&self.id, prompt.to_string()).await?;
+        let result = self
+            .connection
+            .prompt_text(&self.agent_session_id, text)
+            .await
+            .map_err(|e| ActorError::Agent(format!("session {}: {e}", self.id)))?;
+        let result = serde_json::to_value(&result).unwrap_or(Value::Null);
+        let mut streamed = String::new();
+        for event in transcript.events(&self.id, before, usize::MAX, true).await? {
+            let Ok(event) = serde_json::from_str::<Value>(&event.event) else { continue };
+            let update = &event["params"]["update"];
+            if update["sessionUpdate"] == "agent_message_chunk" {
+                if let Some(chunk) = update["content"]["text"].as_str() {
+                    streamed.push_str(chunk);
+                }
+            }
+        }
+        let response = json!({"jsonrpc": "2.0", "result": result});
+        transcript.append(&self.id, json!({"method": "session/prompt/result", "params": response}).to_string()).await?;
+        Ok(json!({"response": response, "text": streamed}))
+    }
+
+    /// Cancels the turn in flight (`session/cancel`); pending permissions are rejected.
+    pub fn cancel(&self) -> Result<Value, ActorError> {
+        for permission in self.client.pending_permissions() {
+            self.client.respond(&permission, Reply::Reject);
+        }
+        self.connection.cancel(&self.agent_session_id).map_err(|e| ActorError::Agent(e.to_string()))?;
+        Ok(json!({"jsonrpc": "2.0", "result": {"cancelled": true, "requested": true, "via": "notification"}}))
+    }
+
+    /// Answers a pending permission request.
+    pub fn respond(&self, permission_id: &str, reply: &str) -> Result<Value, ActorError> {
+        let parsed = Reply::parse(reply).ok_or_else(|| {
+            ActorError::InvalidArguments(format!(
+                "respondPermission: reply must be \"once\", \"always\" or \"reject\", got {reply:?}"
+            ))
+        })?;
+        if !self.client.respond(permission_id, parsed) {
+            return Err(ActorError::SessionNotFound(format!(
+                "{}: no pending permission request {permission_id}",
+                self.id
+            )));
+        }
+        Ok(json!({"jsonrpc": "2.0", "result": {"permissionId": permission_id, "reply": reply, "via": "agentvm"}}))
+    }
+
+    /// Pending permission requests (a client that reconnects lists them to answer them).
+    pub fn pending_permissions(&self) -> Vec<String> {
+        self.client.pending_permissions()
+    }
+
+    pub async fn set_mode(&self, mode_id: &str) -> Result<Value, ActorError> {
+        let result = self
+            .connection
+            .set_mode(&self.agent_session_id, mode_id)
+            .await
+            .map_err(|e| ActorError::Agent(e.to_string()))?;
+        Ok(json!({"jsonrpc": "2.0", "result": serde_json::to_value(&result).unwrap_or(Value::Null)}))
+    }
+
+    pub async fn raw(&self, method: &str, params: Value) -> Result<Value, ActorError> {
+        let mut params = if params.is_object() { params } else { json!({}) };
+        params["sessionId"] = Value::from(self.agent_session_id.clone());
+        let result = self.connection.raw(method, params).await.map_err(|e| ActorError::Agent(e.to_string()))?;
+        Ok(json!({"jsonrpc": "2.0", "result": result}))
+    }
+}
+
+/// The registry of agents this preset's sessions may run, checked for `agent_type`.
+fn preset_agents<'a>(
+    preset: &Preset,
+    agents: &'a agentvm_agents::Registry,
+    agent_type: &str,
+) -> Result<&'a agentvm_agents::Registry, ActorError> {
+    if let Some(allowed) = &preset.sessions.agents {
+        if !allowed.iter().any(|a| a == agent_type) {
+            return Err(ActorError::InvalidArguments(format!(
+                "agent `{agent_type}` is not allowed for `{}` VMs (allowed: {})",
+                preset.name,
+                allowed.join(", ")
+            )));
+        }
+    }
+    Ok(agents)
+}
+
+/// A new session id (32 hex characters from the system's CSPRNG).
+fn new_id() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // The CSPRNG is always there on Linux; a clock-based id keeps the session usable.
+        bytes[..8].copy_from_slice(&crate::actors::now_ms().to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

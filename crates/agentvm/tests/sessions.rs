@@ -1,0 +1,174 @@
+//! Agent sessions through the server's actions, with the scripted ACP test agent running
+//! inside the VM (declared as an operator agent in the config file): the prompt turn with its
+//! permission request answered by `respondPermission`, the file and terminal requests served
+//! from the VM, the durable transcript, a crashing agent.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use common::http::Api;
+use common::server::TestServer;
+use serde_json::{json, Value};
+
+const AGENT: &str = include_str!("fixtures/acp-test-agent.mjs");
+
+fn server(permissions: &str) -> (TestServer, tempfile::NamedTempFile) {
+    let mut config = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    write!(
+        config,
+        "[actors.vm.sessions]\npermissions = \"{permissions}\"\npermission_timeout_seconds = 2\n\n\
+         [agents.test]\ncommand = [\"node\", \"/home/user/acp-test-agent.mjs\"]\n"
+    )
+    .unwrap();
+    let server = TestServer::start_with(&["--config", config.path().to_str().unwrap()]);
+    (server, config)
+}
+
+async fn install_agent(api: &Api<'_>) {
+    api.ok("writeFile", json!(["/home/user/acp-test-agent.mjs", AGENT])).await;
+}
+
+/// Polls `getSession` until a permission request is pending; its id.
+async fn pending_permission(api: &Api<'_>, session: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = api.ok("getSession", json!([session])).await;
+        if let Some(id) = info["pendingPermissions"].as_array().and_then(|p| p.first()).and_then(Value::as_str) {
+            return id.to_string();
+        }
+        assert!(Instant::now() < deadline, "no permission request: {info}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn update_kinds(events: &Value) -> Vec<String> {
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["event"]["params"]["update"]["sessionUpdate"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_turn_with_a_permission_files_terminals_and_a_transcript() {
+    let (server, _config) = server("ask");
+    let api = Api::new(&server, "session-turn");
+    install_agent(&api).await;
+
+    let created = api.ok("createSession", json!(["test", {"cwd": "/home/user"}])).await;
+    let session = created["sessionId"].as_str().unwrap().to_string();
+    assert_eq!(created["agentType"], "test");
+    assert_eq!(created["capabilities"]["loadSession"], true, "{created}");
+    let listed = api.ok("listSessions", json!([])).await;
+    assert_eq!(listed, json!([{"sessionId": session, "agentType": "test"}]));
+    // The agent is an ordinary process of the VM.
+    let processes = api.ok("allProcesses", json!([])).await;
+    assert!(processes.as_array().unwrap().iter().any(|p| p["command"] == "node"), "{processes}");
+
+    let prompt = {
+        let url = api.url("sendPrompt");
+        let session = session.clone();
+        tokio::spawn(async move {
+            let response =
+                reqwest::Client::new().post(url).json(&json!({"args": [session, "hello"]})).send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        })
+    };
+    let permission = pending_permission(&api, &session).await;
+    let bad = api.call("respondPermission", json!([session, permission, "maybe"])).await;
+    assert_eq!(bad.0, 400, "{bad:?}");
+    api.ok("respondPermission", json!([session, permission, "once"])).await;
+    let (status, result) = prompt.await.unwrap();
+    assert_eq!(status, 200, "{result}");
+    let result = &result["output"];
+    assert_eq!(result["response"]["result"]["stopReason"], "end_turn", "{result}");
+    assert!(result["text"].as_str().unwrap().contains("The terminal said: done"), "{result}");
+
+    // The agent's file and terminal requests ran in the VM, as its user.
+    let file = api
+        .ok(
+            "exec",
+            json!(["cat /home/user/from-agent.txt /home/user/from-terminal.txt; stat -c %U /home/user/from-agent.txt"]),
+        )
+        .await;
+    assert!(file["stdout"].as_str().unwrap().contains("term-ok"), "{file}");
+    assert!(file["stdout"].as_str().unwrap().ends_with("user\n"), "{file}");
+
+    // The transcript: durable, numbered, in order; the same through both reads.
+    let events = api.ok("getSessionEvents", json!([session])).await;
+    let seqs: Vec<u64> = events.as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
+    let kinds = update_kinds(&events);
+    assert!(
+        kinds.starts_with(&[
+            "agent_message_chunk".into(),
+            "agent_message_chunk".into(),
+            "agent_message_chunk".into(),
+            "plan".into(),
+            "tool_call".into()
+        ]),
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&"tool_call_update".to_string()), "{kinds:?}");
+    assert!(events.as_array().unwrap().iter().any(|e| e["event"]["method"] == "session/request_permission"));
+    let sequenced = api.ok("getSequencedEvents", json!([session, {"since": 2}])).await;
+    assert_eq!(sequenced.as_array().unwrap().len(), seqs.len() - 3);
+    assert_eq!(sequenced[0]["sequenceNumber"], 3);
+    assert_eq!(sequenced[0]["notification"], events[3]["event"]);
+
+    // Close: no longer live, still persisted; the agent is gone.
+    api.ok("closeSession", json!([session])).await;
+    assert_eq!(api.ok("listSessions", json!([])).await, json!([]));
+    let (status, body) = api.call("sendPrompt", json!([session, "hello"])).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{body}");
+    let persisted = api.ok("listPersistedSessions", json!([])).await;
+    assert_eq!(persisted[0]["sessionId"], session.as_str());
+    assert_eq!(api.ok("getSessionEvents", json!([session])).await, events);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_permission_is_rejected_and_a_crash_is_reported() {
+    let (server, _config) = server("ask");
+    let api = Api::new(&server, "session-fail");
+    install_agent(&api).await;
+    let session = api.ok("createSession", json!(["test"])).await["sessionId"].as_str().unwrap().to_string();
+
+    // Nobody answers: after the preset's 2 s the request is rejected, and the turn ends.
+    let result = api.ok("sendPrompt", json!([session, "hello"])).await;
+    assert_eq!(result["response"]["result"]["stopReason"], "end_turn", "{result}");
+    assert!(result["text"].as_str().unwrap().contains("permission rejected"), "{result}");
+    let (code, _) = (api.ok("exec", json!(["test -e /home/user/from-agent.txt; echo $?"])).await, ());
+    assert_eq!(code["stdout"], "1\n", "the tool must not have run");
+
+    // A crash mid-turn: an error on the prompt, agentCrashed, and the VM keeps working.
+    let (status, body) = api.call("sendPrompt", json!([session, "crash"])).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("exited"), "{body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = api.ok("getVmEvents", json!([{}])).await;
+        if events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "agentCrashed" && e["data"]["sessionId"] == session.as_str())
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no agentCrashed: {events}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(api.ok("exec", json!(["echo still-here"])).await["stdout"], "still-here\n");
+    let other = api.ok("createSession", json!(["test"])).await["sessionId"].as_str().unwrap().to_string();
+    assert_ne!(other, session);
+
+    // Unknown agents and agents that are not installed are clear errors.
+    let (status, body) = api.call("createSession", json!(["nope"])).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = api.call("createSession", json!(["claude"])).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("agentvm agents install claude"), "{body}");
+}
