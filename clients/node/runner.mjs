@@ -11,6 +11,7 @@ const SCENARIOS = {
 	bulk: "./bulk-output.mjs",
 	"subscribe-first": "./subscribe-first.mjs",
 	presets: "./presets.mjs",
+	sessions: "./sessions.mjs",
 	preview: "./preview.mjs",
 };
 
