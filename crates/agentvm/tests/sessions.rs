@@ -197,3 +197,56 @@ fn the_rivetkit_client_drives_a_session_with_its_events_and_permission() {
         );
     }
 }
+
+/// Acceptance 2: the real pi agent (installed with `agentvm agents install pi`) in a VM, against
+/// the scripted OpenAI-compatible mock on host loopback, reached through a preset `forward`: its
+/// bash tool writes a file inside the VM, and the turn streams its updates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_pi_agent_runs_a_tool_in_the_vm_against_the_mock_llm() {
+    let llm = common::mock_llm::MockLlm::openai().await;
+    let mut config = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    write!(config, "[actors.vm.network]\nforward = [{{ port = 11434, to = \"127.0.0.1:{}\" }}]\n", llm.port()).unwrap();
+    let server = TestServer::start_with(&["--config", config.path().to_str().unwrap()]);
+    let data = server.data.path().join("data");
+    let install = std::process::Command::new(env!("CARGO_BIN_EXE_agentvm"))
+        .args(["agents", "install", "pi", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        install.status.success(),
+        "installing pi (is the npm registry reachable?): {}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+
+    let api = Api::new(&server, "pi-session");
+    // pi's provider config, in the VM, pointing at the forward.
+    let staging = tempfile::tempdir().unwrap();
+    common::pi::write_config(staging.path(), "http://127.0.0.1:11434/v1");
+    for name in ["models.json", "settings.json"] {
+        let content = std::fs::read_to_string(staging.path().join(name)).unwrap();
+        api.ok("mkdir", json!(["/home/user/.pi-agent", {"recursive": true}])).await;
+        api.ok("writeFile", json!([format!("/home/user/.pi-agent/{name}"), content])).await;
+    }
+    let created = api
+        .ok(
+            "createSession",
+            json!(["pi", {"cwd": "/home/user", "env": {"PI_CODING_AGENT_DIR": "/home/user/.pi-agent"}}]),
+        )
+        .await;
+    let session = created["sessionId"].as_str().unwrap().to_string();
+    let result = api.ok("sendPrompt", json!([session, "Create out.txt containing hi"])).await;
+    assert_eq!(result["response"]["result"]["stopReason"], "end_turn", "{result}");
+    let out = api.ok("exec", json!(["cat /home/user/out.txt"])).await;
+    assert_eq!(out["stdout"], "hi\n", "{out}");
+    let kinds = update_kinds(&api.ok("getSessionEvents", json!([session])).await);
+    assert!(
+        kinds.contains(&"tool_call".to_string()) && kinds.contains(&"agent_message_chunk".to_string()),
+        "{kinds:?}"
+    );
+    assert!(llm.model_calls().len() >= 2, "pi called the mock: {:?}", llm.model_calls().len());
+    // pi runs inside the VM: its process is there.
+    let processes = api.ok("allProcesses", json!([])).await;
+    assert!(processes.as_array().unwrap().iter().any(|p| p["args"].to_string().contains("pi")), "{processes}");
+    api.ok("closeSession", json!([session])).await;
+}
