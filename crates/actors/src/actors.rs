@@ -437,6 +437,25 @@ impl Actor {
         crate::sessions::transcript::Transcript::new(Arc::clone(&self.store))
     }
 
+    /// The live session `session_id`, resumed (its agent started again in the running VM, the
+    /// conversation restored with `session/load`) when its agent is gone.
+    pub async fn resume_session(&self, vm: &Vm, session_id: &str) -> Result<Arc<crate::sessions::Session>, ActorError> {
+        let preset = self
+            .preset
+            .clone()
+            .ok_or_else(|| ActorError::UnknownActorName { name: self.name.clone(), known: Vec::new() })?;
+        let transcript = self.transcript();
+        let cx = crate::sessions::Context {
+            vm,
+            preset: &preset,
+            events: &self.events,
+            transcript: &transcript,
+            agents: &self.agents,
+            software_dir: self.host.software_dir(),
+        };
+        self.sessions.resume(cx, session_id).await
+    }
+
     /// Starts an agent session in `vm` (the actor's running VM).
     pub async fn create_session(
         &self,

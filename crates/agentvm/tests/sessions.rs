@@ -206,7 +206,9 @@ async fn the_real_pi_agent_runs_a_tool_in_the_vm_against_the_mock_llm() {
     let llm = common::mock_llm::MockLlm::openai().await;
     let mut config = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
     write!(config, "[actors.vm.network]\nforward = [{{ port = 11434, to = \"127.0.0.1:{}\" }}]\n", llm.port()).unwrap();
-    let server = TestServer::start_with(&["--config", config.path().to_str().unwrap()]);
+    let path = config.path().to_str().unwrap().to_string();
+    let args = ["--config", path.as_str(), "--idle-timeout", "1"];
+    let server = TestServer::start_with(&args);
     let data = server.data.path().join("data");
     let install = std::process::Command::new(env!("CARGO_BIN_EXE_agentvm"))
         .args(["agents", "install", "pi", "--data-dir"])
@@ -248,5 +250,74 @@ async fn the_real_pi_agent_runs_a_tool_in_the_vm_against_the_mock_llm() {
     // pi runs inside the VM: its process is there.
     let processes = api.ok("allProcesses", json!([])).await;
     assert!(processes.as_array().unwrap().iter().any(|p| p["args"].to_string().contains("pi")), "{processes}");
+
+    // Acceptance 5 with pi: the VM sleeps, the server restarts; the next prompt resumes the
+    // session (pi restores it with session/load) and pi sends the earlier turn to the model.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server.vm_inits().is_empty() {
+        assert!(Instant::now() < deadline, "the VM never slept");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let server = TestServer::start_in(server.stop_keep_data(), &args);
+    let api = Api::new(&server, "pi-session");
+    assert!(!api.ok("getSessionEvents", json!([session])).await.as_array().unwrap().is_empty());
+    llm.push_reply(common::mock_llm::Reply::EchoUserMessages);
+    let again = api.ok("sendPrompt", json!([session, "What did I ask before?"])).await;
+    assert!(again["text"].as_str().unwrap().contains("Create out.txt containing hi"), "{again}");
     api.ok("closeSession", json!([session])).await;
+}
+
+/// Acceptance 5 with the scripted agent: after the VM sleeps and after a server restart, the
+/// transcript is readable without booting the VM, and a prompt resumes the same session (the
+/// agent restores it with `session/load` and sees the earlier turn); the replay is not recorded
+/// twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_survives_sleep_and_restart_and_resumes_with_its_history() {
+    let mut config = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    write!(
+        config,
+        "[actors.vm.sessions]\npermissions = \"allow\"\n\n[agents.test]\ncommand = [\"node\", \"/home/user/acp-test-agent.mjs\"]\n"
+    )
+    .unwrap();
+    let path = config.path().to_str().unwrap().to_string();
+    let args = ["--config", path.as_str(), "--idle-timeout", "1"];
+    let server = TestServer::start_with(&args);
+    let api = Api::new(&server, "session-resume");
+    install_agent(&api).await;
+    let session = api.ok("createSession", json!(["test"])).await["sessionId"].as_str().unwrap().to_string();
+    let first = api.ok("sendPrompt", json!([session, "hello there"])).await;
+    assert_eq!(first["response"]["result"]["stopReason"], "end_turn", "{first}");
+    let transcript = api.ok("getSessionEvents", json!([session])).await;
+
+    let asleep = |server: &TestServer| server.vm_inits().is_empty();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !asleep(&server) {
+        assert!(Instant::now() < deadline, "the VM never slept");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(api.ok("getSessionEvents", json!([session])).await, transcript);
+    assert_eq!(api.ok("listPersistedSessions", json!([])).await[0]["sessionId"], session.as_str());
+    assert!(asleep(&server), "reading the transcript booted the VM");
+
+    let data = server.stop_keep_data();
+    let server = TestServer::start_in(data, &args);
+    let api = Api::new(&server, "session-resume");
+    assert_eq!(api.ok("getSessionEvents", json!([session])).await, transcript);
+    assert!(asleep(&server), "reading the transcript booted the VM");
+
+    // The next prompt resumes it: the agent remembers the first turn.
+    let again = api.ok("sendPrompt", json!([session, "echo-history"])).await;
+    assert!(again["text"].as_str().unwrap().contains("hello there"), "{again}");
+    let after = api.ok("getSessionEvents", json!([session])).await;
+    let before = transcript.as_array().unwrap();
+    assert_eq!(&after.as_array().unwrap()[..before.len()], &before[..], "the transcript was rewritten");
+    let replayed = after.as_array().unwrap().len() - before.len();
+    assert!(replayed <= 4, "the session/load replay was recorded again: {replayed} new events");
+    assert_eq!(api.ok("resumeSession", json!([session])).await, json!({"sessionId": session}));
+
+    // A closed session stays readable but is not resumed.
+    api.ok("closeSession", json!([session])).await;
+    let (status, body) = api.call("sendPrompt", json!([session, "hello"])).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(!api.ok("getSessionEvents", json!([session])).await.as_array().unwrap().is_empty());
 }

@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     cwd               TEXT NOT NULL,
     capabilities      TEXT NOT NULL DEFAULT '{}',
     agent_info        TEXT NOT NULL DEFAULT '{}',
+    env               TEXT NOT NULL DEFAULT '{}',
     created_ms        INTEGER NOT NULL,
     closed_ms         INTEGER
 );
@@ -48,6 +49,9 @@ pub struct SessionRecord {
     /// The agent's capabilities and info from `initialize`, as JSON text.
     pub capabilities: String,
     pub agent_info: String,
+    /// The environment the agent was started with (JSON object), to start it again the same
+    /// way when the session is resumed.
+    pub env: String,
     pub created_ms: u64,
     /// When `closeSession` ended it; `None` while it is open (or was open when the VM stopped).
     pub closed_ms: Option<u64>,
@@ -82,13 +86,14 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRecord> {
         cwd: r.get(3)?,
         capabilities: r.get(4)?,
         agent_info: r.get(5)?,
-        created_ms: r.get(6)?,
-        closed_ms: r.get(7)?,
+        env: r.get(6)?,
+        created_ms: r.get(7)?,
+        closed_ms: r.get(8)?,
     })
 }
 
 const RECORD_COLUMNS: &str =
-    "session_id, agent_type, agent_session_id, cwd, capabilities, agent_info, created_ms, closed_ms";
+    "session_id, agent_type, agent_session_id, cwd, capabilities, agent_info, env, created_ms, closed_ms";
 
 /// Sessions in the VM's file. Each call is one transaction.
 impl EventStore {
@@ -97,7 +102,7 @@ impl EventStore {
         let tx = self.connection_mut().transaction().context("recording a session")?;
         ensure_schema(&tx)?;
         tx.execute(
-            &format!("INSERT OR REPLACE INTO sessions ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+            &format!("INSERT OR REPLACE INTO sessions ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
             params![
                 record.session_id,
                 record.agent_type,
@@ -105,6 +110,7 @@ impl EventStore {
                 record.cwd,
                 record.capabilities,
                 record.agent_info,
+                record.env,
                 record.created_ms,
                 record.closed_ms
             ],
@@ -219,6 +225,7 @@ mod tests {
             cwd: "/home/user".into(),
             capabilities: "{}".into(),
             agent_info: "{}".into(),
+            env: "{}".into(),
             created_ms,
             closed_ms: None,
         }

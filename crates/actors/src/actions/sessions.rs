@@ -178,7 +178,12 @@ async fn run_live(actor: &Arc<Actor>, call: Call) -> Result<Value, ActorError> {
             value["pendingPermissions"] = json!(session.pending_permissions());
             out(value)
         }
-        Call::Prompt { id, text } => out(sessions.get(&id)?.prompt(&actor.transcript(), &text).await?),
+        Call::Prompt { id, text } => {
+            // A session whose agent is gone (the VM slept, the server restarted) is resumed.
+            let vm = actor.vm(false).await?;
+            let session = actor.resume_session(&vm, &id).await?;
+            out(session.prompt(&actor.transcript(), &text).await?)
+        }
         Call::Cancel { id } => out(sessions.get(&id)?.cancel()?),
         Call::Respond { id, permission_id, reply } => out(sessions.get(&id)?.respond(&permission_id, &reply)?),
         Call::SetMode { id, mode_id } => out(sessions.get(&id)?.set_mode(&mode_id).await?),
@@ -188,19 +193,24 @@ async fn run_live(actor: &Arc<Actor>, call: Call) -> Result<Value, ActorError> {
         }
         Call::Raw { id, method, params } => out(sessions.get(&id)?.raw(&method, params).await?),
         Call::Close { id, destroy } => {
-            let closed = sessions.close(&id);
+            // A live session's agent ends; a persisted one (its VM slept) is marked closed.
+            let live = sessions.close(&id).is_ok();
+            let transcript = actor.transcript();
+            let persisted = transcript.record(&id, actor.is_awake()).await?;
+            if !live && persisted.is_none() {
+                return Err(ActorError::SessionNotFound(id));
+            }
             if destroy {
-                let deleted = actor.transcript().delete(&id, actor.is_awake()).await?;
-                if closed.is_err() && !deleted {
-                    return Err(ActorError::SessionNotFound(id));
-                }
-            } else {
-                closed?;
+                transcript.delete(&id, actor.is_awake()).await?;
+            } else if let Some(mut record) = persisted {
+                record.closed_ms = Some(crate::actors::now_ms());
+                transcript.put(record, actor.is_awake()).await?;
             }
             Ok(Value::Undefined)
         }
         Call::Resume { id } => {
-            sessions.get(&id)?;
+            let vm = actor.vm(false).await?;
+            actor.resume_session(&vm, &id).await?;
             out(json!({"sessionId": id}))
         }
         Call::ListPersisted | Call::Events { .. } => unreachable_durable(),

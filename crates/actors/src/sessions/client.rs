@@ -61,6 +61,8 @@ pub struct VmClient {
     permissions: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
     terminals: Mutex<HashMap<String, Arc<Terminal>>>,
     next_terminal: std::sync::atomic::AtomicU64,
+    /// Set while the agent replays a loaded session: its updates are in the transcript already.
+    replaying: std::sync::atomic::AtomicBool,
 }
 
 struct Terminal {
@@ -87,7 +89,13 @@ impl VmClient {
             permissions: Mutex::new(HashMap::new()),
             terminals: Mutex::new(HashMap::new()),
             next_terminal: std::sync::atomic::AtomicU64::new(1),
+            replaying: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// While set, `session/update`s are neither recorded nor broadcast (a `session/load` replay).
+    pub fn set_replaying(&self, replaying: bool) {
+        self.replaying.store(replaying, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Answers the pending permission request `permission_id`; `false` when none is pending.
@@ -324,6 +332,9 @@ impl ClientSide for VmClient {
 
     fn session_update(&self, update: UpdateNotification) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            if self.replaying.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
             let session_id = self.session_id.clone();
             let event = json!({"jsonrpc": "2.0", "method": "session/update", "params": update.params});
             self.record(event, |event| VmEvent::SessionEvent { session_id, event }).await;

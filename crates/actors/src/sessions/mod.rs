@@ -30,6 +30,47 @@ use transcript::Transcript;
 #[derive(Default)]
 pub struct Sessions {
     live: Mutex<HashMap<String, Arc<Session>>>,
+    /// Resumes happen one at a time (two prompts to a sleeping session start one agent).
+    resuming: tokio::sync::Mutex<()>,
+}
+
+/// An agent process after its `initialize` handshake.
+struct Started {
+    connection: AgentConnection,
+    init: acp::schema::InitializeResponse,
+    client: Arc<VmClient>,
+}
+
+/// Starts an agent in the VM for session `session_id` and runs the handshake; a failure is an
+/// `agentCrashed` event and an error.
+async fn start_agent(
+    cx: &Context<'_>,
+    session_id: &str,
+    argv: &[String],
+    fixed_env: &BTreeMap<String, String>,
+    env: &BTreeMap<String, String>,
+    cwd: &str,
+) -> Result<Started, ActorError> {
+    let mut full_env = fixed_env.clone();
+    full_env.extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let process = cx.vm.spawn_attached(argv.to_vec(), &full_env, Some(cwd)).await?;
+    let client = Arc::new(VmClient::new(
+        session_id.to_string(),
+        cx.vm,
+        Arc::clone(cx.events),
+        cx.transcript.clone(),
+        cx.preset.sessions.clone(),
+    ));
+    let (connection, init) = AgentConnection::start(process, client.clone(), Timeouts::default())
+        .await
+        .map_err(|e| crashed(cx, session_id, e))?;
+    Ok(Started { connection, init, client })
+}
+
+/// An agent failure as an `agentCrashed` event and an error.
+fn crashed(cx: &Context<'_>, session_id: &str, error: AcpError) -> ActorError {
+    cx.events.push(VmEvent::AgentCrashed { session_id: session_id.to_string(), message: error.to_string() });
+    ActorError::Agent(error.to_string())
 }
 
 /// One live session.
@@ -65,57 +106,102 @@ pub struct CreateOptions {
 impl Sessions {
     /// Launches `agent_type` in `vm` and opens an ACP session with it.
     pub async fn create(&self, cx: Context<'_>, agent_type: &str, options: CreateOptions) -> Result<Value, ActorError> {
-        let Context { vm, preset, events, transcript, agents, software_dir } = cx;
-        let registry = preset_agents(preset, agents, agent_type)?;
-        let layer = agentvm_agents::SoftwareLayer::at(software_dir);
+        let registry = preset_agents(cx.preset, cx.agents, agent_type)?;
+        let layer = agentvm_agents::SoftwareLayer::at(cx.software_dir);
         let launch = match registry.launch_installed(agent_type, &layer) {
             Ok(Some(launch)) => launch,
             Ok(None) => return Err(ActorError::InvalidArguments(format!("Unknown agent type: {agent_type}"))),
             Err(not_installed) => return Err(ActorError::InvalidArguments(not_installed.to_string())),
         };
         let cwd = options.cwd.unwrap_or_else(|| launch.cwd_default.clone());
-        let mut env = launch.env.clone();
-        env.extend(options.env);
         let session_id = new_id();
-        let process = vm.spawn_attached(launch.argv.clone(), &env, Some(&cwd)).await?;
-        let client = Arc::new(VmClient::new(
-            session_id.clone(),
-            vm,
-            Arc::clone(events),
-            transcript.clone(),
-            preset.sessions.clone(),
-        ));
-        let crashed = |e: AcpError| {
-            events.push(VmEvent::AgentCrashed { session_id: session_id.clone(), message: e.to_string() });
-            ActorError::Agent(e.to_string())
-        };
-        let (connection, init) =
-            AgentConnection::start(process, client.clone(), Timeouts::default()).await.map_err(crashed)?;
-        let created = connection.new_session(&cwd, Vec::new()).await.map_err(crashed)?;
+        let started = start_agent(&cx, &session_id, &launch.argv, &launch.env, &options.env, &cwd).await?;
+        let created =
+            started.connection.new_session(&cwd, Vec::new()).await.map_err(|e| crashed(&cx, &session_id, e))?;
         let record = SessionRecord {
             session_id: session_id.clone(),
             agent_type: agent_type.to_string(),
             agent_session_id: Some(created.session_id.to_string()),
             cwd,
-            capabilities: serde_json::to_string(&init.agent_capabilities).unwrap_or_else(|_| "{}".into()),
-            agent_info: serde_json::to_string(&init.agent_info).unwrap_or_else(|_| "null".into()),
+            capabilities: serde_json::to_string(&started.init.agent_capabilities).unwrap_or_else(|_| "{}".into()),
+            agent_info: serde_json::to_string(&started.init.agent_info).unwrap_or_else(|_| "null".into()),
+            env: serde_json::to_string(&options.env).unwrap_or_else(|_| "{}".into()),
             created_ms: crate::actors::now_ms(),
             closed_ms: None,
         };
-        transcript.put(record.clone(), true).await?;
+        cx.transcript.put(record.clone(), true).await?;
+        let setup = serde_json::to_value(&created).unwrap_or(Value::Null);
+        let session = self.insert(&cx, started, record, created.session_id.to_string(), setup);
+        Ok(session.to_value())
+    }
+
+    /// The live session `session_id`, or — when its agent is gone (the VM slept, the server
+    /// restarted) — the same session again: its agent is started as before and restores the
+    /// conversation with `session/load`, without repeating it to subscribers.
+    pub async fn resume(&self, cx: Context<'_>, session_id: &str) -> Result<Arc<Session>, ActorError> {
+        if let Ok(live) = self.get(session_id) {
+            return Ok(live);
+        }
+        let _one_at_a_time = self.resuming.lock().await;
+        if let Ok(live) = self.get(session_id) {
+            return Ok(live);
+        }
+        let record = cx
+            .transcript
+            .record(session_id, true)
+            .await?
+            .ok_or_else(|| ActorError::SessionNotFound(session_id.to_string()))?;
+        if record.closed_ms.is_some() {
+            return Err(ActorError::InvalidArguments(format!("session {session_id} was closed: create a new one")));
+        }
+        let agent_session_id =
+            record.agent_session_id.clone().ok_or_else(|| ActorError::SessionNotFound(session_id.to_string()))?;
+        let registry = preset_agents(cx.preset, cx.agents, &record.agent_type)?;
+        let layer = agentvm_agents::SoftwareLayer::at(cx.software_dir);
+        let launch = match registry.launch_installed(&record.agent_type, &layer) {
+            Ok(Some(launch)) => launch,
+            Ok(None) => return Err(ActorError::InvalidArguments(format!("Unknown agent type: {}", record.agent_type))),
+            Err(not_installed) => return Err(ActorError::InvalidArguments(not_installed.to_string())),
+        };
+        let env: BTreeMap<String, String> = serde_json::from_str(&record.env).unwrap_or_default();
+        let started = start_agent(&cx, session_id, &launch.argv, &launch.env, &env, &record.cwd).await?;
+        if !started.init.agent_capabilities.load_session {
+            return Err(ActorError::Agent(format!(
+                "agent `{}` cannot load an earlier session (no loadSession capability): create a new session",
+                record.agent_type
+            )));
+        }
+        // The agent replays the conversation as updates: the transcript has them already.
+        started.client.set_replaying(true);
+        let loaded = started.connection.load_session(&agent_session_id, &record.cwd, Vec::new()).await;
+        started.client.set_replaying(false);
+        let loaded = loaded.map_err(|e| crashed(&cx, session_id, e))?;
+        let setup = serde_json::to_value(&loaded).unwrap_or(Value::Null);
+        Ok(self.insert(&cx, started, record, agent_session_id, setup))
+    }
+
+    /// Makes a started agent a live session, watched for its end.
+    fn insert(
+        &self,
+        cx: &Context<'_>,
+        started: Started,
+        record: SessionRecord,
+        agent_session_id: String,
+        setup: Value,
+    ) -> Arc<Session> {
         let session = Arc::new(Session {
-            id: session_id.clone(),
-            agent_type: agent_type.to_string(),
-            agent_session_id: created.session_id.to_string(),
-            setup: serde_json::to_value(&created).unwrap_or(Value::Null),
-            connection,
-            client,
+            id: record.session_id.clone(),
+            agent_type: record.agent_type.clone(),
+            agent_session_id,
+            setup,
+            connection: started.connection,
+            client: started.client,
             record,
         });
-        self.live.lock().unwrap().insert(session_id.clone(), Arc::clone(&session));
+        self.live.lock().unwrap().insert(session.id.clone(), Arc::clone(&session));
         // The agent's end: a crash is told to everyone; the session stops being live.
-        let (watched, log) = (Arc::clone(&session), Arc::clone(events));
-        let stopped = vm.on_stop();
+        let (watched, log) = (Arc::clone(&session), Arc::clone(cx.events));
+        let stopped = cx.vm.on_stop();
         tokio::spawn(async move {
             tokio::select! {
                 reason = watched.connection.closed() => {
@@ -126,7 +212,7 @@ impl Sessions {
                 () = stopped => {}
             }
         });
-        Ok(session.to_value())
+        session
     }
 
     pub fn get(&self, session_id: &str) -> Result<Arc<Session>, ActorError> {
