@@ -321,3 +321,67 @@ async fn a_session_survives_sleep_and_restart_and_resumes_with_its_history() {
     assert_eq!(status, 400, "{body}");
     assert!(!api.ok("getSessionEvents", json!([session])).await.as_array().unwrap().is_empty());
 }
+
+/// Acceptance 6: killing the agent process mid-turn gives `agentCrashed` and an error on
+/// sendPrompt; the VM and the other sessions keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_an_agent_mid_turn_fails_its_prompt_only() {
+    let (server, _config) = server("allow");
+    let api = Api::new(&server, "session-kill");
+    install_agent(&api).await;
+    let doomed = api.ok("createSession", json!(["test"])).await["sessionId"].as_str().unwrap().to_string();
+    let other = api.ok("createSession", json!(["test"])).await["sessionId"].as_str().unwrap().to_string();
+    let agents: Vec<i64> = api
+        .ok("allProcesses", json!([]))
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["command"] == "node")
+        .map(|p| p["pid"].as_i64().unwrap())
+        .collect();
+    assert_eq!(agents.len(), 2, "two agents run");
+
+    let prompt = {
+        let url = api.url("sendPrompt");
+        let doomed = doomed.clone();
+        tokio::spawn(async move {
+            let response =
+                reqwest::Client::new().post(url).json(&json!({"args": [doomed, "slow"]})).send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        })
+    };
+    // Once the slow turn streams, kill its agent (the first one started).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while update_kinds(&api.ok("getSessionEvents", json!([doomed])).await).is_empty() {
+        assert!(Instant::now() < deadline, "the slow turn never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    api.ok("killProcess", json!([agents[0]])).await;
+    let (status, body) = prompt.await.unwrap();
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("signal 9") || body["message"].as_str().unwrap().contains("137"),
+        "{body}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = api.ok("getVmEvents", json!([{}])).await;
+        if events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "agentCrashed" && e["data"]["sessionId"] == doomed.as_str())
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no agentCrashed: {events}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The other session and the VM go on.
+    let fine = api.ok("sendPrompt", json!([other, "hello"])).await;
+    assert_eq!(fine["response"]["result"]["stopReason"], "end_turn", "{fine}");
+    assert_eq!(api.ok("exec", json!(["echo ok"])).await["stdout"], "ok\n");
+    let live = api.ok("listSessions", json!([])).await;
+    assert_eq!(live.as_array().unwrap().len(), 1, "{live}");
+}
