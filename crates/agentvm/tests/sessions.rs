@@ -385,3 +385,58 @@ async fn killing_an_agent_mid_turn_fails_its_prompt_only() {
     let live = api.ok("listSessions", json!([])).await;
     assert_eq!(live.as_array().unwrap().len(), 1, "{live}");
 }
+
+/// Acceptance 3: the real Claude Code agent (claude-agent-acp on Node 22, both from npm) in a VM
+/// against the scripted Anthropic mock through a preset forward: it asks permission for its
+/// Bash tool; "reject" stops the tool, "once" lets it write the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_claude_agent_asks_permission_for_its_tool() {
+    let llm = common::mock_llm::MockLlm::anthropic().await;
+    llm.set_command("echo hi > /home/user/claude.txt");
+    let mut config = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    write!(config, "[actors.vm.network]\nforward = [{{ port = 8765, to = \"127.0.0.1:{}\" }}]\n", llm.port()).unwrap();
+    let server = TestServer::start_with(&["--config", config.path().to_str().unwrap()]);
+    let data = server.data.path().join("data");
+    let install = std::process::Command::new(env!("CARGO_BIN_EXE_agentvm"))
+        .args(["agents", "install", "claude", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        install.status.success(),
+        "installing claude (is the npm registry reachable?): {}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+
+    let api = Api::new(&server, "claude-session");
+    let env = json!({"ANTHROPIC_BASE_URL": "http://127.0.0.1:8765", "ANTHROPIC_API_KEY": "mock-key"});
+    let session =
+        api.ok("createSession", json!(["claude", {"env": env}])).await["sessionId"].as_str().unwrap().to_string();
+
+    for (reply, expect_file) in [("reject", false), ("once", true)] {
+        let prompt = {
+            let url = api.url("sendPrompt");
+            let session = session.clone();
+            tokio::spawn(async move {
+                let response = reqwest::Client::new()
+                    .post(url)
+                    .json(&json!({"args": [session, "Create claude.txt"]}))
+                    .send()
+                    .await
+                    .unwrap();
+                (response.status().as_u16(), response.json::<Value>().await.unwrap())
+            })
+        };
+        let permission = pending_permission(&api, &session).await;
+        api.ok("respondPermission", json!([session, permission, reply])).await;
+        let (status, result) = prompt.await.unwrap();
+        assert_eq!(status, 200, "{reply}: {result}");
+        let exists = api.ok("exec", json!(["test -e /home/user/claude.txt && echo yes || echo no"])).await;
+        assert_eq!(exists["stdout"], if expect_file { "yes\n" } else { "no\n" }, "after {reply}: {result}");
+    }
+    let events = api.ok("getSessionEvents", json!([session])).await;
+    assert!(
+        events.as_array().unwrap().iter().filter(|e| e["event"]["method"] == "session/request_permission").count() >= 2
+    );
+    api.ok("closeSession", json!([session])).await;
+}
