@@ -41,6 +41,9 @@ pub enum ActorError {
     /// No live session has this id (never created, closed, or its VM stopped since).
     #[error("Session not found: {0}")]
     SessionNotFound(String),
+    /// The session was closed: its transcript stays readable, it is not resumed.
+    #[error("session {0} was closed: create a new one")]
+    SessionClosed(String),
     /// A session's agent failed: it exited, hung, wrote garbage or answered with an error; the
     /// text says which, with its stderr tail.
     #[error("{0}")]

@@ -119,14 +119,33 @@ async fn a_prompt_turn_with_a_permission_files_terminals_and_a_transcript() {
     assert_eq!(sequenced[0]["sequenceNumber"], 3);
     assert_eq!(sequenced[0]["notification"], events[3]["event"]);
 
+    // Modes and config options, as the agent announced them, kept current.
+    assert_eq!(api.ok("getModes", json!([session])).await["currentModeId"], "default");
+    api.ok("setMode", json!([session, "plan"])).await;
+    assert_eq!(api.ok("getModes", json!([session])).await["currentModeId"], "plan");
+    let options = api.ok("getConfigOptions", json!([session])).await;
+    let model = options.as_array().unwrap().iter().find(|o| o["category"] == "model").cloned().unwrap();
+    assert_eq!(
+        model["allowedValues"],
+        json!([{"id": "mock-fast", "label": "mock-fast"}, {"id": "mock-smart", "label": "mock-smart"}])
+    );
+    api.ok("setModel", json!([session, "mock-smart"])).await;
+    api.ok("setThoughtLevel", json!([session, "high"])).await;
+    let options = api.ok("getConfigOptions", json!([session])).await;
+    let current: Vec<&Value> = options.as_array().unwrap().iter().map(|o| &o["currentValue"]).collect();
+    assert_eq!(current, [&json!("mock-smart"), &json!("high")], "{options}");
+    let raw = api.ok("rawSend", json!([session, "session/set_mode", {"modeId": "default"}])).await;
+    assert_eq!(raw["jsonrpc"], "2.0", "{raw}");
+
     // Close: no longer live, still persisted; the agent is gone.
     api.ok("closeSession", json!([session])).await;
     assert_eq!(api.ok("listSessions", json!([])).await, json!([]));
     let (status, body) = api.call("sendPrompt", json!([session, "hello"])).await;
-    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{body}");
+    assert_eq!((status, body["code"].as_str()), (409, Some("closed")), "{body}");
     let persisted = api.ok("listPersistedSessions", json!([])).await;
     assert_eq!(persisted[0]["sessionId"], session.as_str());
-    assert_eq!(api.ok("getSessionEvents", json!([session])).await, events);
+    let after = api.ok("getSessionEvents", json!([session])).await;
+    assert_eq!(after.as_array().unwrap()[..seqs.len()], events.as_array().unwrap()[..], "the transcript changed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,7 +337,7 @@ async fn a_session_survives_sleep_and_restart_and_resumes_with_its_history() {
     // A closed session stays readable but is not resumed.
     api.ok("closeSession", json!([session])).await;
     let (status, body) = api.call("sendPrompt", json!([session, "hello"])).await;
-    assert_eq!(status, 400, "{body}");
+    assert_eq!((status, body["code"].as_str()), (409, Some("closed")), "{body}");
     assert!(!api.ok("getSessionEvents", json!([session])).await.as_array().unwrap().is_empty());
 }
 

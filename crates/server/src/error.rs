@@ -159,6 +159,7 @@ impl From<ActorError> for ApiError {
             e @ ActorError::SessionNotFound(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "session", "not_found", e.to_string())
             }
+            e @ ActorError::SessionClosed(_) => ApiError::new(StatusCode::CONFLICT, "session", "closed", e.to_string()),
             ActorError::Agent(message) => ApiError::new(StatusCode::BAD_GATEWAY, "session", "agent_failed", message),
             ActorError::InputRefused { message, .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "actor", "invalid_input", message)

@@ -14,7 +14,7 @@
 //! | lifecycle | `lifecycle.rs` | `destroy` |
 //! | network | `network.rs` | `vmFetch`, `createSignedPreviewUrl`, `expireSignedPreviewUrl` |
 //! | agents | `agents.rs` | `listAgents` |
-//! | sessions | `sessions.rs` | `createSession`, `listSessions`, `getSession`, `sendPrompt`, `cancelPrompt`, `respondPermission`, `setMode`, `getModes`, `rawSend`, `closeSession`, `destroySession`, `resumeSession`, `listPersistedSessions`, `getSessionEvents`, `getSequencedEvents`, `getEvents` |
+//! | sessions | `sessions.rs` | `createSession`, `listSessions`, `getSession`, `sendPrompt`, `cancelPrompt`, `respondPermission`, `setMode`, `getModes`, `setModel`, `setThoughtLevel`, `getConfigOptions`, `rawSend`, `closeSession`, `destroySession`, `resumeSession`, `listPersistedSessions`, `getSessionEvents`, `getSequencedEvents`, `getEvents` |
 //!
 //! [`dispatch`] adds what every action shares: refusing actions once `destroy` began, counting
 //! the action as activity (an actor with actions in flight never sleeps) and getting the VM
@@ -153,7 +153,7 @@ mod tests {
     #[test]
     fn every_action_belongs_to_exactly_one_family() {
         let all: Vec<&str> = names().collect();
-        assert_eq!(all.len(), 49);
+        assert_eq!(all.len(), 52);
         let mut unique = all.clone();
         unique.sort_unstable();
         unique.dedup();

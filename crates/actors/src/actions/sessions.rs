@@ -3,7 +3,8 @@
 //! `listSessions`, `getSession` (plus `pendingPermissions`: the ids of permission requests
 //! waiting for an answer, so a client that reconnects can answer them), `sendPrompt(sessionId,
 //! text)` → `{response, text}`, `cancelPrompt`, `respondPermission(sessionId, permissionId,
-//! "once"|"always"|"reject")`, `setMode`, `getModes`, `rawSend`, `closeSession`,
+//! "once"|"always"|"reject")`, `setMode`, `getModes`, `setModel`, `setThoughtLevel`,
+//! `getConfigOptions`, `rawSend`, `closeSession`,
 //! `destroySession`, `resumeSession`, and the durable reads `listPersistedSessions`,
 //! `getSessionEvents`, `getSequencedEvents`, `getEvents` (these three read the transcript, which
 //! is written before anything is broadcast; they work while the VM sleeps, without booting it).
@@ -28,6 +29,9 @@ pub const NAMES: &[&str] = &[
     "respondPermission",
     "setMode",
     "getModes",
+    "setModel",
+    "setThoughtLevel",
+    "getConfigOptions",
     "rawSend",
     "closeSession",
     "destroySession",
@@ -48,6 +52,8 @@ pub(super) enum Call {
     Respond { id: String, permission_id: String, reply: String },
     SetMode { id: String, mode_id: String },
     GetModes { id: String },
+    SetConfig { id: String, category: &'static str, value: String },
+    GetConfigOptions { id: String },
     Raw { id: String, method: String, params: serde_json::Value },
     Close { id: String, destroy: bool },
     Resume { id: String },
@@ -91,6 +97,9 @@ pub(super) fn parse(name: &str, args: &Args<'_>) -> Result<Option<Call>, ActorEr
         }
         "setMode" => Call::SetMode { id: id()?, mode_id: args.string(1, "modeId")? },
         "getModes" => Call::GetModes { id: id()? },
+        "setModel" => Call::SetConfig { id: id()?, category: "model", value: args.string(1, "model")? },
+        "setThoughtLevel" => Call::SetConfig { id: id()?, category: "thought_level", value: args.string(1, "level")? },
+        "getConfigOptions" => Call::GetConfigOptions { id: id()? },
         "rawSend" => {
             let params = args.json(2).unwrap_or(serde_json::Value::Null);
             Call::Raw { id: id()?, method: args.string(1, "method")?, params }
@@ -187,10 +196,9 @@ async fn run_live(actor: &Arc<Actor>, call: Call) -> Result<Value, ActorError> {
         Call::Cancel { id } => out(sessions.get(&id)?.cancel()?),
         Call::Respond { id, permission_id, reply } => out(sessions.get(&id)?.respond(&permission_id, &reply)?),
         Call::SetMode { id, mode_id } => out(sessions.get(&id)?.set_mode(&mode_id).await?),
-        Call::GetModes { id } => {
-            let session = sessions.get(&id)?;
-            out(session.setup.get("modes").cloned().unwrap_or(serde_json::Value::Null))
-        }
+        Call::GetModes { id } => out(sessions.get(&id)?.modes()),
+        Call::SetConfig { id, category, value } => out(sessions.get(&id)?.set_config(category, &value).await?),
+        Call::GetConfigOptions { id } => out(sessions.get(&id)?.config_options()),
         Call::Raw { id, method, params } => out(sessions.get(&id)?.raw(&method, params).await?),
         Call::Close { id, destroy } => {
             // A live session's agent ends; a persisted one (its VM slept) is marked closed.

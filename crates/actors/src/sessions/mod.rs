@@ -82,8 +82,9 @@ pub struct Session {
     connection: AgentConnection,
     client: Arc<VmClient>,
     record: SessionRecord,
-    /// The `session/new` answer (modes, models, config options).
-    pub setup: Value,
+    /// The `session/new` (or `session/load`) answer: modes, models, config options; kept
+    /// current as modes and options are set.
+    setup: Mutex<Value>,
 }
 
 /// Where a new session runs and what it may use.
@@ -152,7 +153,7 @@ impl Sessions {
             .await?
             .ok_or_else(|| ActorError::SessionNotFound(session_id.to_string()))?;
         if record.closed_ms.is_some() {
-            return Err(ActorError::InvalidArguments(format!("session {session_id} was closed: create a new one")));
+            return Err(ActorError::SessionClosed(session_id.to_string()));
         }
         let agent_session_id =
             record.agent_session_id.clone().ok_or_else(|| ActorError::SessionNotFound(session_id.to_string()))?;
@@ -193,7 +194,7 @@ impl Sessions {
             id: record.session_id.clone(),
             agent_type: record.agent_type.clone(),
             agent_session_id,
-            setup,
+            setup: Mutex::new(setup),
             connection: started.connection,
             client: started.client,
             record,
@@ -330,7 +331,72 @@ impl Session {
             .set_mode(&self.agent_session_id, mode_id)
             .await
             .map_err(|e| ActorError::Agent(e.to_string()))?;
+        if let Some(modes) = self.setup.lock().unwrap().get_mut("modes").filter(|m| m.is_object()) {
+            modes["currentModeId"] = Value::from(mode_id);
+        }
         Ok(json!({"jsonrpc": "2.0", "result": serde_json::to_value(&result).unwrap_or(Value::Null)}))
+    }
+
+    /// `{currentModeId, availableModes}` as the agent announced them, or `null`.
+    pub fn modes(&self) -> Value {
+        self.setup.lock().unwrap().get("modes").cloned().unwrap_or(Value::Null)
+    }
+
+    /// The session's config options in the reference's shape (`{id, category?, label?,
+    /// description?, currentValue?, allowedValues?: [{id, label?}], readOnly?}`); a `model`
+    /// option is derived from the agent's `models` when it announces no option of that category.
+    pub fn config_options(&self) -> Value {
+        let setup = self.setup.lock().unwrap();
+        let mut options: Vec<Value> = setup["configOptions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|o| {
+                let allowed: Vec<Value> = o["options"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|v| json!({"id": v["value"], "label": v["name"]}))
+                    .collect();
+                json!({"id": o["id"], "category": o["category"], "label": o["name"], "description": o["description"],
+                       "currentValue": o["currentValue"], "allowedValues": allowed})
+            })
+            .collect();
+        let has_model = options.iter().any(|o| o["category"] == "model");
+        if let (false, Some(models)) = (has_model, setup.get("models").filter(|m| m.is_object())) {
+            let allowed: Vec<Value> = models["availableModels"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| json!({"id": m["modelId"], "label": m["name"]}))
+                .collect();
+            options.push(json!({"id": "model", "category": "model", "label": "Model",
+                                "currentValue": models["currentModelId"], "allowedValues": allowed}));
+        }
+        Value::Array(options)
+    }
+
+    /// `session/set_config_option` for the option of `category` (`model`, `thought_level`), or
+    /// the option with that id when none has the category.
+    pub async fn set_config(&self, category: &str, value: &str) -> Result<Value, ActorError> {
+        let config_id = self
+            .config_options()
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|o| o["category"] == category)
+            .and_then(|o| o["id"].as_str().map(str::to_string))
+            .unwrap_or_else(|| category.to_string());
+        let params = json!({"sessionId": self.agent_session_id, "configId": config_id, "value": value});
+        let result = self
+            .connection
+            .raw("session/set_config_option", params)
+            .await
+            .map_err(|e| ActorError::Agent(e.to_string()))?;
+        if let Some(options) = result.get("configOptions").filter(|o| o.is_array()) {
+            self.setup.lock().unwrap()["configOptions"] = options.clone();
+        }
+        Ok(json!({"jsonrpc": "2.0", "result": result}))
     }
 
     pub async fn raw(&self, method: &str, params: Value) -> Result<Value, ActorError> {
