@@ -11,11 +11,26 @@
 //!   client saw is never lost or reused.
 //!
 //! Unlike the VM's event log, transcripts are not trimmed by retention: they are the agent's
-//! conversation. They go when the session is destroyed or the VM is.
+//! conversation. They go when the session is destroyed or the VM is. They are bounded all the
+//! same, since an agent (or a program posing as one inside the VM) decides how much it sends and
+//! the file is on the host's disk, outside the VM's quota: a session keeps at most
+//! [`MAX_SESSION_EVENTS`] events and [`MAX_SESSION_BYTES`], all of a VM's sessions together
+//! [`MAX_VM_BYTES`]. Past a limit nothing more is written for that session except one last
+//! event, `{"method": "agentvm/transcript_full"}`, so a reader knows the rest was not kept.
 
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::{Context, EventStore, Result};
+
+/// Most events one session's transcript keeps.
+pub const MAX_SESSION_EVENTS: u64 = 100_000;
+/// Most bytes (of event JSON) one session's transcript keeps.
+pub const MAX_SESSION_BYTES: u64 = 256 << 20;
+/// Most bytes all the transcripts of one VM keep.
+pub const MAX_VM_BYTES: u64 = 1 << 30;
+
+/// The event that ends a transcript that reached a limit.
+pub const TRANSCRIPT_FULL: &str = r#"{"method":"agentvm/transcript_full"}"#;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
@@ -27,7 +42,9 @@ CREATE TABLE IF NOT EXISTS sessions (
     agent_info        TEXT NOT NULL DEFAULT '{}',
     env               TEXT NOT NULL DEFAULT '{}',
     created_ms        INTEGER NOT NULL,
-    closed_ms         INTEGER
+    closed_ms         INTEGER,
+    event_count       INTEGER NOT NULL DEFAULT 0,
+    event_bytes       INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS session_events (
     session_id  TEXT NOT NULL,
@@ -102,7 +119,13 @@ impl EventStore {
         let tx = self.connection_mut().transaction().context("recording a session")?;
         ensure_schema(&tx)?;
         tx.execute(
-            &format!("INSERT OR REPLACE INTO sessions ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+            &format!(
+                "INSERT INTO sessions ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (session_id) DO UPDATE SET agent_type = excluded.agent_type,
+                   agent_session_id = excluded.agent_session_id, cwd = excluded.cwd,
+                   capabilities = excluded.capabilities, agent_info = excluded.agent_info, env = excluded.env,
+                   created_ms = excluded.created_ms, closed_ms = excluded.closed_ms"
+            ),
             params![
                 record.session_id,
                 record.agent_type,
@@ -149,10 +172,58 @@ impl EventStore {
     }
 
     /// Appends events to a session's transcript, numbered after its last; returns their
-    /// numbers. Durable (committed) when it returns.
+    /// numbers (none when the transcript is full: see the module's limits). Durable (committed)
+    /// when it returns.
     pub fn append_session_events(&mut self, session_id: &str, events: &[(String, u64)]) -> Result<Vec<u64>> {
         let tx = self.connection_mut().transaction().context("appending session events")?;
         ensure_schema(&tx)?;
+        let (count, bytes): (u64, u64) = tx
+            .query_row(
+                "SELECT event_count, event_bytes FROM sessions WHERE session_id = ?1",
+                params![session_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .context("reading a transcript's size")?
+            .unwrap_or((0, 0));
+        let vm_bytes: u64 = tx
+            .query_row("SELECT COALESCE(SUM(event_bytes), 0) FROM sessions", [], |r| r.get(0))
+            .context("reading the transcripts' size")?;
+        let adding: u64 = events.iter().map(|(e, _)| e.len() as u64).sum();
+        let full = count >= MAX_SESSION_EVENTS
+            || count + events.len() as u64 > MAX_SESSION_EVENTS - 1
+            || bytes + adding > MAX_SESSION_BYTES
+            || vm_bytes + adding > MAX_VM_BYTES;
+        if full {
+            if count < MAX_SESSION_EVENTS {
+                // The last event it keeps says so.
+                let next: u64 = tx
+                    .query_row(
+                        "SELECT COALESCE(MAX(seq) + 1, 0) FROM session_events WHERE session_id = ?1",
+                        params![session_id],
+                        |r| r.get(0),
+                    )
+                    .context("numbering session events")?;
+                let now = events.first().map_or(0, |(_, at)| *at);
+                tx.execute(
+                    "INSERT INTO session_events (session_id, seq, event, created_ms) VALUES (?1, ?2, ?3, ?4)",
+                    params![session_id, next, TRANSCRIPT_FULL, now],
+                )
+                .context("closing a full transcript")?;
+                tx.execute(
+                    "UPDATE sessions SET event_count = ?2 WHERE session_id = ?1",
+                    params![session_id, MAX_SESSION_EVENTS],
+                )
+                .context("closing a full transcript")?;
+            }
+            tx.commit().context("appending session events")?;
+            return Ok(Vec::new());
+        }
+        tx.execute(
+            "UPDATE sessions SET event_count = event_count + ?2, event_bytes = event_bytes + ?3 WHERE session_id = ?1",
+            params![session_id, events.len() as u64, adding],
+        )
+        .context("counting session events")?;
         let next: u64 = tx
             .query_row(
                 "SELECT COALESCE(MAX(seq) + 1, 0) FROM session_events WHERE session_id = ?1",
@@ -265,5 +336,24 @@ mod tests {
         assert!(store.session_events("s1", None, 10).unwrap().is_empty());
         assert_eq!(store.append_session_events("s1", &[("{}".into(), 1)]).unwrap(), vec![0]);
         assert!(!store.delete_session("nope").unwrap());
+    }
+
+    #[test]
+    fn a_full_transcript_keeps_no_more_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = EventStore::open(&dir.path().join("vm.sqlite3"), EventRetention::default()).unwrap();
+        store.put_session(&record("s", 1)).unwrap();
+        let many: Vec<(String, u64)> = (0..MAX_SESSION_EVENTS - 2).map(|i| (format!("{{\"n\":{i}}}"), 1)).collect();
+        assert_eq!(store.append_session_events("s", &many).unwrap().len(), many.len());
+        assert_eq!(store.append_session_events("s", &[("{}".into(), 2)]).unwrap(), vec![MAX_SESSION_EVENTS - 2]);
+        assert!(store.append_session_events("s", &[("{}".into(), 3)]).unwrap().is_empty());
+        assert!(store.append_session_events("s", &[("{}".into(), 4)]).unwrap().is_empty());
+        let tail = store.session_events("s", Some(MAX_SESSION_EVENTS - 3), 10).unwrap();
+        assert_eq!(tail.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(), ["{}", TRANSCRIPT_FULL]);
+        // Updating the record (closing it) does not reset its size.
+        let mut closed = record("s", 1);
+        closed.closed_ms = Some(9);
+        store.put_session(&closed).unwrap();
+        assert!(store.append_session_events("s", &[("{}".into(), 5)]).unwrap().is_empty());
     }
 }

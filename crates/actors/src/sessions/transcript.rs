@@ -20,12 +20,14 @@ impl Transcript {
         Transcript { file }
     }
 
-    /// Appends one event to a session's transcript; durable when it returns. Its number.
-    pub async fn append(&self, session_id: &str, event: String) -> Result<u64, ActorError> {
+    /// Appends one event to a session's transcript; durable when it returns. Its number, or
+    /// `None` when the transcript is full (`agentvm_store::sessions`' limits: the event is still
+    /// broadcast, not kept).
+    pub async fn append(&self, session_id: &str, event: String) -> Result<Option<u64>, ActorError> {
         let (file, id) = (Arc::clone(&self.file), session_id.to_string());
         let now = crate::actors::now_ms();
         let numbers = blocking(move || file.with(true, |s| s.append_session_events(&id, &[(event, now)]))).await??;
-        numbers.first().copied().ok_or_else(|| ActorError::Internal("no number for a session event".into()))
+        Ok(numbers.first().copied())
     }
 
     pub async fn put(&self, record: SessionRecord, keep_open: bool) -> Result<(), ActorError> {
