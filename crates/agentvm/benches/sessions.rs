@@ -2,8 +2,9 @@
 //!
 //! One real `agentvm serve` on loopback with a config file declaring the scripted ACP test
 //! agent (`tests/fixtures/acp-test-agent.mjs`, Node, no LLM) and, when installed in the data
-//! directory (`AGENTVM_BENCH_PI=1` installs it with `agentvm agents install pi`), the real pi
-//! agent against a scripted OpenAI-compatible mock on host loopback (a `forward`). Measures:
+//! directory (`AGENTVM_BENCH_PI=1` / `AGENTVM_BENCH_CLAUDE=1` install them with `agentvm agents
+//! install`), the real pi agent against a scripted OpenAI-compatible mock and Claude Code against
+//! a scripted Anthropic one, on host loopback (preset `forward`s). Measures:
 //!
 //! - **createSession → ready**: the action's duration (agent launched in the VM, `initialize`,
 //!   `session/new`), p50 over `AGENTVM_BENCH_SESSIONS` sessions (default 10);
@@ -38,8 +39,9 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// A scripted OpenAI-compatible model: every request gets a short streamed answer.
-fn mock_llm() -> u16 {
+/// A scripted model on loopback: every request gets a short streamed answer, in the OpenAI
+/// Chat Completions format (`anthropic = false`) or the Anthropic Messages one.
+fn mock_llm(anthropic: bool) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -61,6 +63,49 @@ fn mock_llm() -> u16 {
                 }
                 let mut body = vec![0; length];
                 let _ = std::io::Read::read_exact(&mut reader, &mut body);
+                let mut stream = stream;
+                if anthropic {
+                    let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+                    let model = request["model"].clone();
+                    let text = "Hello from the mock.";
+                    let answer = if request["stream"] == true {
+                        let events = [
+                            (
+                                "message_start",
+                                json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 1, "output_tokens": 1}}}),
+                            ),
+                            (
+                                "content_block_start",
+                                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+                            ),
+                            (
+                                "content_block_delta",
+                                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
+                            ),
+                            ("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
+                            (
+                                "message_delta",
+                                json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 5}}),
+                            ),
+                            ("message_stop", json!({"type": "message_stop"})),
+                        ];
+                        let body: String = events.iter().map(|(e, d)| format!("event: {e}\ndata: {d}\n\n")).collect();
+                        ("text/event-stream", body)
+                    } else {
+                        let body = json!({"id": "msg_x", "type": "message", "role": "assistant", "model": model,
+                            "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": null,
+                            "usage": {"input_tokens": 1, "output_tokens": 5}});
+                        ("application/json", body.to_string())
+                    };
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+                        answer.0,
+                        answer.1.len(),
+                        answer.1
+                    );
+                    return;
+                }
                 let chunk = |delta: Value, finish: Value| {
                     format!(
                         "data: {}\n\n",
@@ -73,7 +118,6 @@ fn mock_llm() -> u16 {
                     chunk(json!({"role": "assistant", "content": "Hello from the mock."}), Value::Null),
                     chunk(json!({}), json!("stop"))
                 );
-                let mut stream = stream;
                 let _ = write!(
                     stream,
                     "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{sse}",
@@ -161,24 +205,28 @@ async fn measure(api: &Api, server_pid: u32, agent: &str, options: Value, n: usi
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let n = env_usize("AGENTVM_BENCH_SESSIONS", 10);
-    let llm = mock_llm();
+    let llm = mock_llm(false);
+    let claude_llm = mock_llm(true);
     let dir = tempfile::Builder::new().prefix("agentvm-bench-").tempdir().unwrap();
     let data = dir.path().join("data");
     let mut config = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
     write!(
         config,
-        "[actors.vm.network]\nforward = [{{ port = 11434, to = \"127.0.0.1:{llm}\" }}]\n[actors.vm.sessions]\npermissions = \"allow\"\n\n\
+        "[actors.vm.network]\nforward = [{{ port = 11434, to = \"127.0.0.1:{llm}\" }}, {{ port = 8765, to = \"127.0.0.1:{claude_llm}\" }}]\n[actors.vm.sessions]\npermissions = \"allow\"\n\n\
          [agents.test]\ncommand = [\"node\", \"/home/user/acp-test-agent.mjs\"]\n"
     )
     .unwrap();
     let with_pi = std::env::var("AGENTVM_BENCH_PI").is_ok_and(|v| v == "1");
-    if with_pi {
-        let status = std::process::Command::new(env!("CARGO_BIN_EXE_agentvm"))
-            .args(["agents", "install", "pi", "--data-dir"])
-            .arg(&data)
-            .status()
-            .unwrap();
-        assert!(status.success(), "installing pi");
+    let with_claude = std::env::var("AGENTVM_BENCH_CLAUDE").is_ok_and(|v| v == "1");
+    for (agent, wanted) in [("pi", with_pi), ("claude", with_claude)] {
+        if wanted {
+            let status = std::process::Command::new(env!("CARGO_BIN_EXE_agentvm"))
+                .args(["agents", "install", agent, "--data-dir"])
+                .arg(&data)
+                .status()
+                .unwrap();
+            assert!(status.success(), "installing {agent}");
+        }
     }
     let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_agentvm"))
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
@@ -202,6 +250,11 @@ async fn main() {
     let test = Api { http: http.clone(), base: base.clone(), key: "bench-test".into() };
     test.call("writeFile", json!(["/home/user/acp-test-agent.mjs", AGENT])).await;
     measure(&test, server.id(), "test", json!({}), n).await;
+    if with_claude {
+        let claude = Api { http: http.clone(), base: base.clone(), key: "bench-claude".into() };
+        let options = json!({"env": {"ANTHROPIC_BASE_URL": "http://127.0.0.1:8765", "ANTHROPIC_API_KEY": "mock-key"}});
+        measure(&claude, server.id(), "claude", options, n.min(5)).await;
+    }
     if with_pi {
         let pi = Api { http, base, key: "bench-pi".into() };
         let models = json!({"providers": {"mock": {"baseUrl": "http://127.0.0.1:11434/v1", "api": "openai-completions",
