@@ -440,20 +440,8 @@ impl Actor {
     /// The live session `session_id`, resumed (its agent started again in the running VM, the
     /// conversation restored with `session/load`) when its agent is gone.
     pub async fn resume_session(&self, vm: &Vm, session_id: &str) -> Result<Arc<crate::sessions::Session>, ActorError> {
-        let preset = self
-            .preset
-            .clone()
-            .ok_or_else(|| ActorError::UnknownActorName { name: self.name.clone(), known: Vec::new() })?;
-        let transcript = self.transcript();
-        let cx = crate::sessions::Context {
-            vm,
-            preset: &preset,
-            events: &self.events,
-            transcript: &transcript,
-            agents: &self.agents,
-            software_dir: self.host.software_dir(),
-        };
-        self.sessions.resume(cx, session_id).await
+        let (preset, transcript) = self.session_parts()?;
+        self.sessions.resume(self.session_context(vm, &preset, &transcript), session_id).await
     }
 
     /// Starts an agent session in `vm` (the actor's running VM).
@@ -463,20 +451,33 @@ impl Actor {
         agent_type: &str,
         options: crate::sessions::CreateOptions,
     ) -> Result<serde_json::Value, ActorError> {
+        let (preset, transcript) = self.session_parts()?;
+        self.sessions.create(self.session_context(vm, &preset, &transcript), agent_type, options).await
+    }
+
+    /// The preset and transcript a session of this actor uses.
+    fn session_parts(&self) -> Result<(Arc<Preset>, crate::sessions::transcript::Transcript), ActorError> {
         let preset = self
             .preset
             .clone()
             .ok_or_else(|| ActorError::UnknownActorName { name: self.name.clone(), known: Vec::new() })?;
-        let transcript = self.transcript();
-        let cx = crate::sessions::Context {
+        Ok((preset, self.transcript()))
+    }
+
+    fn session_context<'a>(
+        &'a self,
+        vm: &'a Vm,
+        preset: &'a Preset,
+        transcript: &'a crate::sessions::transcript::Transcript,
+    ) -> crate::sessions::Context<'a> {
+        crate::sessions::Context {
             vm,
-            preset: &preset,
+            preset,
             events: &self.events,
-            transcript: &transcript,
+            transcript,
             agents: &self.agents,
             software_dir: self.host.software_dir(),
-        };
-        self.sessions.create(cx, agent_type, options).await
+        }
     }
 
     /// The VM's own SQLite file (its event log; its preview tokens, see [`crate::preview`]).

@@ -16,7 +16,9 @@
 //! Sizes: `AGENTVM_BENCH_PREVIEW_MB` (default 256), requests `AGENTVM_BENCH_ITERS` (default
 //! 300). The machine is shared and noisy: compare figures of one run.
 
-use std::io::BufRead;
+#[path = "common/server.rs"]
+mod server;
+use server::start_server;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -31,25 +33,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
-}
-
-/// Starts `agentvm serve` on a random port; returns the process and its base URL.
-fn start_server(data: &std::path::Path) -> (std::process::Child, String) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_agentvm"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .env("AGENTVM_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let line = std::io::BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .find(|l| l.starts_with("agentvm listening on "))
-        .expect("server did not start");
-    let url = line.trim_start_matches("agentvm listening on ").split_whitespace().next().unwrap().to_string();
-    (child, url)
 }
 
 struct Api {
@@ -105,7 +88,7 @@ async fn main() {
     let megabytes = env_usize("AGENTVM_BENCH_PREVIEW_MB", 256);
     let iterations = env_usize("AGENTVM_BENCH_ITERS", 300);
     let dir = tempfile::Builder::new().prefix("agentvm-bench-").tempdir().unwrap();
-    let (mut server, base) = start_server(&dir.path().join("data"));
+    let (mut server, base) = start_server(&dir.path().join("data"), &[]);
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let api = Api { http: http.clone(), base: base.clone() };
 

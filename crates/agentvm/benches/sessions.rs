@@ -15,6 +15,9 @@
 //!
 //! The machine is shared and noisy: compare figures of one run.
 
+#[path = "common/server.rs"]
+mod server;
+use server::start_server;
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
@@ -228,22 +231,8 @@ async fn main() {
             assert!(status.success(), "installing {agent}");
         }
     }
-    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_agentvm"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(config.path())
-        .arg("--data-dir")
-        .arg(&data)
-        .env("AGENTVM_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = server.stdout.take().unwrap();
-    let line = std::io::BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .find(|l| l.starts_with("agentvm listening on "))
-        .expect("server did not start");
-    let base = line.trim_start_matches("agentvm listening on ").split_whitespace().next().unwrap().to_string();
+    let config_path = config.path().to_str().unwrap().to_string();
+    let (mut server, base) = start_server(&data, &["--config", config_path.as_str()]);
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
 
     println!("# {} CPUs; {n} sessions per agent", std::thread::available_parallelism().map_or(0, |n| n.get()));

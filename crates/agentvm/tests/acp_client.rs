@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::acp_agent::HELLO_TRACE;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -220,23 +221,6 @@ async fn exit_code(handle: &agentvm_vm::AttachedHandle) -> i32 {
     tokio::time::timeout(STEP, handle.wait()).await.expect("the agent ends")
 }
 
-const HELLO_TRACE: [&str; 14] = [
-    "update:agent_message_chunk",
-    "update:agent_message_chunk",
-    "update:agent_message_chunk",
-    "update:plan",
-    "update:tool_call",
-    "session/request_permission",
-    "update:tool_call_update",
-    "fs/write_text_file",
-    "terminal/create",
-    "terminal/wait_for_exit",
-    "terminal/output",
-    "terminal/release",
-    "update:tool_call_update",
-    "update:agent_message_chunk",
-];
-
 // ---- Tests. -------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,6 +388,8 @@ async fn a_misbehaving_handshake_is_a_typed_error_and_the_agent_is_killed() {
     let host = common::host();
     let vm = vm_with_agent(&host, "acp-handshake").await;
     let client = Recorder::new(&vm);
+    // Only the hanging agent gets the short handshake timeout: under load, Node may take more
+    // than a second to start, which must not turn a crash or garbage into a timeout.
     let quick = Timeouts { initialize: Duration::from_secs(1), ..Timeouts::default() };
 
     let started = tokio::time::Instant::now();
@@ -412,7 +398,7 @@ async fn a_misbehaving_handshake_is_a_typed_error_and_the_agent_is_killed() {
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     assert_eq!(exit_code(&handle).await, 128 + libc::SIGKILL, "dropping the connection killed the agent");
 
-    let (result, _) = start(&vm, &client, &[("ACP_TEST_AGENT_HANDSHAKE", "crash")], quick).await;
+    let (result, _) = start(&vm, &client, &[("ACP_TEST_AGENT_HANDSHAKE", "crash")], Timeouts::default()).await;
     match result.err() {
         Some(AcpError::Exited { code: Some(2), stderr_tail }) => {
             assert!(stderr_tail.contains("crashing in initialize"), "{stderr_tail:?}")
@@ -420,7 +406,7 @@ async fn a_misbehaving_handshake_is_a_typed_error_and_the_agent_is_killed() {
         other => panic!("expected Exited with code 2, got {other:?}"),
     }
 
-    let (result, handle) = start(&vm, &client, &[("ACP_TEST_AGENT_HANDSHAKE", "garbage")], quick).await;
+    let (result, handle) = start(&vm, &client, &[("ACP_TEST_AGENT_HANDSHAKE", "garbage")], Timeouts::default()).await;
     match result.err() {
         Some(AcpError::Garbage { line, .. }) => assert_eq!(line, "garbage instead of an initialize answer"),
         other => panic!("expected Garbage, got {other:?}"),

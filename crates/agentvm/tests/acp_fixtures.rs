@@ -317,22 +317,7 @@ async fn test_agent_hello_allowed_once_writes_a_file_and_runs_a_terminal() {
     let result = acp.prompt(&session, "hello").await.expect("prompt");
     assert_eq!(result["stopReason"], "end_turn");
     let (trace, messages) = acp.take();
-    let expected = [
-        "update:agent_message_chunk",
-        "update:agent_message_chunk",
-        "update:agent_message_chunk",
-        "update:plan",
-        "update:tool_call",
-        "session/request_permission",
-        "update:tool_call_update",
-        "fs/write_text_file",
-        "terminal/create",
-        "terminal/wait_for_exit",
-        "terminal/output",
-        "terminal/release",
-        "update:tool_call_update",
-        "update:agent_message_chunk",
-    ];
+    let expected = common::acp_agent::HELLO_TRACE;
     assert_eq!(trace, expected);
     let permission = messages.iter().find(|m| m["method"] == "session/request_permission").expect("permission");
     let kinds: Vec<&Value> =

@@ -43,6 +43,41 @@ async fn pending_permission(api: &Api<'_>, session: &str) -> String {
     }
 }
 
+/// Sends `sendPrompt(session, text)` on its own task (it returns when the turn ends); the
+/// status and body.
+fn prompt_in_background(api: &Api<'_>, session: &str, text: &str) -> tokio::task::JoinHandle<(u16, Value)> {
+    let (url, args) = (api.url("sendPrompt"), json!({"args": [session, text]}));
+    tokio::spawn(async move {
+        let response = reqwest::Client::new().post(url).json(&args).send().await.unwrap();
+        (response.status().as_u16(), response.json::<Value>().await.unwrap())
+    })
+}
+
+/// Polls the VM's event log until it holds `agentCrashed` for `session`.
+async fn wait_for_agent_crashed(api: &Api<'_>, session: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = api.ok("getVmEvents", json!([{}])).await;
+        let crashed = |e: &Value| e["name"] == "agentCrashed" && e["data"]["sessionId"] == session;
+        if events.as_array().unwrap().iter().any(crashed) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no agentCrashed: {events}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `agentvm agents install AGENT` into the server's data directory (from npm).
+fn install_builtin(server: &TestServer, agent: &str) {
+    let install = std::process::Command::new(env!("CARGO_BIN_EXE_agentvm"))
+        .args(["agents", "install", agent, "--data-dir"])
+        .arg(server.data.path().join("data"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&install.stderr);
+    assert!(install.status.success(), "installing {agent} (is the npm registry reachable?): {stderr}");
+}
+
 fn update_kinds(events: &Value) -> Vec<String> {
     events
         .as_array()
@@ -68,15 +103,7 @@ async fn a_prompt_turn_with_a_permission_files_terminals_and_a_transcript() {
     let processes = api.ok("allProcesses", json!([])).await;
     assert!(processes.as_array().unwrap().iter().any(|p| p["command"] == "node"), "{processes}");
 
-    let prompt = {
-        let url = api.url("sendPrompt");
-        let session = session.clone();
-        tokio::spawn(async move {
-            let response =
-                reqwest::Client::new().post(url).json(&json!({"args": [session, "hello"]})).send().await.unwrap();
-            (response.status().as_u16(), response.json::<Value>().await.unwrap())
-        })
-    };
+    let prompt = prompt_in_background(&api, &session, "hello");
     let permission = pending_permission(&api, &session).await;
     let bad = api.call("respondPermission", json!([session, permission, "maybe"])).await;
     assert_eq!(bad.0, 400, "{bad:?}");
@@ -166,20 +193,7 @@ async fn an_unanswered_permission_is_rejected_and_a_crash_is_reported() {
     let (status, body) = api.call("sendPrompt", json!([session, "crash"])).await;
     assert_eq!(status, 502, "{body}");
     assert!(body["message"].as_str().unwrap().contains("exited"), "{body}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let events = api.ok("getVmEvents", json!([{}])).await;
-        if events
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["name"] == "agentCrashed" && e["data"]["sessionId"] == session.as_str())
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no agentCrashed: {events}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_agent_crashed(&api, &session).await;
     assert_eq!(api.ok("exec", json!(["echo still-here"])).await["stdout"], "still-here\n");
     let other = api.ok("createSession", json!(["test"])).await["sessionId"].as_str().unwrap().to_string();
     assert_ne!(other, session);
@@ -228,17 +242,7 @@ async fn the_real_pi_agent_runs_a_tool_in_the_vm_against_the_mock_llm() {
     let path = config.path().to_str().unwrap().to_string();
     let args = ["--config", path.as_str(), "--idle-timeout", "1"];
     let server = TestServer::start_with(&args);
-    let data = server.data.path().join("data");
-    let install = std::process::Command::new(env!("CARGO_BIN_EXE_agentvm"))
-        .args(["agents", "install", "pi", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        install.status.success(),
-        "installing pi (is the npm registry reachable?): {}",
-        String::from_utf8_lossy(&install.stderr)
-    );
+    install_builtin(&server, "pi");
 
     let api = Api::new(&server, "pi-session");
     // pi's provider config, in the VM, pointing at the forward.
@@ -361,15 +365,7 @@ async fn killing_an_agent_mid_turn_fails_its_prompt_only() {
         .collect();
     assert_eq!(agents.len(), 2, "two agents run");
 
-    let prompt = {
-        let url = api.url("sendPrompt");
-        let doomed = doomed.clone();
-        tokio::spawn(async move {
-            let response =
-                reqwest::Client::new().post(url).json(&json!({"args": [doomed, "slow"]})).send().await.unwrap();
-            (response.status().as_u16(), response.json::<Value>().await.unwrap())
-        })
-    };
+    let prompt = prompt_in_background(&api, &doomed, "slow");
     // Once the slow turn streams, kill its agent (the first one started).
     let deadline = Instant::now() + Duration::from_secs(20);
     while update_kinds(&api.ok("getSessionEvents", json!([doomed])).await).is_empty() {
@@ -383,20 +379,7 @@ async fn killing_an_agent_mid_turn_fails_its_prompt_only() {
         body["message"].as_str().unwrap().contains("signal 9") || body["message"].as_str().unwrap().contains("137"),
         "{body}"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let events = api.ok("getVmEvents", json!([{}])).await;
-        if events
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["name"] == "agentCrashed" && e["data"]["sessionId"] == doomed.as_str())
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no agentCrashed: {events}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_agent_crashed(&api, &doomed).await;
     // The other session and the VM go on.
     let fine = api.ok("sendPrompt", json!([other, "hello"])).await;
     assert_eq!(fine["response"]["result"]["stopReason"], "end_turn", "{fine}");
@@ -415,17 +398,7 @@ async fn the_real_claude_agent_asks_permission_for_its_tool() {
     let mut config = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
     write!(config, "[actors.vm.network]\nforward = [{{ port = 8765, to = \"127.0.0.1:{}\" }}]\n", llm.port()).unwrap();
     let server = TestServer::start_with(&["--config", config.path().to_str().unwrap()]);
-    let data = server.data.path().join("data");
-    let install = std::process::Command::new(env!("CARGO_BIN_EXE_agentvm"))
-        .args(["agents", "install", "claude", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        install.status.success(),
-        "installing claude (is the npm registry reachable?): {}",
-        String::from_utf8_lossy(&install.stderr)
-    );
+    install_builtin(&server, "claude");
 
     let api = Api::new(&server, "claude-session");
     let env = json!({"ANTHROPIC_BASE_URL": "http://127.0.0.1:8765", "ANTHROPIC_API_KEY": "mock-key"});
@@ -433,19 +406,7 @@ async fn the_real_claude_agent_asks_permission_for_its_tool() {
         api.ok("createSession", json!(["claude", {"env": env}])).await["sessionId"].as_str().unwrap().to_string();
 
     for (reply, expect_file) in [("reject", false), ("once", true)] {
-        let prompt = {
-            let url = api.url("sendPrompt");
-            let session = session.clone();
-            tokio::spawn(async move {
-                let response = reqwest::Client::new()
-                    .post(url)
-                    .json(&json!({"args": [session, "Create claude.txt"]}))
-                    .send()
-                    .await
-                    .unwrap();
-                (response.status().as_u16(), response.json::<Value>().await.unwrap())
-            })
-        };
+        let prompt = prompt_in_background(&api, &session, "Create claude.txt");
         let permission = pending_permission(&api, &session).await;
         api.ok("respondPermission", json!([session, permission, reply])).await;
         let (status, result) = prompt.await.unwrap();

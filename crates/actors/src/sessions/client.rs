@@ -11,7 +11,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use agentvm_vm::{AttachedHandle, EventLog, Vm, VmEvent, WeakVm};
 use serde_json::{json, Value};
@@ -349,6 +348,3 @@ fn exit_status(code: i32) -> TerminalExitStatus {
         TerminalExitStatus::new().exit_code(code as u32)
     }
 }
-
-/// How long a closed session's pending permissions wait at most (they are answered at once).
-pub const CLOSE_GRACE: Duration = Duration::from_secs(1);

@@ -107,13 +107,7 @@ pub struct CreateOptions {
 impl Sessions {
     /// Launches `agent_type` in `vm` and opens an ACP session with it.
     pub async fn create(&self, cx: Context<'_>, agent_type: &str, options: CreateOptions) -> Result<Value, ActorError> {
-        let registry = preset_agents(cx.preset, cx.agents, agent_type)?;
-        let layer = agentvm_agents::SoftwareLayer::at(cx.software_dir);
-        let launch = match registry.launch_installed(agent_type, &layer) {
-            Ok(Some(launch)) => launch,
-            Ok(None) => return Err(ActorError::InvalidArguments(format!("Unknown agent type: {agent_type}"))),
-            Err(not_installed) => return Err(ActorError::InvalidArguments(not_installed.to_string())),
-        };
+        let launch = launch_for(&cx, agent_type)?;
         let cwd = options.cwd.unwrap_or_else(|| launch.cwd_default.clone());
         let session_id = new_id();
         let started = start_agent(&cx, &session_id, &launch.argv, &launch.env, &options.env, &cwd).await?;
@@ -157,13 +151,7 @@ impl Sessions {
         }
         let agent_session_id =
             record.agent_session_id.clone().ok_or_else(|| ActorError::SessionNotFound(session_id.to_string()))?;
-        let registry = preset_agents(cx.preset, cx.agents, &record.agent_type)?;
-        let layer = agentvm_agents::SoftwareLayer::at(cx.software_dir);
-        let launch = match registry.launch_installed(&record.agent_type, &layer) {
-            Ok(Some(launch)) => launch,
-            Ok(None) => return Err(ActorError::InvalidArguments(format!("Unknown agent type: {}", record.agent_type))),
-            Err(not_installed) => return Err(ActorError::InvalidArguments(not_installed.to_string())),
-        };
+        let launch = launch_for(&cx, &record.agent_type)?;
         let env: BTreeMap<String, String> = serde_json::from_str(&record.env).unwrap_or_default();
         let started = start_agent(&cx, session_id, &launch.argv, &launch.env, &env, &record.cwd).await?;
         if !started.init.agent_capabilities.load_session {
@@ -271,9 +259,10 @@ impl Session {
     /// One prompt turn: `{response: JsonRpcResponse, text}` — the agent's answer, and the text
     /// of the message chunks it streamed meanwhile.
     pub async fn prompt(&self, transcript: &Transcript, text: &str) -> Result<Value, ActorError> {
-        let before = transcript.events(&self.id, None, usize::MAX, true).await?.last().map(|e| e.seq);
         let prompt = json!({"method": "session/prompt", "params": {"sessionId": self.agent_session_id, "prompt": [{"type": "text", "text": text}]}});
-        transcript.append(&self.id, prompt.to_string()).await?;
+        // The turn's chunks are the events after the prompt's own entry (none are kept once the
+        // transcript is full).
+        let prompt_seq = transcript.append(&self.id, prompt.to_string()).await?.unwrap_or(u64::MAX);
         let result = self
             .connection
             .prompt_text(&self.agent_session_id, text)
@@ -281,7 +270,7 @@ impl Session {
             .map_err(|e| ActorError::Agent(format!("session {}: {e}", self.id)))?;
         let result = serde_json::to_value(&result).unwrap_or(Value::Null);
         let mut streamed = String::new();
-        for event in transcript.events(&self.id, before, usize::MAX, true).await? {
+        for event in transcript.events(&self.id, Some(prompt_seq), usize::MAX, true).await? {
             let Ok(event) = serde_json::from_str::<Value>(&event.event) else { continue };
             let update = &event["params"]["update"];
             if update["sessionUpdate"] == "agent_message_chunk" {
@@ -407,22 +396,24 @@ impl Session {
     }
 }
 
-/// The registry of agents this preset's sessions may run, checked for `agent_type`.
-fn preset_agents<'a>(
-    preset: &Preset,
-    agents: &'a agentvm_agents::Registry,
-    agent_type: &str,
-) -> Result<&'a agentvm_agents::Registry, ActorError> {
-    if let Some(allowed) = &preset.sessions.agents {
+/// How `agent_type` starts in a VM of this preset: allowed by the preset, known to the server
+/// and, for a built-in agent, installed.
+fn launch_for(cx: &Context<'_>, agent_type: &str) -> Result<agentvm_agents::Launch, ActorError> {
+    if let Some(allowed) = &cx.preset.sessions.agents {
         if !allowed.iter().any(|a| a == agent_type) {
             return Err(ActorError::InvalidArguments(format!(
                 "agent `{agent_type}` is not allowed for `{}` VMs (allowed: {})",
-                preset.name,
+                cx.preset.name,
                 allowed.join(", ")
             )));
         }
     }
-    Ok(agents)
+    let layer = agentvm_agents::SoftwareLayer::at(cx.software_dir);
+    match cx.agents.launch_installed(agent_type, &layer) {
+        Ok(Some(launch)) => Ok(launch),
+        Ok(None) => Err(ActorError::InvalidArguments(format!("Unknown agent type: {agent_type}"))),
+        Err(not_installed) => Err(ActorError::InvalidArguments(not_installed.to_string())),
+    }
 }
 
 /// A new session id (32 hex characters from the system's CSPRNG).

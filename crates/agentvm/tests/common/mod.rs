@@ -2,6 +2,7 @@
 //! the agentvm binary built by cargo as each VM's init.
 #![allow(dead_code, reason = "each test binary uses only some of these helpers")]
 
+pub mod acp_agent;
 pub mod http;
 pub mod mock_llm;
 pub mod pi;
