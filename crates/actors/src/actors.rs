@@ -96,6 +96,10 @@ pub struct Actors {
     membership: tokio::sync::RwLock<()>,
     /// Set once the server shuts down: no VM boots any more.
     shutting_down: Arc<AtomicBool>,
+    /// When each cron job of every actor is next due.
+    cron: crate::cron::Scheduler,
+    /// Bounds how many VMs the scheduler wakes at once.
+    cron_wakes: tokio::sync::Semaphore,
 }
 
 #[derive(Default)]
@@ -140,6 +144,8 @@ pub struct Actor {
     lifecycle: Arc<Lifecycle<Vm>>,
     /// Its agent sessions (live while the VM runs).
     sessions: crate::sessions::Sessions,
+    /// Its cron jobs' runs in progress.
+    cron: crate::cron::run::ActorCron,
     /// The task writing events to the store; awaited by `destroy` before it deletes the files.
     persister: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Actions running now (a long `waitProcess` keeps the VM awake).
@@ -155,15 +161,18 @@ pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send 
 }
 
 impl Actors {
-    /// Opens the registry and knows every recorded actor again (all asleep). Blocking: call it
-    /// from a blocking context.
+    /// Opens the registry and knows every recorded actor again (all asleep), and plans their
+    /// cron jobs on `clock` (see [`Actors::run_cron`]). Blocking: call it from a blocking
+    /// context.
     pub fn load(
         host: VmHost,
         data_dir: &Path,
         settings: Settings,
         presets: Arc<Presets>,
+        clock: Arc<dyn crate::cron::Clock>,
     ) -> Result<Arc<Actors>, ActorError> {
         let registry = Registry::open(&data_dir.join("registry.sqlite3"))?;
+        let due = registry.cron_due()?;
         let actors = Arc::new(Actors {
             host,
             presets,
@@ -174,7 +183,12 @@ impl Actors {
             index: Mutex::new(Index::default()),
             membership: tokio::sync::RwLock::new(()),
             shutting_down: Arc::default(),
+            cron: crate::cron::Scheduler::new(clock),
+            cron_wakes: tokio::sync::Semaphore::new(crate::cron::run::PARALLEL_WAKES),
         });
+        for (actor_id, job_id, due_ms) in due {
+            actors.cron.plan(&actor_id, &job_id, Some(due_ms));
+        }
         let mut loaded = Vec::new();
         for record in actors.registry.live()? {
             let dir = actors.vms_dir.join(&record.actor_id);
@@ -218,6 +232,7 @@ impl Actors {
             store: Arc::new(EventFile::new(dir.join("vm.sqlite3"), self.settings.event_retention)),
             lifecycle: Arc::default(),
             sessions: crate::sessions::Sessions::default(),
+            cron: crate::cron::run::ActorCron::default(),
             persister: Mutex::new(None),
             in_flight: AtomicUsize::new(0),
             last_activity: Mutex::new(Instant::now()),
@@ -323,9 +338,33 @@ impl Actors {
         self.index.lock().unwrap().by_id.values().cloned().collect()
     }
 
-    /// The registry (the preview-token index of [`crate::preview`] lives in it).
+    /// The registry (the preview-token index of [`crate::preview`] and the cron index live
+    /// in it).
     pub(crate) fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// The plan of every cron job.
+    pub fn cron(&self) -> &crate::cron::Scheduler {
+        &self.cron
+    }
+
+    pub(crate) fn cron_wakes(&self) -> &tokio::sync::Semaphore {
+        &self.cron_wakes
+    }
+
+    /// Runs cron jobs when they are due (waking their VMs); runs until the server stops. One
+    /// loop for every VM: it waits on the cron clock for the soonest job and hands each due
+    /// one to [`crate::cron::run`] in its own task.
+    pub async fn run_cron(self: Arc<Self>) {
+        loop {
+            let now = self.cron.clock().now_ms();
+            for ((actor_id, job_id), due_ms) in self.cron.take_due(now) {
+                let actors = Arc::clone(&self);
+                tokio::spawn(async move { crate::cron::run::fire(&actors, &actor_id, &job_id, due_ms).await });
+            }
+            self.cron.wait().await;
+        }
     }
 
     /// Destroys an actor: `vmShutdown {reason: "destroy"}`, its VM stopped, its registry row and
@@ -350,6 +389,7 @@ impl Actors {
                     let (registry, id) = (Arc::clone(&actors.registry), target.id.clone());
                     blocking(move || registry.destroy(&id)).await??;
                     actors.index.lock().unwrap().remove(&target);
+                    actors.cron.forget_actor(&target.id);
                 }
                 target.events.close();
                 let persister = target.persister.lock().unwrap().take();
@@ -432,6 +472,44 @@ impl Actor {
         &self.sessions
     }
 
+    /// Its cron jobs' runs in progress.
+    pub(crate) fn cron(&self) -> &crate::cron::run::ActorCron {
+        &self.cron
+    }
+
+    /// What its VM gets; refused when the server's config no longer defines its name.
+    pub(crate) fn preset(&self) -> Result<Arc<Preset>, ActorError> {
+        self.preset.clone().ok_or_else(|| ActorError::UnknownActorName { name: self.name.clone(), known: Vec::new() })
+    }
+
+    /// The agents its sessions can run.
+    pub(crate) fn agents(&self) -> &agentvm_agents::Registry {
+        &self.agents
+    }
+
+    /// Broadcasts an event on the actor's stream (written to its log first).
+    pub(crate) fn publish(&self, event: VmEvent) {
+        self.events.push(event);
+    }
+
+    /// Ends a session: a live one's agent is stopped, and its record marked closed (`destroy`:
+    /// deleted with its transcript). Refused when the session is neither live nor recorded.
+    pub async fn close_session(&self, session_id: &str, destroy: bool) -> Result<(), ActorError> {
+        let live = self.sessions.close(session_id).is_ok();
+        let transcript = self.transcript();
+        let persisted = transcript.record(session_id, self.is_awake()).await?;
+        if !live && persisted.is_none() {
+            return Err(ActorError::SessionNotFound(session_id.to_string()));
+        }
+        if destroy {
+            transcript.delete(session_id, self.is_awake()).await?;
+        } else if let Some(mut record) = persisted {
+            record.closed_ms = Some(now_ms());
+            transcript.put(record, self.is_awake()).await?;
+        }
+        Ok(())
+    }
+
     /// Its sessions' durable records and transcripts (in the VM's own SQLite file).
     pub fn transcript(&self) -> crate::sessions::transcript::Transcript {
         crate::sessions::transcript::Transcript::new(Arc::clone(&self.store))
@@ -457,11 +535,7 @@ impl Actor {
 
     /// The preset and transcript a session of this actor uses.
     fn session_parts(&self) -> Result<(Arc<Preset>, crate::sessions::transcript::Transcript), ActorError> {
-        let preset = self
-            .preset
-            .clone()
-            .ok_or_else(|| ActorError::UnknownActorName { name: self.name.clone(), known: Vec::new() })?;
-        Ok((preset, self.transcript()))
+        Ok((self.preset()?, self.transcript()))
     }
 
     fn session_context<'a>(

@@ -48,6 +48,9 @@ pub enum ActorError {
     /// text says which, with its stderr tail.
     #[error("{0}")]
     Agent(String),
+    /// A cron action was refused (a bad schedule, a preset limit).
+    #[error(transparent)]
+    Cron(#[from] crate::cron::CronError),
     /// The server is shutting down: no VM boots any more.
     #[error("the server is shutting down")]
     ShuttingDown,

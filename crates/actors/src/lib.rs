@@ -22,12 +22,15 @@
 //!   policy), and what a client's `createWithInput` may change.
 //! - **Creation caps**: [`limits`] (the rate; the VM count cap is the registry's).
 //! - **Events**: [`events`] — their wire shapes and the durable per-VM event log.
+//! - **Cron**: [`cron`] — jobs kept in each VM's file, one scheduler over every VM that wakes
+//!   sleeping ones, the runs and their events.
 //! - **Preview URLs**: [`preview`] — tokens that open one port of one VM, where they are kept
 //!   and how a front end checks them.
 //! - **Errors**: [`ActorError`], one variant per kind; the front end renders client-facing text.
 
 pub mod actions;
 pub mod actors;
+pub mod cron;
 pub mod error;
 pub mod events;
 pub mod lifecycle;

@@ -40,6 +40,8 @@ pub struct Preset {
     pub preview: PreviewLimits,
     /// Agent sessions: which agents, and how permission requests are answered.
     pub sessions: SessionPolicy,
+    /// Cron: how many jobs a VM may have, and how often they may run.
+    pub cron: crate::cron::CronLimits,
     /// What a client's `createWithInput` may set.
     pub client_settable: ClientSettable,
 }
@@ -196,6 +198,7 @@ impl Preset {
             network: Network::default(),
             preview: PreviewLimits::default(),
             sessions: SessionPolicy::default(),
+            cron: crate::cron::CronLimits::default(),
             client_settable: ClientSettable::default(),
         }
     }

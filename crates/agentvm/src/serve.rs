@@ -73,6 +73,22 @@ pub struct ServeArgs {
     /// policy). Without one, every actor name gets the built-in VM. See the README.
     #[arg(long, env = "AGENTVM_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// For tests: cron runs on a clock that starts at START (milliseconds since the Unix epoch,
+    /// or an RFC 3339 time such as 2030-01-01T00:00:00Z) and moves only through
+    /// `POST /debug/clock {"now": MS}` or `{"advanceMs": MS}`.
+    #[arg(long, env = "AGENTVM_MANUAL_CLOCK", value_name = "START", value_parser = parse_start)]
+    manual_clock: Option<u64>,
+}
+
+/// `--manual-clock`'s START.
+fn parse_start(text: &str) -> Result<u64, String> {
+    if let Ok(ms) = text.parse::<u64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .and_then(|t| u64::try_from(t.timestamp_millis()).ok())
+        .ok_or_else(|| format!("{text:?} is neither milliseconds since the epoch nor an RFC 3339 time"))
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -116,6 +132,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_actions_per_connection: args.max_actions_per_connection.max(1),
         event_retention: EventRetention { events: args.event_log_events, bytes: args.event_log_bytes },
         event_queue_bytes: usize::try_from(args.event_queue_bytes).unwrap_or(usize::MAX),
+        manual_clock: args.manual_clock,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {

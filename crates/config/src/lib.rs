@@ -34,6 +34,10 @@
 //! permission_timeout_seconds = 120  # unanswered requests are rejected after this
 //! agents = ["pi", "claude", "mine"] # default: every agent the server knows
 //!
+//! [actors.coder.cron]
+//! max_jobs = 100                    # jobs per VM that will run again (default 100)
+//! min_interval_seconds = 60         # shortest time between two runs of a job (default 60)
+//!
 //! [agents.mine]                     # an operator's ACP agent: any program speaking ACP on stdio
 //! command = ["node", "/opt/mine/agent.mjs"]
 //! env = { MINE_MODE = "ci" }
@@ -51,6 +55,7 @@ use std::time::Duration;
 use agentvm_actors::preset::{
     ClientSettable, Forward, Limits, Network, NetworkMode, PermissionMode, Preset, PreviewLimits, SessionPolicy,
 };
+use agentvm_actors::cron::CronLimits;
 use agentvm_actors::Presets;
 use agentvm_agents::{OperatorAgent, Registry};
 use agentvm_network::Policy;
@@ -146,6 +151,13 @@ struct SessionsSection {
     agents: Option<Vec<Spanned<String>>>,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CronSection {
+    max_jobs: Option<Spanned<u64>>,
+    min_interval_seconds: Option<Spanned<u64>>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ActorSection {
@@ -159,6 +171,8 @@ struct ActorSection {
     preview: PreviewSection,
     #[serde(default)]
     sessions: SessionsSection,
+    #[serde(default)]
+    cron: CronSection,
     client_settable: Option<Vec<Settable>>,
 }
 
@@ -219,6 +233,7 @@ impl ActorSection {
         preset.network = self.network.into_network()?;
         preset.preview = self.preview.into_limits()?;
         preset.sessions = self.sessions.into_policy(agents)?;
+        preset.cron = self.cron.into_limits()?;
         if let Some(settable) = self.client_settable {
             preset.client_settable = ClientSettable { env: false, limits: false };
             for item in settable {
@@ -323,6 +338,25 @@ fn check_host_port(text: &str) -> Result<(), String> {
     match port.parse::<u16>() {
         Ok(p) if p > 0 => Ok(()),
         _ => Err(format!("{port:?} is not a port (1-65535)")),
+    }
+}
+
+impl CronSection {
+    fn into_limits(self) -> Result<CronLimits, Problem> {
+        let mut limits = CronLimits::default();
+        if let Some(max) = &self.max_jobs {
+            if !(1..=100_000).contains(max.get_ref()) {
+                return Err((Some(max.span()), "cron.max_jobs must be between 1 and 100000".into()));
+            }
+            limits.max_jobs = *max.get_ref();
+        }
+        if let Some(seconds) = &self.min_interval_seconds {
+            if !(1..=366 * 86_400).contains(seconds.get_ref()) {
+                return Err((Some(seconds.span()), "cron.min_interval_seconds must be between 1 and 31622400".into()));
+            }
+            limits.min_interval_ms = seconds.get_ref() * 1000;
+        }
+        Ok(limits)
     }
 }
 
@@ -432,6 +466,10 @@ permissions = "reject"
 permission_timeout_seconds = 30
 agents = ["pi", "mine"]
 
+[actors.coder.cron]
+max_jobs = 5
+min_interval_seconds = 300
+
 [agents.mine]
 command = ["node", "/opt/mine/agent.mjs"]
 env = { MINE = "1" }
@@ -462,6 +500,8 @@ env = { MINE = "1" }
         assert_eq!(coder.sessions.permission_timeout, Duration::from_secs(30));
         assert_eq!(coder.sessions.agents.as_deref(), Some(&["pi".to_string(), "mine".to_string()][..]));
         assert_eq!(vm.sessions, SessionPolicy::default());
+        assert_eq!(coder.cron, CronLimits { max_jobs: 5, min_interval_ms: 300_000 });
+        assert_eq!(vm.cron, CronLimits::default());
     }
 
     #[test]
@@ -482,6 +522,11 @@ env = { MINE = "1" }
         assert_eq!(e.line, Some(2), "{e}");
         let e = error("[actors.vm.network]\nmode=\"allow\"\nallow=[\"a.com:443\"]\nforward = [{ port = 3128, to = \"127.0.0.1:1\" }]\n");
         assert!(e.to_string().contains("proxy"), "{e}");
+        let e = error("[actors.vm.cron]\nmax_jobs = 0\n");
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.to_string().contains("cron.max_jobs"), "{e}");
+        let e = error("[actors.vm.cron]\nevery = 5\n");
+        assert!(e.to_string().contains("every"), "{e}");
         let e = error("[actors.vm.limits]\ncpus = 0\n");
         assert_eq!(e.line, Some(2), "{e}");
         let e = error("[actors.vm.preview]\ndefault_expires_in_seconds = 100000\n");

@@ -161,6 +161,17 @@ impl From<ActorError> for ApiError {
             }
             e @ ActorError::SessionClosed(_) => ApiError::new(StatusCode::CONFLICT, "session", "closed", e.to_string()),
             ActorError::Agent(message) => ApiError::new(StatusCode::BAD_GATEWAY, "session", "agent_failed", message),
+            ActorError::Cron(e) => {
+                use agentvm_actors::cron::{schedule::ScheduleError, CronError};
+                let (status, code) = match &e {
+                    CronError::Schedule(ScheduleError::Past { .. }) => (StatusCode::BAD_REQUEST, "past_schedule"),
+                    CronError::Schedule(ScheduleError::TimeZone(_)) => (StatusCode::BAD_REQUEST, "invalid_timezone"),
+                    CronError::Schedule(ScheduleError::Invalid { .. }) => (StatusCode::BAD_REQUEST, "invalid_schedule"),
+                    CronError::TooFrequent { .. } => (StatusCode::BAD_REQUEST, "too_frequent"),
+                    CronError::TooManyJobs { .. } => (StatusCode::CONFLICT, "too_many_jobs"),
+                };
+                ApiError::new(status, "cron", code, e.to_string())
+            }
             ActorError::InputRefused { message, .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "actor", "invalid_input", message)
             }

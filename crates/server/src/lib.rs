@@ -8,6 +8,7 @@
 //! `POST /gateway/{actor}/action/{name}` (stateless actions in json, cbor or bare) and
 //! `GET /gateway/{actor}/connect` (WebSocket: actions, subscriptions, events). `{actor}` is an
 //! actor name with `rvt-*` query parameters (clients 2.3) or an actor id (clients 2.0–2.2).
+//! With `--manual-clock` (tests), `POST /debug/clock` moves cron's clock (`routes`).
 //! Preview URLs (`preview`): `/request/fetch/{token}/...` and `/gateway/{actor}/request/fetch/{token}/...`
 //! proxy HTTP and WebSocket to a port of the VM while the token is valid.
 //!
@@ -35,6 +36,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentvm_actors::cron::Clock as _;
 use agentvm_actors::{Actors, Presets, Settings};
 use agentvm_vm::{HostConfig, VmHost};
 
@@ -95,6 +97,9 @@ pub struct ServerConfig {
     /// What a VM of each actor name gets (the config file's `[actors.NAME]` presets); the
     /// default serves every name with the built-in VM.
     pub presets: Arc<Presets>,
+    /// For tests: cron runs on a clock that starts at this time (milliseconds since the Unix
+    /// epoch) and moves only through `POST /debug/clock`. `None`: the system clock.
+    pub manual_clock: Option<u64>,
 }
 
 impl ServerConfig {
@@ -117,6 +122,7 @@ impl ServerConfig {
             event_retention: EventRetention::default(),
             event_queue_bytes: DEFAULT_EVENT_QUEUE_BYTES,
             presets: Arc::default(),
+            manual_clock: None,
         }
     }
 }
@@ -142,6 +148,8 @@ pub enum ServerError {
 pub struct AppState {
     pub config: ServerConfig,
     pub actors: Arc<Actors>,
+    /// Cron's clock when the server was started with a manual one (`--manual-clock`).
+    pub manual_clock: Option<Arc<agentvm_actors::cron::ManualClock>>,
 }
 
 /// Refuses presets that cannot be served safely here: `network.mode = "open"` needs slirp4netns,
@@ -194,8 +202,16 @@ pub async fn serve(
     };
     let data_dir = config.data_dir.clone();
     let presets = Arc::clone(&config.presets);
+    let manual_clock = config.manual_clock.map(|start| Arc::new(agentvm_actors::cron::ManualClock::new(start)));
+    let clock: Arc<dyn agentvm_actors::cron::Clock> = match &manual_clock {
+        Some(manual) => {
+            tracing::warn!(start_ms = manual.now_ms(), "cron runs on a manual clock (moved with POST /debug/clock): for tests only");
+            Arc::clone(manual) as Arc<dyn agentvm_actors::cron::Clock>
+        }
+        None => Arc::new(agentvm_actors::cron::SystemClock),
+    };
     // Opening the registry and every VM's event log is blocking work.
-    let actors = tokio::task::spawn_blocking(move || Actors::load(host, &data_dir, settings, presets))
+    let actors = tokio::task::spawn_blocking(move || Actors::load(host, &data_dir, settings, presets, clock))
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?
         .map_err(|e| std::io::Error::other(ApiError::from(e).message))?;
@@ -204,7 +220,8 @@ pub async fn serve(
         .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
     let address = listener.local_addr()?;
     let idle = tokio::spawn(Arc::clone(&actors).sleep_idle_vms());
-    let state = Arc::new(AppState { config, actors });
+    let cron = tokio::spawn(Arc::clone(&actors).run_cron());
+    let state = Arc::new(AppState { config, actors, manual_clock });
     let app = routes::router(Arc::clone(&state));
     on_listening(address);
 
@@ -217,6 +234,7 @@ pub async fn serve(
     tracing::info!("shutting down: stopping VMs");
     let _ = stop_tx.send(true);
     idle.abort();
+    cron.abort();
     state.actors.shut_down().await;
     // Requests still in flight end once their VM stopped; do not wait for stragglers forever.
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;

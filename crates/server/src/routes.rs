@@ -1,6 +1,7 @@
 //! HTTP routes: manager endpoints (`/metadata`, `/actors`) and the gateway
 //! (`/gateway/{actor}/action/{name}`, `/gateway/{actor}/connect`).
 
+use agentvm_actors::cron::Clock as _;
 use std::sync::Arc;
 
 use agentvm_protocol::{decode_action_request, encode_action_response_parts, Encoding};
@@ -34,6 +35,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/gateway/{segment}/action/{name}", post(http_action))
         .route("/gateway/{segment}/connect", get(connect))
         .route("/gateway/{segment}/{*rest}", any(gateway_unsupported))
+        .route("/debug/clock", get(clock).post(move_clock))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(exposure::require_preflighted_body))
@@ -64,6 +66,45 @@ async fn metadata(State(state): State<Arc<AppState>>) -> Json<serde_json::Value>
 
 async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok", "runtime": "agentvm", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+/// `GET /debug/clock` → `{now}`: cron's clock, in milliseconds since the Unix epoch.
+async fn clock(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&state, &headers, None)?;
+    let now = match &state.manual_clock {
+        Some(clock) => clock.now_ms(),
+        None => state.actors.cron().clock().now_ms(),
+    };
+    Ok(Json(json!({"now": now, "manual": state.manual_clock.is_some()})))
+}
+
+/// `POST /debug/clock {now} | {advanceMs}` → `{now}`: moves cron's manual clock (only on a
+/// server started with `--manual-clock`; tests use it to run "every minute" without waiting).
+async fn move_clock(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&state, &headers, None)?;
+    let Some(clock) = &state.manual_clock else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "request",
+            "no_manual_clock",
+            "this server runs cron on the system clock; start it with --manual-clock to move it".to_string(),
+        ));
+    };
+    let bad = |message: &str| ApiError::new(StatusCode::BAD_REQUEST, "request", "invalid_body", message.to_string());
+    let request: serde_json::Value = serde_json::from_slice(&body).map_err(|e| bad(&format!("expected JSON: {e}")))?;
+    let now = match (request["now"].as_u64(), request["advanceMs"].as_u64()) {
+        (Some(now), None) => {
+            clock.set(now);
+            now
+        }
+        (None, Some(by)) => clock.advance(by),
+        _ => return Err(bad("expected {\"now\": <ms since the epoch>} or {\"advanceMs\": <ms>}")),
+    };
+    Ok(Json(json!({"now": now})))
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {

@@ -12,13 +12,17 @@
 //!   explained in its module);
 //! - [`preview`]: the VMs' preview tokens, in each VM's file with an index in the registry;
 //! - [`sessions`]: agent sessions' records and transcripts, in each VM's file (readable while
-//!   the VM sleeps).
+//!   the VM sleeps);
+//! - [`cron`]: the VMs' cron jobs and their runs, in each VM's file with an index of when each
+//!   is due in the registry.
 
+pub mod cron;
 mod events;
 pub mod preview;
 mod registry;
 pub mod sessions;
 
+pub use cron::{CronJob, CronRun, RunEnd, RunStart};
 pub use events::{EventStore, Retention as EventRetention, StoredEvent};
 pub use preview::PreviewToken;
 pub use registry::{ActorRecord, Registry, Resolved};

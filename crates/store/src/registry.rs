@@ -70,6 +70,7 @@ impl Registry {
         let connection = open(path)?;
         connection.execute_batch(SCHEMA).context("creating the registry schema")?;
         connection.execute_batch(crate::preview::REGISTRY_SCHEMA).context("creating the registry schema")?;
+        connection.execute_batch(crate::cron::REGISTRY_SCHEMA).context("creating the registry schema")?;
         let live: u64 =
             connection.query_row("SELECT COUNT(*) FROM actors", [], |r| r.get(0)).context("counting actors")?;
         Ok(Registry { connection: Mutex::new((connection, live)) })
@@ -179,6 +180,8 @@ impl Registry {
             tx.execute("DELETE FROM actors WHERE actor_id = ?1", params![actor_id]).context("destroying an actor")?;
         tx.execute("DELETE FROM preview_tokens WHERE actor_id = ?1", params![actor_id])
             .context("destroying an actor's preview tokens")?;
+        tx.execute("DELETE FROM cron_due WHERE actor_id = ?1", params![actor_id])
+            .context("destroying an actor's cron jobs")?;
         tx.commit().context("destroying an actor")?;
         if deleted > 0 {
             *live = live.saturating_sub(1);

@@ -73,6 +73,8 @@ pub enum VmEvent {
     /// A session's agent exited, hung or wrote garbage: why, with its stderr tail.
     #[serde(rename_all = "camelCase")]
     AgentCrashed { session_id: String, message: String },
+    /// A cron job's run started, completed or failed (`{type, jobId, time, ...}` as JSON text).
+    CronEvent { event: Arc<str> },
 }
 
 /// Bytes an event is counted for besides its payload.
@@ -94,7 +96,9 @@ impl VmEvent {
             | VmEvent::VmShutdown { .. }
             | VmEvent::NetworkDenied { .. }
             | VmEvent::AgentCrashed { .. } => 0,
-            VmEvent::SessionEvent { event: json, .. } | VmEvent::PermissionRequest { request: json, .. } => json.len(),
+            VmEvent::SessionEvent { event: json, .. }
+            | VmEvent::PermissionRequest { request: json, .. }
+            | VmEvent::CronEvent { event: json } => json.len(),
         }
     }
 
@@ -110,7 +114,8 @@ impl VmEvent {
             | VmEvent::NetworkDenied { .. }
             | VmEvent::SessionEvent { .. }
             | VmEvent::PermissionRequest { .. }
-            | VmEvent::AgentCrashed { .. } => GapScope::Vm,
+            | VmEvent::AgentCrashed { .. }
+            | VmEvent::CronEvent { .. } => GapScope::Vm,
         }
     }
 }

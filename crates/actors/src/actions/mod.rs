@@ -14,6 +14,7 @@
 //! | lifecycle | `lifecycle.rs` | `destroy` |
 //! | network | `network.rs` | `vmFetch`, `createSignedPreviewUrl`, `expireSignedPreviewUrl` |
 //! | agents | `agents.rs` | `listAgents` |
+//! | cron | `cron.rs` | `scheduleCron`, `listCronJobs`, `cancelCronJob`, `listCronRuns` |
 //! | sessions | `sessions.rs` | `createSession`, `listSessions`, `getSession`, `sendPrompt`, `cancelPrompt`, `respondPermission`, `setMode`, `getModes`, `setModel`, `setThoughtLevel`, `getConfigOptions`, `rawSend`, `closeSession`, `destroySession`, `resumeSession`, `listPersistedSessions`, `getSessionEvents`, `getSequencedEvents`, `getEvents` |
 //!
 //! [`dispatch`] adds what every action shares: refusing actions once `destroy` began, counting
@@ -22,6 +23,7 @@
 
 mod agents;
 mod args;
+mod cron;
 mod events;
 mod files;
 mod lifecycle;
@@ -49,6 +51,7 @@ pub fn names() -> impl Iterator<Item = &'static str> {
         network::NAMES,
         agents::NAMES,
         sessions::NAMES,
+        cron::NAMES,
     ]
     .into_iter()
     .flatten()
@@ -65,6 +68,7 @@ enum Call {
     Network(network::Call),
     Agents(agents::Call),
     Sessions(sessions::Call),
+    Cron(cron::Call),
 }
 
 impl Call {
@@ -90,6 +94,9 @@ impl Call {
         }
         if let Some(call) = sessions::parse(name, args)? {
             return Ok(Call::Sessions(call));
+        }
+        if let Some(call) = cron::parse(name, args)? {
+            return Ok(Call::Cron(call));
         }
         if let Some(call) = agents::parse(name) {
             return Ok(Call::Agents(call));
@@ -120,6 +127,8 @@ pub async fn dispatch(
         Call::Lifecycle(call) => return lifecycle::run(actors, actor, call).await,
         Call::Events(call) => return events::run(actor, call).await,
         Call::Agents(call) => return agents::run(actors, call).await,
+        // Cron reads and writes the VM's file; a due job wakes the VM, not the action.
+        Call::Cron(call) => return cron::run(actors, actor, call).await,
         // Durable reads work on a sleeping VM without booting it; the rest boot it.
         Call::Sessions(call) if sessions::durable(&call) => return sessions::run(actor, call).await,
         Call::Sessions(call) => sessions::run(actor, call).await,
@@ -153,7 +162,7 @@ mod tests {
     #[test]
     fn every_action_belongs_to_exactly_one_family() {
         let all: Vec<&str> = names().collect();
-        assert_eq!(all.len(), 52);
+        assert_eq!(all.len(), 56);
         let mut unique = all.clone();
         unique.sort_unstable();
         unique.dedup();

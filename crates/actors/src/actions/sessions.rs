@@ -202,18 +202,7 @@ async fn run_live(actor: &Arc<Actor>, call: Call) -> Result<Value, ActorError> {
         Call::Raw { id, method, params } => out(sessions.get(&id)?.raw(&method, params).await?),
         Call::Close { id, destroy } => {
             // A live session's agent ends; a persisted one (its VM slept) is marked closed.
-            let live = sessions.close(&id).is_ok();
-            let transcript = actor.transcript();
-            let persisted = transcript.record(&id, actor.is_awake()).await?;
-            if !live && persisted.is_none() {
-                return Err(ActorError::SessionNotFound(id));
-            }
-            if destroy {
-                transcript.delete(&id, actor.is_awake()).await?;
-            } else if let Some(mut record) = persisted {
-                record.closed_ms = Some(crate::actors::now_ms());
-                transcript.put(record, actor.is_awake()).await?;
-            }
+            actor.close_session(&id, destroy).await?;
             Ok(Value::Undefined)
         }
         Call::Resume { id } => {

@@ -49,6 +49,7 @@ pub fn to_wire(event: &VmEvent) -> (&'static str, Value) {
                 ("message", Value::from(message.as_str())),
             ]),
         ),
+        VmEvent::CronEvent { event } => ("cronEvent", Value::object([("event", json_value(event))])),
         VmEvent::NetworkDenied { host, port, reason } => (
             "networkDenied",
             Value::object([
@@ -73,6 +74,7 @@ pub fn name(event: &VmEvent) -> &'static str {
         VmEvent::SessionEvent { .. } => "sessionEvent",
         VmEvent::PermissionRequest { .. } => "permissionRequest",
         VmEvent::AgentCrashed { .. } => "agentCrashed",
+        VmEvent::CronEvent { .. } => "cronEvent",
     }
 }
 
@@ -133,6 +135,7 @@ pub fn to_stored(event: &SequencedEvent) -> StoredEvent {
         VmEvent::AgentCrashed { session_id, message } => {
             (serde_json::json!({"sessionId": session_id, "message": message}), None)
         }
+        VmEvent::CronEvent { event } => (serde_json::json!({"event": parse_json(event)}), None),
     };
     StoredEvent {
         seq: event.seq,
@@ -186,6 +189,7 @@ mod tests {
             VmEvent::VmBooted,
             VmEvent::VmShutdown { reason: "sleep".into() },
             VmEvent::NetworkDenied { host: "evil.example".into(), port: 443, reason: "not allowed".into() },
+            VmEvent::CronEvent { event: r#"{"type":"cron:fire","jobId":"j","time":5}"#.into() },
         ];
         for (seq, event) in samples.into_iter().enumerate() {
             let stored = to_stored(&SequencedEvent { seq: seq as u64, at_ms: 99, event: event.clone() });
