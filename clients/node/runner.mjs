@@ -2,7 +2,7 @@
 // it with the client the version's run.mjs imported from its own node_modules (bare specifiers
 // resolve relative to the importing file, so each version must import rivetkit itself).
 //
-//   ENDPOINT=http://127.0.0.1:PORT ENCODING=bare KEY=test [SCENARIO=seed|multiplayer|files|bulk|preview] node <version>/run.mjs
+//   ENDPOINT=http://127.0.0.1:PORT ENCODING=bare KEY=test [SCENARIO=seed|multiplayer|files|bulk|preview|cron|...] node <version>/run.mjs
 
 const SCENARIOS = {
 	seed: "./seed-examples.mjs",
@@ -13,6 +13,7 @@ const SCENARIOS = {
 	presets: "./presets.mjs",
 	sessions: "./sessions.mjs",
 	preview: "./preview.mjs",
+	cron: "./cron.mjs",
 };
 
 export async function main(createClient, version) {

@@ -52,10 +52,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentvm_actors::cron::CronLimits;
 use agentvm_actors::preset::{
     ClientSettable, Forward, Limits, Network, NetworkMode, PermissionMode, Preset, PreviewLimits, SessionPolicy,
 };
-use agentvm_actors::cron::CronLimits;
 use agentvm_actors::Presets;
 use agentvm_agents::{OperatorAgent, Registry};
 use agentvm_network::Policy;

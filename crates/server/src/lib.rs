@@ -205,7 +205,10 @@ pub async fn serve(
     let manual_clock = config.manual_clock.map(|start| Arc::new(agentvm_actors::cron::ManualClock::new(start)));
     let clock: Arc<dyn agentvm_actors::cron::Clock> = match &manual_clock {
         Some(manual) => {
-            tracing::warn!(start_ms = manual.now_ms(), "cron runs on a manual clock (moved with POST /debug/clock): for tests only");
+            tracing::warn!(
+                start_ms = manual.now_ms(),
+                "cron runs on a manual clock (moved with POST /debug/clock): for tests only"
+            );
             Arc::clone(manual) as Arc<dyn agentvm_actors::cron::Clock>
         }
         None => Arc::new(agentvm_actors::cron::SystemClock),

@@ -173,13 +173,22 @@ impl EventStore {
     /// Adds a job, or replaces the one with the same id (its counts are kept). Refused with
     /// `Ok(Err(active))` when the VM already has `max_active` jobs that will run again (one-shots
     /// that ran do not count); one-shots that ran before `forget_before_ms` are forgotten.
-    pub fn put_cron_job(&mut self, job: &CronJob, max_active: u64, forget_before_ms: u64) -> Result<std::result::Result<(), u64>> {
+    pub fn put_cron_job(
+        &mut self,
+        job: &CronJob,
+        max_active: u64,
+        forget_before_ms: u64,
+    ) -> Result<std::result::Result<(), u64>> {
         let tx = self.connection_mut().transaction().context("adding a cron job")?;
         tx.execute_batch(VM_SCHEMA).context("creating the cron tables")?;
         tx.execute("DELETE FROM cron_jobs WHERE next_run_ms IS NULL AND last_run_ms < ?1", params![forget_before_ms])
             .context("forgetting finished one-shot jobs")?;
         let active: u64 = tx
-            .query_row("SELECT COUNT(*) FROM cron_jobs WHERE next_run_ms IS NOT NULL AND id != ?1", params![job.id], |r| r.get(0))
+            .query_row(
+                "SELECT COUNT(*) FROM cron_jobs WHERE next_run_ms IS NOT NULL AND id != ?1",
+                params![job.id],
+                |r| r.get(0),
+            )
             .context("counting cron jobs")?;
         if active >= max_active {
             return Ok(Err(active));
@@ -344,7 +353,8 @@ impl Registry {
             let mut statement = connection
                 .prepare("SELECT actor_id, job_id, due_ms FROM cron_due ORDER BY due_ms")
                 .context("reading the cron index")?;
-            let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).context("reading the cron index")?;
+            let rows =
+                statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).context("reading the cron index")?;
             rows.collect::<rusqlite::Result<_>>().context("reading the cron index")
         })
     }
@@ -384,14 +394,22 @@ mod tests {
         }
         let mut store = EventStore::open(&path, EventRetention::default()).unwrap();
         let jobs = store.cron_jobs().unwrap();
-        assert_eq!(jobs.iter().map(|j| (j.id.as_str(), j.next_run_ms, j.run_count)).collect::<Vec<_>>(), [("a", Some(160), 1), ("b", Some(250), 0)]);
+        assert_eq!(
+            jobs.iter().map(|j| (j.id.as_str(), j.next_run_ms, j.run_count)).collect::<Vec<_>>(),
+            [("a", Some(160), 1), ("b", Some(250), 0)]
+        );
         assert_eq!(jobs[0].last_run_ms, Some(105));
         let runs = store.cron_runs(Some("a"), 10).unwrap();
         assert_eq!(runs.len(), 1);
-        assert_eq!((runs[0].end.status.as_str(), runs[0].end.exit_code, runs[0].finished_ms), ("complete", Some(0), Some(110)));
+        assert_eq!(
+            (runs[0].end.status.as_str(), runs[0].end.exit_code, runs[0].finished_ms),
+            ("complete", Some(0), Some(110))
+        );
         assert_eq!(runs[0].end.stdout.as_ref().map(String::len), Some(MAX_OUTPUT_BYTES));
         for i in 0..MAX_RUNS_PER_JOB + 5 {
-            store.start_cron_run(RunStart { job_id: "b", scheduled_ms: i, started_ms: i, next_run_ms: Some(i + 1) }).unwrap();
+            store
+                .start_cron_run(RunStart { job_id: "b", scheduled_ms: i, started_ms: i, next_run_ms: Some(i + 1) })
+                .unwrap();
         }
         assert_eq!(store.cron_runs(Some("b"), 1_000).unwrap().len() as u64, MAX_RUNS_PER_JOB);
         assert_eq!(store.cron_runs(None, 1_000).unwrap().len() as u64, MAX_RUNS_PER_JOB + 1);
@@ -413,7 +431,10 @@ mod tests {
         registry.index_cron_job("actor2", "x", Some(200)).unwrap();
         registry.index_cron_job("actor1", "late", Some(250)).unwrap();
         let due = registry.cron_due().unwrap();
-        assert_eq!(due.iter().map(|(_, j, d)| (j.as_str(), *d)).collect::<Vec<_>>(), [("soon", 100), ("x", 200), ("late", 250)]);
+        assert_eq!(
+            due.iter().map(|(_, j, d)| (j.as_str(), *d)).collect::<Vec<_>>(),
+            [("soon", 100), ("x", 200), ("late", 250)]
+        );
         registry.index_cron_job("actor2", "x", None).unwrap();
         registry.destroy("actor1").unwrap();
         assert!(registry.cron_due().unwrap().is_empty());

@@ -35,7 +35,8 @@ pub(super) fn parse(name: &str, args: &Args<'_>) -> Result<Option<Call>, ActorEr
     Ok(Some(match name {
         "scheduleCron" => {
             let value = args.json(0).unwrap_or(serde_json::Value::Null);
-            let (id, spec) = job::parse(&value).map_err(|e| ActorError::InvalidArguments(format!("scheduleCron: {e}")))?;
+            let (id, spec) =
+                job::parse(&value).map_err(|e| ActorError::InvalidArguments(format!("scheduleCron: {e}")))?;
             Call::Schedule { id, spec }
         }
         "listCronJobs" => Call::List,
@@ -44,12 +45,18 @@ pub(super) fn parse(name: &str, args: &Args<'_>) -> Result<Option<Call>, ActorEr
             let job_id = match args.json(0) {
                 None => None,
                 Some(serde_json::Value::String(id)) => Some(id),
-                Some(_) => return Err(ActorError::InvalidArguments("listCronRuns: argument 1 (jobId) must be a string or null".into())),
+                Some(_) => {
+                    return Err(ActorError::InvalidArguments(
+                        "listCronRuns: argument 1 (jobId) must be a string or null".into(),
+                    ))
+                }
             };
             let limit = match args.options(1)?.number("limit")? {
                 None => DEFAULT_RUNS_LISTED,
                 Some(n) if n >= 1.0 => (n as u64).min(MAX_RUNS_LISTED),
-                Some(_) => return Err(ActorError::InvalidArguments("listCronRuns: option `limit` must be at least 1".into())),
+                Some(_) => {
+                    return Err(ActorError::InvalidArguments("listCronRuns: option `limit` must be at least 1".into()))
+                }
             };
             Call::Runs { job_id, limit }
         }

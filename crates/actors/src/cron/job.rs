@@ -101,7 +101,10 @@ pub fn parse(value: &Value) -> Result<(Option<String>, JobSpec), String> {
     let schedule = match fields.get("schedule") {
         Some(Value::String(s)) => s.clone(),
         Some(other) => return Err(format!("schedule must be a string, got {}", kind(other))),
-        None => return Err("schedule is required (a cron pattern such as \"0 3 * * *\", or a time such as \"2030-01-01T09:00:00Z\")".into()),
+        None => return Err(
+            "schedule is required (a cron pattern such as \"0 3 * * *\", or a time such as \"2030-01-01T09:00:00Z\")"
+                .into(),
+        ),
     };
     let timezone = match fields.get("timezone") {
         None | Some(Value::Null) => None,
@@ -118,7 +121,9 @@ pub fn parse(value: &Value) -> Result<(Option<String>, JobSpec), String> {
         },
         Some(other) => return Err(format!("overlap must be a string, got {}", kind(other))),
     };
-    let action = parse_action(fields.get("action").ok_or("action is required ({type: \"exec\", command, args?} or {type: \"session\", agentType, prompt, cwd?})")?)?;
+    let action = parse_action(fields.get("action").ok_or(
+        "action is required ({type: \"exec\", command, args?} or {type: \"session\", agentType, prompt, cwd?})",
+    )?)?;
     Ok((id, JobSpec { schedule, timezone, action, overlap }))
 }
 
@@ -135,12 +140,16 @@ fn parse_action(value: &Value) -> Result<Action, String> {
     };
     match string("type")?.as_deref() {
         Some("exec") => {
-            let command = string("command")?.filter(|c| !c.trim().is_empty()).ok_or("action.command is required (a shell command)")?;
+            let command = string("command")?
+                .filter(|c| !c.trim().is_empty())
+                .ok_or("action.command is required (a shell command)")?;
             let args = match fields.get("args") {
                 None | Some(Value::Null) => Vec::new(),
                 Some(Value::Array(items)) => items
                     .iter()
-                    .map(|item| item.as_str().map(str::to_string).ok_or_else(|| "action.args must be strings".to_string()))
+                    .map(|item| {
+                        item.as_str().map(str::to_string).ok_or_else(|| "action.args must be strings".to_string())
+                    })
                     .collect::<Result<_, _>>()?,
                 Some(other) => return Err(format!("action.args must be an array of strings, got {}", kind(other))),
             };
@@ -198,15 +207,21 @@ mod tests {
 
     #[test]
     fn both_actions_parse_with_defaults_and_aliases_and_round_trip() {
-        let (id, spec) = parse(&json!({"schedule": "* * * * *", "action": {"type": "exec", "command": "echo", "args": ["a", "b"]}})).unwrap();
+        let (id, spec) =
+            parse(&json!({"schedule": "* * * * *", "action": {"type": "exec", "command": "echo", "args": ["a", "b"]}}))
+                .unwrap();
         assert_eq!(id, None);
         assert_eq!(spec.overlap, Overlap::Allow);
         assert_eq!(spec.action, Action::Exec { command: "echo".into(), args: vec!["a".into(), "b".into()] });
-        let (id, spec) = parse(&json!({"id": "nightly", "schedule": "0 3 * * *", "overlap": "queue", "timezone": "Europe/Paris",
+        let (id, spec) =
+            parse(&json!({"id": "nightly", "schedule": "0 3 * * *", "overlap": "queue", "timezone": "Europe/Paris",
             "action": {"type": "session", "agent": "pi", "prompt": "tidy up", "options": {"cwd": "/work"}}}))
-        .unwrap();
+            .unwrap();
         assert_eq!(id.as_deref(), Some("nightly"));
-        assert_eq!(spec.action, Action::Session { agent_type: "pi".into(), prompt: "tidy up".into(), cwd: Some("/work".into()) });
+        assert_eq!(
+            spec.action,
+            Action::Session { agent_type: "pi".into(), prompt: "tidy up".into(), cwd: Some("/work".into()) }
+        );
         let stored = serde_json::to_string(&spec).unwrap();
         assert_eq!(serde_json::from_str::<JobSpec>(&stored).unwrap(), spec);
         assert_eq!(serde_json::to_value(&spec).unwrap()["action"]["agentType"], "pi");
@@ -222,10 +237,16 @@ mod tests {
             (json!({"schedule": "* * * * *", "action": {"type": "exec"}}), "action.command is required"),
             (json!({"schedule": "* * * * *", "action": {"type": "callback"}}), "action.type must be"),
             (json!({"schedule": "* * * * *", "action": {"type": "session", "prompt": "x"}}), "agentType is required"),
-            (json!({"schedule": "* * * * *", "action": {"type": "exec", "command": "x"}, "overlap": "sometimes"}), "overlap must be"),
+            (
+                json!({"schedule": "* * * * *", "action": {"type": "exec", "command": "x"}, "overlap": "sometimes"}),
+                "overlap must be",
+            ),
             (json!({"schedule": "* * * * *", "action": {"type": "exec", "command": "x"}, "id": ""}), "id must be"),
             (json!({"schedule": "* * * * *", "action": {"type": "exec", "command": "x"}, "every": 5}), "unknown field"),
-            (json!({"schedule": "* * * * *", "action": {"type": "session", "agentType": "pi", "prompt": "x", "cwd": "rel"}}), "absolute"),
+            (
+                json!({"schedule": "* * * * *", "action": {"type": "session", "agentType": "pi", "prompt": "x", "cwd": "rel"}}),
+                "absolute",
+            ),
         ];
         for (value, expected) in cases {
             let e = parse(&value).expect_err(&value.to_string());

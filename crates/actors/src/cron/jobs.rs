@@ -18,7 +18,12 @@ use crate::error::ActorError;
 pub const FINISHED_ONE_SHOT_KEPT_MS: u64 = 7 * 86_400_000;
 
 /// `scheduleCron`: adds (or replaces, for an id in use) a job; returns its id.
-pub async fn schedule(actors: &Arc<Actors>, actor: &Arc<Actor>, id: Option<String>, spec: JobSpec) -> Result<String, ActorError> {
+pub async fn schedule(
+    actors: &Arc<Actors>,
+    actor: &Arc<Actor>,
+    id: Option<String>,
+    spec: JobSpec,
+) -> Result<String, ActorError> {
     let preset = actor.preset()?;
     let limits = preset.cron;
     let parsed = Schedule::parse(&spec.schedule, spec.timezone.as_deref()).map_err(CronError::Schedule)?;
@@ -31,11 +36,19 @@ pub async fn schedule(actors: &Arc<Actors>, actor: &Arc<Actor>, id: Option<Strin
         None => {
             if let Some(gap) = parsed.shortest_interval(now) {
                 if gap < limits.min_interval_ms {
-                    return Err(CronError::TooFrequent { schedule: spec.schedule, interval_ms: gap, min_ms: limits.min_interval_ms }.into());
+                    return Err(CronError::TooFrequent {
+                        schedule: spec.schedule,
+                        interval_ms: gap,
+                        min_ms: limits.min_interval_ms,
+                    }
+                    .into());
                 }
             }
             parsed.next_after(now).ok_or_else(|| {
-                CronError::Schedule(ScheduleError::Invalid { schedule: spec.schedule.clone(), reason: "it never runs again".into() })
+                CronError::Schedule(ScheduleError::Invalid {
+                    schedule: spec.schedule.clone(),
+                    reason: "it never runs again".into(),
+                })
             })?
         }
     };
@@ -54,7 +67,8 @@ pub async fn schedule(actors: &Arc<Actors>, actor: &Arc<Actor>, id: Option<Strin
         }
     }
     let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let spec_text = serde_json::to_string(&spec).map_err(|e| ActorError::Internal(format!("encoding a cron job: {e}")))?;
+    let spec_text =
+        serde_json::to_string(&spec).map_err(|e| ActorError::Internal(format!("encoding a cron job: {e}")))?;
     let _changing = actor.cron().changing.lock().await;
     let existing = read_job(actor, &id).await?;
     let job = CronJob {
@@ -97,6 +111,8 @@ pub async fn cancel(actors: &Arc<Actors>, actor: &Arc<Actor>, id: &str) -> Resul
 /// `listCronJobs`: `{id, schedule, timezone, action, overlap, lastRun, nextRun, runCount,
 /// running, createdAt}` per job, times in milliseconds since the Unix epoch (`null` when none).
 pub async fn list(actor: &Arc<Actor>) -> Result<Value, ActorError> {
+    // As in [`runs`]: a run that just started is seen running.
+    let _changing = actor.cron().changing.lock().await;
     let (file, awake) = (Arc::clone(actor.event_file()), actor.is_awake());
     let jobs = blocking(move || file.with(awake, |s| s.cron_jobs())).await??;
     let list = jobs
@@ -125,6 +141,9 @@ pub async fn list(actor: &Arc<Actor>) -> Result<Value, ActorError> {
 /// A run recorded as running that no longer runs (the server stopped during it) says
 /// `interrupted`.
 pub async fn runs(actor: &Arc<Actor>, job_id: Option<String>, limit: u64) -> Result<Value, ActorError> {
+    // Runs start under this lock (recorded, then marked live): read under it too, so a run
+    // that just started is never taken for an interrupted one.
+    let _changing = actor.cron().changing.lock().await;
     let (file, awake) = (Arc::clone(actor.event_file()), actor.is_awake());
     let runs: Vec<CronRun> = blocking(move || file.with(awake, |s| s.cron_runs(job_id.as_deref(), limit))).await??;
     let list = runs

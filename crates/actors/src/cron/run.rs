@@ -226,8 +226,12 @@ async fn run(actors: &Arc<Actors>, actor: &Arc<Actor>, job_id: &str, run_id: u64
     let file = Arc::clone(actor.event_file());
     let awake = actor.is_awake();
     let event = match &end.error {
-        None => json!({"type": "cron:complete", "jobId": job_id, "time": time, "durationMs": duration_ms, "runId": run_id}),
-        Some(error) => json!({"type": "cron:error", "jobId": job_id, "time": time, "durationMs": duration_ms, "error": error, "runId": run_id}),
+        None => {
+            json!({"type": "cron:complete", "jobId": job_id, "time": time, "durationMs": duration_ms, "runId": run_id})
+        }
+        Some(error) => {
+            json!({"type": "cron:error", "jobId": job_id, "time": time, "durationMs": duration_ms, "error": error, "runId": run_id})
+        }
     };
     // Recorded before it is announced: a client told of the end reads the run's outcome.
     let stored = blocking(move || file.with(awake, |s| s.finish_cron_run(run_id, time, end))).await;
@@ -258,7 +262,8 @@ async fn execute(actors: &Arc<Actors>, actor: &Arc<Actor>, spec: &JobSpec) -> Ru
             match vm.exec(&line, ExecOptions::default()).await {
                 Ok(result) => {
                     let error = (result.exit_code != 0).then(|| {
-                        let tail: String = result.stderr.trim_end().lines().last().unwrap_or("").chars().take(500).collect();
+                        let tail: String =
+                            result.stderr.trim_end().lines().last().unwrap_or("").chars().take(500).collect();
                         if tail.is_empty() {
                             format!("the command exited with code {}", result.exit_code)
                         } else {
@@ -312,7 +317,12 @@ pub(crate) async fn read_job(actor: &Arc<Actor>, job_id: &str) -> Result<Option<
 }
 
 /// Sets the registry's index of a job.
-pub(crate) async fn index(actors: &Arc<Actors>, actor: &Actor, job_id: &str, due: Option<u64>) -> Result<(), ActorError> {
+pub(crate) async fn index(
+    actors: &Arc<Actors>,
+    actor: &Actor,
+    job_id: &str,
+    due: Option<u64>,
+) -> Result<(), ActorError> {
     let (registry, actor_id, id) = (Arc::clone(actors.registry()), actor.id.clone(), job_id.to_string());
     Ok(blocking(move || registry.index_cron_job(&actor_id, &id, due)).await??)
 }

@@ -133,7 +133,8 @@ fn parse_timestamp(text: &str, zone: Tz) -> Result<u64, String> {
         .ok_or_else(|| SHAPE.to_string())?;
     let millis = match offset {
         Some(seconds) => {
-            let offset = chrono::FixedOffset::east_opt(seconds).ok_or_else(|| "the offset is out of range".to_string())?;
+            let offset =
+                chrono::FixedOffset::east_opt(seconds).ok_or_else(|| "the offset is out of range".to_string())?;
             match offset.from_local_datetime(&naive) {
                 LocalResult::Single(at) => at.timestamp_millis(),
                 _ => return Err(SHAPE.to_string()),
@@ -238,7 +239,19 @@ mod tests {
 
     #[test]
     fn malformed_schedules_are_refused_with_the_reason() {
-        for bad in ["", "   ", "* * * *", "61 * * * *", "* * * * * * *", "hello", "0 0 30 2 *", "2030-13-01T00:00", "2030-01-01", "2030-01-01T25:00", "2030-01-01T00:00+25:00"] {
+        for bad in [
+            "",
+            "   ",
+            "* * * *",
+            "61 * * * *",
+            "* * * * * * *",
+            "hello",
+            "0 0 30 2 *",
+            "2030-13-01T00:00",
+            "2030-01-01",
+            "2030-01-01T25:00",
+            "2030-01-01T00:00+25:00",
+        ] {
             let e = Schedule::parse(bad, None).expect_err(bad);
             assert!(matches!(e, ScheduleError::Invalid { .. }), "{bad}: {e:?}");
             assert!(e.to_string().contains("invalid schedule"), "{e}");
