@@ -14,8 +14,8 @@ use serde_json::Value;
 pub const MAX_ID_LEN: usize = 256;
 /// Longest exec command line (command and arguments).
 pub const MAX_COMMAND_BYTES: usize = 64 << 10;
-/// Longest session prompt.
-pub const MAX_PROMPT_BYTES: usize = 1 << 20;
+/// Longest session prompt (jobs are kept on the host's disk, outside the VM's quota).
+pub const MAX_PROMPT_BYTES: usize = 256 << 10;
 
 /// A job's definition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

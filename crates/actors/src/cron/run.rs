@@ -3,7 +3,8 @@
 //!
 //! A job that comes due while its previous run is still going: with `overlap = "allow"` both
 //! run, with `"skip"` the new one does not run, with `"queue"` it starts when the running one
-//! ends (at most [`MAX_QUEUED`] wait; further ones are skipped). A running job holds an
+//! ends (at most [`MAX_QUEUED`] wait; further ones are skipped; and at most [`MAX_RUNNING`]
+//! runs of one job go at once whatever the rule). A running job holds an
 //! activity mark on its actor, so the VM stays awake until the run ends.
 //!
 //! **Missed runs.** A job is run once for all the times it was due while it could not run (the
@@ -26,6 +27,9 @@ use crate::error::ActorError;
 
 /// Most runs of one job waiting for the running one (`overlap = "queue"`).
 pub const MAX_QUEUED: usize = 16;
+/// Most runs of one job going at once (`overlap = "allow"`): a job that hangs every time does
+/// not pile up runs without end; further ones are skipped.
+pub const MAX_RUNNING: usize = 16;
 /// Most VMs woken at once by the scheduler (many jobs due at the same minute on sleeping VMs
 /// boot a few at a time rather than all together).
 pub const PARALLEL_WAKES: usize = 16;
@@ -48,7 +52,12 @@ struct JobState {
 impl ActorCron {
     /// Whether a run of `job_id` is going.
     pub fn is_running(&self, job_id: &str) -> bool {
-        self.jobs.lock().unwrap().get(job_id).is_some_and(|s| !s.running.is_empty())
+        self.running(job_id) > 0
+    }
+
+    /// How many runs of `job_id` are going.
+    pub fn running(&self, job_id: &str) -> usize {
+        self.jobs.lock().unwrap().get(job_id).map_or(0, |s| s.running.len())
     }
 
     /// Whether `run_id` is going (a stored run that says `running` but is not ended with the
@@ -112,28 +121,36 @@ async fn fire_on(actors: &Arc<Actors>, actor: &Arc<Actor>, job_id: &str, due_ms:
         Ok(schedule) => schedule.next_after(now),
         Err(_) => None,
     };
-    let busy = actor.cron().is_running(job_id);
-    match (busy, spec.overlap) {
-        (true, Overlap::Skip) | (true, Overlap::Queue) => {
-            if spec.overlap == Overlap::Queue {
-                let mut jobs = actor.cron().jobs.lock().unwrap();
-                let state = jobs.entry(job_id.to_string()).or_default();
-                if state.queued.len() < MAX_QUEUED {
-                    state.queued.push_back(due_ms);
-                } else {
-                    tracing::warn!(actor = %actor.id, job = job_id, "cron: {MAX_QUEUED} runs already wait; this one is skipped");
-                }
-            } else {
-                tracing::info!(actor = %actor.id, job = job_id, "cron: the previous run still goes; skipped");
-            }
-            let (file, awake, id) = (Arc::clone(actor.event_file()), actor.is_awake(), job_id.to_string());
-            blocking(move || file.with(awake, |s| s.set_cron_next(&id, next))).await??;
-            index(actors, actor, job_id, next).await?;
-            scheduler.plan(&actor.id, job_id, next);
-            Ok(())
-        }
-        _ => start(actors, actor, job_id, spec, due_ms, Some(next)).await,
+    let running = actor.cron().running(job_id);
+    let start_now = match spec.overlap {
+        _ if running == 0 => true,
+        Overlap::Allow => running < MAX_RUNNING,
+        Overlap::Skip | Overlap::Queue => false,
+    };
+    if start_now {
+        return start(actors, actor, job_id, spec, due_ms, Some(next)).await;
     }
+    match spec.overlap {
+        Overlap::Queue => {
+            let mut jobs = actor.cron().jobs.lock().unwrap();
+            let state = jobs.entry(job_id.to_string()).or_default();
+            if state.queued.len() < MAX_QUEUED {
+                state.queued.push_back(due_ms);
+            } else {
+                tracing::warn!(actor = %actor.id, job = job_id, "cron: {MAX_QUEUED} runs already wait; this one is skipped");
+            }
+        }
+        Overlap::Allow => {
+            tracing::warn!(actor = %actor.id, job = job_id, "cron: {MAX_RUNNING} runs already go; this one is skipped")
+        }
+        Overlap::Skip => tracing::info!(actor = %actor.id, job = job_id, "cron: the previous run still goes; skipped"),
+    }
+    // Not run now: only the job's next time moves on.
+    let (file, awake, id) = (Arc::clone(actor.event_file()), actor.is_awake(), job_id.to_string());
+    blocking(move || file.with(awake, |s| s.set_cron_next(&id, next))).await??;
+    index(actors, actor, job_id, next).await?;
+    scheduler.plan(&actor.id, job_id, next);
+    Ok(())
 }
 
 /// Starts a run: records it (moving the job's next time to `next`), re-plans the job, and runs
@@ -223,6 +240,10 @@ async fn run(actors: &Arc<Actors>, actor: &Arc<Actor>, job_id: &str, run_id: u64
     let duration_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
     end.duration_ms = Some(duration_ms);
     let time = clock.now_ms();
+    if actor.check_usable().is_err() {
+        // Destroyed under the run: its files are gone, and nobody is left to tell.
+        return;
+    }
     let file = Arc::clone(actor.event_file());
     let awake = actor.is_awake();
     let event = match &end.error {
