@@ -26,32 +26,10 @@ pub async fn schedule(
 ) -> Result<String, ActorError> {
     let preset = actor.preset()?;
     let limits = preset.cron;
-    let parsed = Schedule::parse(&spec.schedule, spec.timezone.as_deref()).map_err(CronError::Schedule)?;
     let now = actors.cron().clock().now_ms();
-    let next = match parsed.once_at() {
-        Some(at) if at <= now => {
-            return Err(CronError::Schedule(ScheduleError::Past { schedule: spec.schedule, now: format_ms(now) }).into())
-        }
-        Some(at) => at,
-        None => {
-            if let Some(gap) = parsed.shortest_interval(now) {
-                if gap < limits.min_interval_ms {
-                    return Err(CronError::TooFrequent {
-                        schedule: spec.schedule,
-                        interval_ms: gap,
-                        min_ms: limits.min_interval_ms,
-                    }
-                    .into());
-                }
-            }
-            parsed.next_after(now).ok_or_else(|| {
-                CronError::Schedule(ScheduleError::Invalid {
-                    schedule: spec.schedule.clone(),
-                    reason: "it never runs again".into(),
-                })
-            })?
-        }
-    };
+    let (schedule, timezone) = (spec.schedule.clone(), spec.timezone.clone());
+    // Searching a rare pattern's next times takes milliseconds: not on the runtime's threads.
+    let next = blocking(move || first_run(&schedule, timezone.as_deref(), now, limits.min_interval_ms)).await??;
     if let Action::Session { agent_type, .. } = &spec.action {
         if let Some(allowed) = &preset.sessions.agents {
             if !allowed.contains(agent_type) {
@@ -94,6 +72,30 @@ pub async fn schedule(
     index(actors, actor, &id, Some(next)).await?;
     actors.cron().plan(&actor.id, &id, Some(next));
     Ok(id)
+}
+
+/// When a new job first runs: its schedule checked (a one-shot in the future, a pattern that runs
+/// again and not more often than `min_interval_ms`).
+fn first_run(schedule: &str, timezone: Option<&str>, now: u64, min_interval_ms: u64) -> Result<u64, CronError> {
+    let parsed = Schedule::parse(schedule, timezone)?;
+    if let Some(at) = parsed.once_at() {
+        if at <= now {
+            return Err(ScheduleError::Past { schedule: schedule.to_string(), now: format_ms(now) }.into());
+        }
+        return Ok(at);
+    }
+    if let Some(gap) = parsed.shortest_interval(now) {
+        if gap < min_interval_ms {
+            return Err(CronError::TooFrequent {
+                schedule: schedule.to_string(),
+                interval_ms: gap,
+                min_ms: min_interval_ms,
+            });
+        }
+    }
+    parsed.next_after(now).ok_or_else(|| {
+        ScheduleError::Invalid { schedule: schedule.to_string(), reason: "it never runs again".into() }.into()
+    })
 }
 
 /// `cancelCronJob`: the job runs no more (a run in progress ends as it would, queued ones are

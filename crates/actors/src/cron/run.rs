@@ -116,11 +116,11 @@ async fn fire_on(actors: &Arc<Actors>, actor: &Arc<Actor>, job_id: &str, due_ms:
         Ok(spec) => spec,
         Err(e) => return Err(ActorError::Internal(format!("cron job {job_id} is stored damaged: {e}"))),
     };
-    // Runs missed meanwhile are not repeated: the next time is after now.
-    let next = match Schedule::parse(&spec.schedule, spec.timezone.as_deref()) {
-        Ok(schedule) => schedule.next_after(now),
-        Err(_) => None,
-    };
+    // Runs missed meanwhile are not repeated: the next time is after now (searched on a
+    // blocking thread, see `schedule`).
+    let (schedule, timezone) = (spec.schedule.clone(), spec.timezone.clone());
+    let next =
+        blocking(move || Schedule::parse(&schedule, timezone.as_deref()).ok().and_then(|s| s.next_after(now))).await?;
     let running = actor.cron().running(job_id);
     let start_now = match spec.overlap {
         _ if running == 0 => true,
