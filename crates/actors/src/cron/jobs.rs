@@ -8,7 +8,7 @@ use agentvm_store::{CronJob, CronRun};
 use serde_json::{json, Value};
 
 use super::job::{Action, JobSpec};
-use super::run::{index, read_job};
+use super::run::index;
 use super::schedule::{format_ms, Schedule, ScheduleError};
 use super::CronError;
 use crate::actors::{blocking, Actor, Actors};
@@ -48,28 +48,35 @@ pub async fn schedule(
     let spec_text =
         serde_json::to_string(&spec).map_err(|e| ActorError::Internal(format!("encoding a cron job: {e}")))?;
     let _changing = actor.cron().changing.lock().await;
-    let existing = read_job(actor, &id).await?;
-    let job = CronJob {
-        id: id.clone(),
-        spec: spec_text,
-        created_ms: existing.as_ref().map_or(now, |j| j.created_ms),
-        next_run_ms: Some(next),
-        last_run_ms: None,
-        run_count: 0,
-    };
-    // Indexed before it is written (the index may name a job that is not there, never miss
-    // one); earlier than the job's old time if it replaces one, so nothing is late.
-    let indexed = existing.as_ref().and_then(|j| j.next_run_ms).map_or(next, |old| old.min(next));
-    index(actors, actor, &id, Some(indexed)).await?;
-    let (file, awake, max_jobs) = (Arc::clone(actor.event_file()), actor.is_awake(), limits.max_jobs);
+    let (file, awake, registry) = (Arc::clone(actor.event_file()), actor.is_awake(), Arc::clone(actors.registry()));
+    let (actor_id, job_id, max_jobs) = (actor.id.clone(), id.clone(), limits.max_jobs);
     let forget_before = now.saturating_sub(FINISHED_ONE_SHOT_KEPT_MS);
-    let put = blocking(move || file.with(awake, |s| s.put_cron_job(&job, max_jobs, forget_before))).await??;
+    // One trip to a blocking thread, the VM's file open throughout.
+    let put = blocking(move || {
+        file.with(awake, |store| {
+            let existing = store.cron_job(&job_id)?;
+            let old_next = existing.as_ref().and_then(|j| j.next_run_ms);
+            let job = CronJob {
+                id: job_id.clone(),
+                spec: spec_text,
+                created_ms: existing.as_ref().map_or(now, |j| j.created_ms),
+                next_run_ms: Some(next),
+                last_run_ms: None,
+                run_count: 0,
+            };
+            // Indexed before it is written (the index may name a job that is not there, never
+            // miss one); no later than the job's old time if it replaces one, so nothing is late.
+            registry.index_cron_job(&actor_id, &job_id, Some(old_next.map_or(next, |old| old.min(next))))?;
+            let put = store.put_cron_job(&job, max_jobs, forget_before)?;
+            // Refused: the index as it was; else the new time.
+            registry.index_cron_job(&actor_id, &job_id, if put.is_ok() { Some(next) } else { old_next })?;
+            Ok(put)
+        })
+    })
+    .await??;
     if let Err(active) = put {
-        // Put the index back as it was.
-        index(actors, actor, &id, existing.and_then(|j| j.next_run_ms)).await?;
         return Err(CronError::TooManyJobs { limit: max_jobs, active }.into());
     }
-    index(actors, actor, &id, Some(next)).await?;
     actors.cron().plan(&actor.id, &id, Some(next));
     Ok(id)
 }
@@ -143,15 +150,17 @@ pub async fn list(actor: &Arc<Actor>) -> Result<Value, ActorError> {
 /// A run recorded as running that no longer runs (the server stopped during it) says
 /// `interrupted`.
 pub async fn runs(actor: &Arc<Actor>, job_id: Option<String>, limit: u64) -> Result<Value, ActorError> {
-    // Runs start under this lock (recorded, then marked live): read under it too, so a run
-    // that just started is never taken for an interrupted one.
+    // Runs start under this lock (recorded, then marked live), and the live ones are noted
+    // before the file is read: a run is called interrupted only if it was recorded as running
+    // and was not live when the reading began (one that ends meanwhile was live).
     let _changing = actor.cron().changing.lock().await;
+    let live = actor.cron().live_runs();
     let (file, awake) = (Arc::clone(actor.event_file()), actor.is_awake());
     let runs: Vec<CronRun> = blocking(move || file.with(awake, |s| s.cron_runs(job_id.as_deref(), limit))).await??;
     let list = runs
         .into_iter()
         .map(|run| {
-            let status = if run.end.status == "running" && !actor.cron().is_live(run.run_id) {
+            let status = if run.end.status == "running" && !live.contains(&run.run_id) {
                 "interrupted".to_string()
             } else {
                 run.end.status

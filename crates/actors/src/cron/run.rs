@@ -60,10 +60,10 @@ impl ActorCron {
         self.jobs.lock().unwrap().get(job_id).map_or(0, |s| s.running.len())
     }
 
-    /// Whether `run_id` is going (a stored run that says `running` but is not ended with the
-    /// server that ran it).
-    pub fn is_live(&self, run_id: u64) -> bool {
-        self.jobs.lock().unwrap().values().any(|s| s.running.contains(&run_id))
+    /// The runs going now (a stored run that says `running` but is not among them ended with
+    /// the server that ran it).
+    pub fn live_runs(&self) -> std::collections::HashSet<u64> {
+        self.jobs.lock().unwrap().values().flat_map(|s| s.running.iter().copied()).collect()
     }
 
     /// Drops the queued runs of a cancelled job.
@@ -227,6 +227,7 @@ async fn record_start(
         scheduler.plan(&actor.id, job_id, next_run_ms);
     }
     actor.cron().jobs.lock().unwrap().entry(job_id.to_string()).or_default().running.push(run_id);
+    tracing::debug!(actor = %actor.id, job = job_id, run = run_id, due_ms, "cron: run started");
     Ok(Some(run_id))
 }
 
@@ -264,6 +265,7 @@ async fn run(actors: &Arc<Actors>, actor: &Arc<Actor>, job_id: &str, run_id: u64
     if let Some(e) = failed {
         tracing::error!(actor = %actor.id, job = job_id, "cron: recording the end of run {run_id}: {e}");
     }
+    tracing::debug!(actor = %actor.id, job = job_id, run = run_id, "cron: run ended");
     publish(actor, event);
 }
 

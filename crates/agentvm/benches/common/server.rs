@@ -8,7 +8,7 @@ pub fn start_server(data: &std::path::Path, extra: &[&str]) -> (std::process::Ch
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
         .args(extra)
-        .env("AGENTVM_LOG", "warn")
+        .env("AGENTVM_LOG", std::env::var("AGENTVM_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
