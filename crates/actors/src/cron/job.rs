@@ -12,6 +12,9 @@ use serde_json::Value;
 
 /// Longest job id.
 pub const MAX_ID_LEN: usize = 256;
+/// Longest schedule and time zone name (errors quote them).
+pub const MAX_SCHEDULE_LEN: usize = 256;
+pub const MAX_TIMEZONE_LEN: usize = 64;
 /// Longest exec command line (command and arguments).
 pub const MAX_COMMAND_BYTES: usize = 64 << 10;
 /// Longest session prompt (jobs are kept on the host's disk, outside the VM's quota).
@@ -99,7 +102,8 @@ pub fn parse(value: &Value) -> Result<(Option<String>, JobSpec), String> {
         Some(other) => return Err(format!("id must be a string, got {}", kind(other))),
     };
     let schedule = match fields.get("schedule") {
-        Some(Value::String(s)) => s.clone(),
+        Some(Value::String(s)) if s.len() <= MAX_SCHEDULE_LEN => s.clone(),
+        Some(Value::String(_)) => return Err(format!("schedule must be at most {MAX_SCHEDULE_LEN} bytes")),
         Some(other) => return Err(format!("schedule must be a string, got {}", kind(other))),
         None => return Err(
             "schedule is required (a cron pattern such as \"0 3 * * *\", or a time such as \"2030-01-01T09:00:00Z\")"
@@ -108,7 +112,8 @@ pub fn parse(value: &Value) -> Result<(Option<String>, JobSpec), String> {
     };
     let timezone = match fields.get("timezone") {
         None | Some(Value::Null) => None,
-        Some(Value::String(tz)) => Some(tz.clone()),
+        Some(Value::String(tz)) if tz.len() <= MAX_TIMEZONE_LEN => Some(tz.clone()),
+        Some(Value::String(_)) => return Err(format!("timezone must be at most {MAX_TIMEZONE_LEN} bytes")),
         Some(other) => return Err(format!("timezone must be a string, got {}", kind(other))),
     };
     let overlap = match fields.get("overlap") {
@@ -246,6 +251,19 @@ mod tests {
             (
                 json!({"schedule": "* * * * *", "action": {"type": "session", "agentType": "pi", "prompt": "x", "cwd": "rel"}}),
                 "absolute",
+            ),
+            (json!({"schedule": "*".repeat(300), "action": {"type": "exec", "command": "x"}}), "at most 256"),
+            (
+                json!({"schedule": "* * * * *", "timezone": "A".repeat(100), "action": {"type": "exec", "command": "x"}}),
+                "at most 64",
+            ),
+            (
+                json!({"schedule": "* * * * *", "action": {"type": "exec", "command": "x".repeat(70_000)}}),
+                "at most 65536",
+            ),
+            (
+                json!({"schedule": "* * * * *", "action": {"type": "session", "agentType": "pi", "prompt": "x".repeat(300_000)}}),
+                "at most 262144",
             ),
         ];
         for (value, expected) in cases {
