@@ -8,6 +8,7 @@
 //! `POST /gateway/{actor}/action/{name}` (stateless actions in json, cbor or bare) and
 //! `GET /gateway/{actor}/connect` (WebSocket: actions, subscriptions, events). `{actor}` is an
 //! actor name with `rvt-*` query parameters (clients 2.3) or an actor id (clients 2.0–2.2).
+//! The web inspector (`inspector`): `GET /` and `/inspector/...`.
 //! With `--manual-clock` (tests), `POST /debug/clock` moves cron's clock (`routes`).
 //! Preview URLs (`preview`): `/request/fetch/{token}/...` and `/gateway/{actor}/request/fetch/{token}/...`
 //! proxy HTTP and WebSocket to a port of the VM while the token is valid.
@@ -25,6 +26,7 @@ mod connection;
 mod error;
 mod exposure;
 mod gateway;
+mod inspector;
 mod opening;
 mod origin;
 mod preview;

@@ -36,6 +36,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/gateway/{segment}/connect", get(connect))
         .route("/gateway/{segment}/{*rest}", any(gateway_unsupported))
         .route("/debug/clock", get(clock).post(move_clock))
+        .merge(crate::inspector::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(exposure::require_preflighted_body))

@@ -1,0 +1,53 @@
+// A terminal into the VM: `openShell` sized to the element (xterm.js and its fit add-on), typed
+// keys to `writeShell` (Ctrl-C included), `resizeShell` whenever the window changes size, output
+// from `shellData`.
+
+import { Terminal } from "/inspector/vendor/xterm.mjs";
+import { FitAddon } from "/inspector/vendor/addon-fit.mjs";
+
+export async function renderTerminal(panel, vm, connection) {
+	const box = document.createElement("div");
+	box.className = "terminal-box";
+	box.setAttribute("aria-label", "Terminal");
+	const status = document.createElement("p");
+	status.className = "muted status";
+	status.setAttribute("aria-live", "polite");
+	panel.append(box, status);
+
+	const term = new Terminal({ cursorBlink: true, fontSize: 14, scrollback: 5000, theme: { background: "#000000" } });
+	const fit = new FitAddon();
+	term.loadAddon(fit);
+	term.open(box);
+	fit.fit();
+
+	let shellId = null;
+	connection.on("shellData", (e) => {
+		if (e.shellId === shellId) term.write(e.data);
+	});
+	connection.on("shellExit", (e) => {
+		if (e.shellId === shellId) {
+			status.textContent = `the shell exited (${e.exitCode}); reload the tab for a new one`;
+			shellId = null;
+		}
+	});
+	const { shellId: id } = await connection.call("openShell", [{ cols: term.cols, rows: term.rows }]);
+	shellId = id;
+	status.textContent = `${shellId} · ${term.cols}×${term.rows}`;
+	term.onData((data) => {
+		if (shellId) connection.call("writeShell", [shellId, data]).catch(() => {});
+	});
+	term.onResize(({ cols, rows }) => {
+		if (shellId) {
+			connection.call("resizeShell", [shellId, cols, rows]).catch(() => {});
+			status.textContent = `${shellId} · ${cols}×${rows}`;
+		}
+	});
+	const refit = () => fit.fit();
+	window.addEventListener("resize", refit);
+	term.focus();
+	return () => {
+		window.removeEventListener("resize", refit);
+		if (shellId) connection.call("closeShell", [shellId]).catch(() => {});
+		term.dispose();
+	};
+}
