@@ -2,18 +2,38 @@
 //! scripts/test) drives Debian's headless Chromium against a server started with `--token`.
 //! The browser script (tests/browser/inspector.mjs) checks that without the token only a login
 //! prompt shows, that with it the VM list shows the test's VM, that its terminal runs what is
-//! typed (`echo hi-$RANDOM`), follows the window's size (`stty size`) and takes Ctrl-C, and that
-//! the other tabs and a narrow window work. Screenshots of each page are saved under
+//! typed (`echo hi-$RANDOM`), follows the window's size (`stty size`) and takes Ctrl-C, that a
+//! permission request of the scripted ACP test agent is answered from the page and the file its
+//! tool writes shows in the file browser, that cron jobs show, that destroying asks first, and
+//! that the other tabs and a narrow window work. Screenshots of each page are saved under
 //! `target/inspector-screenshots/`.
 
 mod common;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use common::server::TestServer;
 use serde_json::json;
 
 const TOKEN: &str = "inspector-test-token";
+const AGENT: &str = include_str!("fixtures/acp-test-agent.mjs");
+
+/// Calls an action over HTTP with the token; its output.
+async fn call(server: &TestServer, key: &str, name: &str, args: serde_json::Value) -> serde_json::Value {
+    let url = format!("{}/gateway/vm/action/{name}?rvt-method=getOrCreate&rvt-key={key}", server.url);
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("x-rivet-token", TOKEN)
+        .json(&json!({"args": args}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(status, 200, "{name}: {body}");
+    body["output"].clone()
+}
 
 fn chromium() -> PathBuf {
     // Debian's /usr/bin/chromium is a shell wrapper; the browser itself is here.
@@ -34,19 +54,36 @@ fn the_inspector_in_a_browser_logs_in_lists_vms_and_drives_a_terminal() {
     );
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/inspector-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
-    let server = TestServer::start_with(&["--token", TOKEN]);
-    let key = "inspected-vm";
+    let mut config = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    write!(
+        config,
+        "[actors.vm.sessions]\npermission_timeout_seconds = 300\n\n[agents.test]\ncommand = [\"node\", \"/home/user/acp-test-agent.mjs\"]\n"
+    )
+    .unwrap();
+    let server = TestServer::start_with(&["--token", TOKEN, "--config", config.path().to_str().unwrap()]);
+    let (key, doomed) = ("inspected-vm", "doomed-vm");
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let url = format!("{}/gateway/vm/action/exec?rvt-method=getOrCreate&rvt-key={key}", server.url);
+    // A VM with a cron job and an agent session whose prompt waits for a permission answer
+    // (given from the page), and another VM to destroy from the page.
+    let session = runtime.block_on(async {
+        call(&server, doomed, "exec", json!(["true"])).await;
+        call(&server, key, "writeFile", json!(["/home/user/acp-test-agent.mjs", AGENT])).await;
+        let job =
+            json!({"id": "nightly", "schedule": "0 3 * * *", "action": {"type": "exec", "command": "echo nightly"}});
+        call(&server, key, "scheduleCron", json!([job])).await;
+        let session = call(&server, key, "createSession", json!(["test", {"cwd": "/home/user"}])).await;
+        session["sessionId"].as_str().unwrap().to_string()
+    });
+    let url = format!("{}/gateway/vm/action/sendPrompt?rvt-method=get&rvt-key={key}", server.url);
+    let prompt = runtime.spawn(async move {
         let response = reqwest::Client::new()
             .post(url)
             .header("x-rivet-token", TOKEN)
-            .json(&json!({"args": ["echo ready > /home/user/inspected"]}))
+            .json(&json!({"args": [session, "hello"]}))
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+        (response.status().as_u16(), response.json::<serde_json::Value>().await.unwrap())
     });
     let output = std::process::Command::new("node")
         .arg(browser_dir.join("inspector.mjs"))
@@ -54,6 +91,7 @@ fn the_inspector_in_a_browser_logs_in_lists_vms_and_drives_a_terminal() {
         .env("BASE", &server.url)
         .env("TOKEN", TOKEN)
         .env("KEY", key)
+        .env("DOOMED", doomed)
         .env("CHROMIUM", chromium())
         .env("SHOTS", &shots)
         .output()
@@ -64,14 +102,23 @@ fn the_inspector_in_a_browser_logs_in_lists_vms_and_drives_a_terminal() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    // The prompt the page's answer let through ended normally.
+    let (status, body) = runtime.block_on(prompt).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["output"]["response"]["result"]["stopReason"], "end_turn", "{body}");
     for shot in [
         "login.png",
         "vms.png",
         "terminal.png",
         "terminal-resized.png",
+        "session-permission.png",
+        "session.png",
+        "files.png",
+        "cron.png",
         "processes.png",
         "events.png",
         "vms-narrow.png",
+        "destroy-confirm.png",
     ] {
         assert!(shots.join(shot).is_file(), "no screenshot {shot}");
     }

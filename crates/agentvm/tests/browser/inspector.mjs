@@ -2,13 +2,14 @@
 // Chromium against a server started with --token. Prints one JSON line per check on stdout and
 // `{"done":true}` at the end; exits non-zero on the first failure. Screenshots go to SHOTS.
 //
-// Environment: BASE (the server's URL), TOKEN, KEY (a VM the test created), CHROMIUM (the
-// browser's executable), SHOTS (a directory).
+// Environment: BASE (the server's URL), TOKEN, KEY (a VM the test created, with a cron job and
+// an agent session waiting for a permission answer), DOOMED (another VM, destroyed from the
+// page), CHROMIUM (the browser's executable), SHOTS (a directory).
 
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
 
-const { BASE, TOKEN, KEY, CHROMIUM, SHOTS } = process.env;
+const { BASE, TOKEN, KEY, DOOMED, CHROMIUM, SHOTS } = process.env;
 const out = (line) => process.stdout.write(`${JSON.stringify(line)}\n`);
 
 const browser = await chromium.launch({
@@ -109,8 +110,34 @@ await check("ctrl_c_interrupts", async () => {
 	await waitForTerminal(/^after-42\s*$/m, "the command after Ctrl-C");
 });
 
-await check("the_other_tabs_and_a_narrow_window", async () => {
+await check("a_permission_request_answered_from_the_page", async () => {
 	await page.setViewportSize({ width: 1280, height: 800 });
+	await page.getByRole("tab", { name: "Sessions" }).click();
+	await page.getByRole("button", { name: /^Open session / }).first().click();
+	const request = page.getByRole("group", { name: "Permission request" });
+	await request.waitFor();
+	await page.screenshot({ path: `${SHOTS}/session-permission.png` });
+	await request.getByRole("button", { name: "Allow once" }).click();
+	await page.locator(".transcript", { hasText: "The terminal said: done" }).waitFor();
+	await page.screenshot({ path: `${SHOTS}/session.png` });
+});
+
+await check("the_agents_file_in_the_file_browser", async () => {
+	await page.getByRole("tab", { name: "Files" }).click();
+	await page.getByRole("button", { name: "from-agent.txt" }).click();
+	const text = await page.getByLabel("Contents of /home/user/from-agent.txt").innerText();
+	assert.ok(text.length > 0, "the agent's file is empty");
+	await page.screenshot({ path: `${SHOTS}/files.png` });
+	return { text: text.slice(0, 80) };
+});
+
+await check("cron_jobs", async () => {
+	await page.getByRole("tab", { name: "Cron" }).click();
+	await page.getByRole("cell", { name: "nightly", exact: true }).waitFor();
+	await page.screenshot({ path: `${SHOTS}/cron.png` });
+});
+
+await check("the_other_tabs_and_a_narrow_window", async () => {
 	await page.getByRole("tab", { name: "Processes" }).click();
 	await page.locator("td", { hasText: "bash" }).first().waitFor();
 	await page.screenshot({ path: `${SHOTS}/processes.png` });
@@ -121,6 +148,22 @@ await check("the_other_tabs_and_a_narrow_window", async () => {
 	await page.getByRole("link", { name: "VMs" }).click();
 	await page.getByRole("link", { name: KEY }).waitFor();
 	await page.screenshot({ path: `${SHOTS}/vms-narrow.png` });
+});
+
+await check("destroy_asks_first", async () => {
+	await page.setViewportSize({ width: 1280, height: 800 });
+	await page.getByRole("link", { name: DOOMED }).click();
+	await page.getByRole("button", { name: "Destroy VM…" }).click();
+	await page.getByRole("button", { name: "Keep it" }).click();
+	await page.getByRole("button", { name: "Destroy VM…" }).click();
+	await page.screenshot({ path: `${SHOTS}/destroy-confirm.png` });
+	await page.getByRole("alertdialog").getByRole("button", { name: "Destroy" }).click();
+	await page.getByRole("link", { name: KEY }).waitFor();
+	const deadline = Date.now() + 10000;
+	while ((await page.getByRole("link", { name: DOOMED }).count()) > 0) {
+		if (Date.now() > deadline) throw new Error(`${DOOMED} is still listed`);
+		await page.waitForTimeout(100);
+	}
 });
 
 await check("keyboard_only", async () => {

@@ -33,8 +33,24 @@ export async function renderTerminal(panel, vm, connection) {
 	const { shellId: id } = await connection.call("openShell", [{ cols: term.cols, rows: term.rows }]);
 	shellId = id;
 	status.textContent = `${shellId} · ${term.cols}×${term.rows}`;
+	// Keystrokes go out one `writeShell` at a time, in order (a connection runs its actions
+	// side by side, so separate calls could overtake each other); what is typed meanwhile is
+	// sent together next.
+	let typed = "";
+	let sending = false;
+	const flush = async () => {
+		if (sending) return;
+		sending = true;
+		while (typed && shellId) {
+			const data = typed;
+			typed = "";
+			await connection.call("writeShell", [shellId, data]).catch(() => {});
+		}
+		sending = false;
+	};
 	term.onData((data) => {
-		if (shellId) connection.call("writeShell", [shellId, data]).catch(() => {});
+		typed += data;
+		flush();
 	});
 	term.onResize(({ cols, rows }) => {
 		if (shellId) {

@@ -1,17 +1,60 @@
-// One VM: its terminal, processes and event log, as tabs. The page holds one WebSocket
-// connection to the VM for everything live.
+// One VM: its terminal, processes, files, sessions, cron jobs and event log, as tabs, and
+// destroying it (after a confirmation). The page holds one WebSocket connection to the VM for
+// everything live.
 
-import { listVms, vmAddress } from "../api.js";
+import { action, listVms, vmAddress } from "../api.js";
 import { Connection } from "../connection.js";
+import { renderCron } from "./cron.js";
 import { renderEvents } from "./events.js";
+import { renderFiles } from "./files.js";
 import { renderProcesses } from "./processes.js";
+import { renderSessions } from "./sessions.js";
 import { renderTerminal } from "./terminal.js";
 
 const TABS = [
 	["terminal", "Terminal", renderTerminal],
 	["processes", "Processes", renderProcesses],
+	["files", "Files", renderFiles],
+	["sessions", "Sessions", renderSessions],
+	["cron", "Cron", renderCron],
 	["events", "Events", renderEvents],
 ];
+
+/** "Destroy VM" and its confirmation: the VM's files, sessions, events and jobs go for good. */
+function destroyControl(vm, label) {
+	const box = document.createElement("div");
+	box.className = "destroy";
+	const ask = document.createElement("button");
+	ask.type = "button";
+	ask.className = "danger";
+	ask.textContent = "Destroy VM…";
+	ask.addEventListener("click", () => {
+		const confirm = document.createElement("div");
+		confirm.setAttribute("role", "alertdialog");
+		confirm.setAttribute("aria-label", "Confirm destroying the VM");
+		const text = document.createElement("p");
+		text.textContent = `Destroy ${label}? Its files, sessions, events and cron jobs are deleted for good.`;
+		const yes = document.createElement("button");
+		yes.type = "button";
+		yes.className = "danger";
+		yes.textContent = "Destroy";
+		const no = document.createElement("button");
+		no.type = "button";
+		no.textContent = "Keep it";
+		no.addEventListener("click", () => box.replaceChildren(ask));
+		yes.addEventListener("click", async () => {
+			yes.disabled = no.disabled = true;
+			text.textContent = `Destroying ${label}…`;
+			await action(vm, "destroy");
+			location.hash = "#/";
+		});
+		confirm.append(text, yes, no);
+		box.replaceChildren(confirm);
+		no.focus();
+	});
+	box.append(ask);
+	return box;
+}
 
 export async function renderVm(main, crumbs, id) {
 	const vm = vmAddress(id);
@@ -30,7 +73,7 @@ export async function renderVm(main, crumbs, id) {
 	const tabs = document.createElement("div");
 	tabs.className = "tabs";
 	tabs.setAttribute("role", "tablist");
-	main.append(heading, state, tabs);
+	main.append(heading, state, destroyControl(vm, info.key.join("/")), tabs);
 
 	const connection = new Connection(vm, { onState: (s) => (state.textContent = `connection ${s}`) });
 	// Each tab is made when first shown and then kept (hidden when another is shown), so the
