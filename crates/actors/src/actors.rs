@@ -146,6 +146,10 @@ pub struct Actor {
     sessions: crate::sessions::Sessions,
     /// Its cron jobs' runs in progress.
     cron: crate::cron::run::ActorCron,
+    /// Its newest event (kept by the persister).
+    last_event: Arc<Mutex<LastEvent>>,
+    /// When its running VM booted.
+    booted_ms: Mutex<Option<u64>>,
     /// The task writing events to the store; awaited by `destroy` before it deletes the files.
     persister: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Actions running now (a long `waitProcess` keeps the VM awake).
@@ -192,9 +196,11 @@ impl Actors {
         let mut loaded = Vec::new();
         for record in actors.registry.live()? {
             let dir = actors.vms_dir.join(&record.actor_id);
-            let next_seq = prepare_files(&dir, settings.event_retention)?;
+            let (next_seq, last_event) = prepare_files(&dir, settings.event_retention)?;
             let address = (record.namespace, record.name, record.key);
-            loaded.push(actors.instantiate(record.actor_id, address, record.created_ms, dir, next_seq));
+            let actor = actors.instantiate(record.actor_id, address, record.created_ms, dir, next_seq);
+            *actor.last_event.lock().unwrap() = last_event;
+            loaded.push(actor);
         }
         let mut index = actors.index.lock().unwrap();
         for actor in &loaded {
@@ -233,6 +239,8 @@ impl Actors {
             lifecycle: Arc::default(),
             sessions: crate::sessions::Sessions::default(),
             cron: crate::cron::run::ActorCron::default(),
+            last_event: Arc::default(),
+            booted_ms: Mutex::new(None),
             persister: Mutex::new(None),
             in_flight: AtomicUsize::new(0),
             last_activity: Mutex::new(Instant::now()),
@@ -279,7 +287,7 @@ impl Actors {
                 Resolved::Full { limit } => return Err(ActorError::TooManyVms { limit: *limit }),
             };
             let dir = vms_dir.join(&record.actor_id);
-            let next_seq = prepare_files(&dir, retention)?;
+            let (next_seq, _) = prepare_files(&dir, retention)?;
             if matches!(resolved, Resolved::Created(_)) {
                 client.save(&dir)?;
             }
@@ -451,15 +459,32 @@ impl Actors {
     }
 }
 
-/// Creates an actor's directory and reads where its event numbering resumes. Blocking.
-fn prepare_files(dir: &Path, retention: EventRetention) -> Result<u64, ActorError> {
+/// Creates an actor's directory and reads where its event numbering resumes, and its newest
+/// event's name and time. Blocking.
+fn prepare_files(dir: &Path, retention: EventRetention) -> Result<(u64, LastEvent), ActorError> {
     let database = dir.join("vm.sqlite3");
     if !database.exists() {
         std::fs::create_dir_all(dir)
             .map_err(|source| ActorError::Io { context: format!("creating {}", dir.display()), source })?;
-        return Ok(0);
+        return Ok((0, None));
     }
-    Ok(EventFile::new(database, retention).open_store()?.next_seq())
+    let store = EventFile::new(database, retention).open_store()?;
+    Ok((store.next_seq(), store.last_event()?))
+}
+
+/// The name and time (ms since the epoch) of an actor's newest event.
+pub type LastEvent = Option<(String, u64)>;
+
+/// What an operator sees of an actor at a glance (the inspector's VM list).
+#[derive(Debug, Clone, Default)]
+pub struct Overview {
+    /// "asleep", "awake"...
+    pub phase: &'static str,
+    /// When the running VM booted (ms since the epoch); `None` while asleep.
+    pub booted_ms: Option<u64>,
+    /// Memory, CPU time and processes from the VM's cgroups (awake, with cgroups).
+    pub usage: Option<agentvm_vm::Usage>,
+    pub last_event: LastEvent,
 }
 
 impl Actor {
@@ -569,6 +594,17 @@ impl Actor {
         self.lifecycle.phase().name()
     }
 
+    /// Its phase, boot time, resource use and newest event. Reads the VM's cgroup files when it
+    /// is awake: call it from a blocking context.
+    pub fn overview(&self) -> Overview {
+        let phase = self.lifecycle.phase();
+        let (usage, booted_ms) = match &phase {
+            Phase::Awake { vm, .. } => (vm.usage(), *self.booted_ms.lock().unwrap()),
+            _ => (None, None),
+        };
+        Overview { phase: phase.name(), booted_ms, usage, last_event: self.last_event.lock().unwrap().clone() }
+    }
+
     /// Refuses actions once `destroy` began.
     pub fn check_usable(&self) -> Result<(), ActorError> {
         match self.lifecycle.phase() {
@@ -636,6 +672,7 @@ impl Actor {
             return Err(e);
         }
         tracing::info!(actor = %self.id, name = %self.name, key = %keys::to_rest(&self.key), quiet, "VM booted");
+        *self.booted_ms.lock().unwrap() = Some(now_ms());
         tokio::spawn(watch_for_crash(Arc::downgrade(&self), vm.clone()));
         Ok(vm)
     }
@@ -698,7 +735,8 @@ impl Actor {
         let awake = move || {
             actor.upgrade().is_some_and(|a| matches!(a.lifecycle.phase(), Phase::Awake { .. } | Phase::Booting))
         };
-        let task = tokio::spawn(event_store::persist(Arc::clone(&self.events), Arc::clone(&self.store), awake));
+        let last = Arc::clone(&self.last_event);
+        let task = tokio::spawn(event_store::persist(Arc::clone(&self.events), Arc::clone(&self.store), awake, last));
         *self.persister.lock().unwrap() = Some(task);
     }
 }

@@ -54,23 +54,37 @@ fn serve(asset: agentvm_inspector::Asset) -> Response {
     response
 }
 
-/// `GET /inspector/api/vms`: `[{id, name, key, namespace, phase, createdAt}]`, oldest first.
+/// `GET /inspector/api/vms`: `[{id, name, key, namespace, phase, createdAt, bootedAt,
+/// memoryBytes, cpuUsec, processes, lastEvent: {name, at} | null}]`, oldest first; the figures
+/// are `null` while a VM sleeps (and without cgroups).
 async fn vms(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
     authorize(&state, &headers, None)?;
     let mut actors = state.actors.all();
     actors.sort_by(|a, b| a.created_ms.cmp(&b.created_ms).then_with(|| a.id.cmp(&b.id)));
-    let list: Vec<serde_json::Value> = actors
-        .iter()
-        .map(|a| {
-            json!({
-                "id": a.id,
-                "name": a.name,
-                "key": a.key,
-                "namespace": a.namespace,
-                "phase": a.phase(),
-                "createdAt": a.created_ms,
+    // Awake VMs' figures are read from their cgroup files: on a blocking thread.
+    let list = tokio::task::spawn_blocking(move || {
+        actors
+            .iter()
+            .map(|a| {
+                let overview = a.overview();
+                let usage = overview.usage.unwrap_or_default();
+                json!({
+                    "id": a.id,
+                    "name": a.name,
+                    "key": a.key,
+                    "namespace": a.namespace,
+                    "phase": overview.phase,
+                    "createdAt": a.created_ms,
+                    "bootedAt": overview.booted_ms,
+                    "memoryBytes": usage.memory_bytes,
+                    "cpuUsec": usage.cpu_usec,
+                    "processes": usage.pids,
+                    "lastEvent": overview.last_event.map(|(name, at)| json!({"name": name, "at": at})),
+                })
             })
-        })
-        .collect();
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("listing VMs: {e}")))?;
     Ok(Json(serde_json::Value::Array(list)))
 }

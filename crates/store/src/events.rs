@@ -188,6 +188,16 @@ impl EventStore {
 
     /// Events with `seq > after` (all retained if `None`), oldest first: at most `limit`, and
     /// no more than `max_bytes` of payload unless the first event alone is larger.
+    /// The newest event's name and time, if the log has any.
+    pub fn last_event(&self) -> Result<Option<(String, u64)>> {
+        self.connection
+            .query_row("SELECT name, created_ms FROM event_log ORDER BY seq DESC LIMIT 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .context("reading the newest event")
+    }
+
     pub fn read(&self, after: Option<u64>, limit: usize, max_bytes: u64) -> Result<Vec<StoredEvent>> {
         let mut statement = self
             .connection

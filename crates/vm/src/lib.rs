@@ -41,6 +41,7 @@ pub mod types;
 mod uid_ranges;
 mod vm;
 
+pub use agentvm_sandbox::cgroup::Usage;
 pub use error::{errno_code, Errno, FetchProblem, FileError, FsError, Result, SpawnError, VmError};
 pub use events::{EventLog, Filter, Gap, GapScope, Item, Retention, SequencedEvent, Subscription, VmEvent};
 pub use fetch::{FetchRequest, FetchResponse, FETCH_MAX_BODY_BYTES, FETCH_TIMEOUT};

@@ -91,14 +91,22 @@ impl EventFile {
 }
 
 /// Writes the actor's events to its VM's log, in order and in batches, then publishes them,
-/// for as long as the stream lasts. `awake` says whether to keep the file open after a batch
+/// for as long as the stream lasts, noting the newest in `newest`. `awake` says whether to keep the file open after a batch
 /// (the VM is awake or booting). A failing write (a full disk) is retried until it succeeds:
 /// meanwhile nothing more is published and producers wait (see `EventLog::reserve`).
-pub(crate) async fn persist(log: Arc<EventLog>, file: Arc<EventFile>, awake: impl Fn() -> bool) {
+pub(crate) async fn persist(
+    log: Arc<EventLog>,
+    file: Arc<EventFile>,
+    awake: impl Fn() -> bool,
+    newest: Arc<Mutex<Option<(String, u64)>>>,
+) {
     while let Some(batch) = log.take_unpersisted(PERSIST_BATCH_EVENTS, PERSIST_BATCH_BYTES).await {
         let Some(last) = batch.last().map(|e| e.seq) else { continue };
         let stored: Arc<Vec<StoredEvent>> = Arc::new(batch.iter().map(|e| wire::to_stored(e)).collect());
         drop(batch);
+        if let Some(event) = stored.last() {
+            *newest.lock().unwrap() = Some((event.name.clone(), event.created_ms));
+        }
         let mut retry = RETRY_FIRST;
         loop {
             let (file, stored, keep_open) = (Arc::clone(&file), Arc::clone(&stored), awake());

@@ -1,8 +1,22 @@
-// The VM list: every VM of the server, its actor name, key and phase, updated every 2 s.
+// The VM list: every VM of the server — its key, actor name, state, uptime, processes, memory
+// and CPU time (from its cgroups, while awake) and newest event — updated every 2 s. Reading it
+// wakes no VM.
 
 import { listVms } from "../api.js";
 
 const REFRESH_MS = 2000;
+
+function duration(ms) {
+	const s = Math.max(0, Math.floor(ms / 1000));
+	if (s < 60) return `${s}s`;
+	if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
+	if (s < 86400) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+	return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
+}
+
+const dash = "—";
+const mib = (bytes) => (bytes == null ? dash : `${(bytes / 1048576).toFixed(1)} MiB`);
+const cpu = (usec) => (usec == null ? dash : `${(usec / 1e6).toFixed(2)} s`);
 
 export async function renderList(main, crumbs) {
 	crumbs.textContent = "VMs";
@@ -21,14 +35,17 @@ export async function renderList(main, crumbs) {
 			return;
 		}
 		const table = document.createElement("table");
-		table.innerHTML = "<thead><tr><th>Key</th><th>Actor</th><th>State</th><th>Created</th><th>Id</th></tr></thead>";
+		table.innerHTML =
+			"<thead><tr><th>Key</th><th>Actor</th><th>State</th><th>Uptime</th><th>Processes</th><th>Memory</th><th>CPU</th><th>Last event</th><th>Id</th></tr></thead>";
 		const body = document.createElement("tbody");
 		for (const vm of vms) {
 			const row = document.createElement("tr");
 			const link = document.createElement("a");
 			link.href = `#/vm/${encodeURIComponent(vm.id)}`;
 			link.textContent = vm.key.join("/") || "(empty key)";
-			const cells = [link, vm.name, vm.phase, new Date(vm.createdAt).toLocaleString(), vm.id];
+			const last = vm.lastEvent ? `${vm.lastEvent.name} · ${new Date(vm.lastEvent.at).toLocaleTimeString()}` : dash;
+			const uptime = vm.bootedAt == null ? dash : duration(Date.now() - vm.bootedAt);
+			const cells = [link, vm.name, vm.phase, uptime, vm.processes ?? dash, mib(vm.memoryBytes), cpu(vm.cpuUsec), last, vm.id];
 			for (const value of cells) {
 				const cell = document.createElement("td");
 				if (value instanceof Node) cell.append(value);

@@ -74,6 +74,17 @@ pub struct VmCgroup {
     kill_file: Option<PathBuf>,
 }
 
+/// A VM's use of its resources (see [`VmCgroup::usage`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Memory charged to the VM (page cache included), in bytes.
+    pub memory_bytes: Option<u64>,
+    /// CPU time used since the VM started, in microseconds.
+    pub cpu_usec: Option<u64>,
+    /// Processes and threads.
+    pub pids: Option<u64>,
+}
+
 static UNAVAILABLE_WARNING: Once = Once::new();
 
 impl CgroupHost {
@@ -173,6 +184,24 @@ impl VmCgroup {
     /// Kills every process in the VM's cgroup, when the kernel supports `cgroup.kill`.
     pub fn kill_all(&self) -> bool {
         self.kill_file.as_ref().is_some_and(|f| fs::write(f, "1").is_ok())
+    }
+
+    /// What the VM uses now, from its cgroup files (v2: `memory.current`, `cpu.stat`,
+    /// `pids.current`; v1: `memory.usage_in_bytes`, `cpuacct.usage`, `pids.current`); a figure
+    /// the kernel does not give is `None`. Blocking (reads a few small files).
+    pub fn usage(&self) -> Usage {
+        let read = |name: &str| self.dirs.iter().find_map(|dir| fs::read_to_string(dir.join(name)).ok());
+        let number = |text: Option<String>| text.and_then(|t| t.trim().parse::<u64>().ok());
+        let cpu_usec = read("cpu.stat")
+            .and_then(|stat| {
+                stat.lines().find_map(|l| l.strip_prefix("usage_usec ").and_then(|v| v.trim().parse::<u64>().ok()))
+            })
+            .or_else(|| number(read("cpuacct.usage")).map(|ns| ns / 1000));
+        Usage {
+            memory_bytes: number(read("memory.current")).or_else(|| number(read("memory.usage_in_bytes"))),
+            cpu_usec,
+            pids: number(read("pids.current")),
+        }
     }
 
     /// The directories of this VM, for diagnostics and tests.

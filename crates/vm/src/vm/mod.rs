@@ -142,6 +142,12 @@ impl Vm {
         self.inner.init.host_pid
     }
 
+    /// What the VM uses now (memory, CPU time, processes) from its cgroups; `None` without
+    /// cgroups (a rootless server without a delegated subtree). Blocking: a few small reads.
+    pub fn usage(&self) -> Option<crate::Usage> {
+        self.inner.cgroup.as_ref().map(VmCgroup::usage)
+    }
+
     /// The VM's cgroup directories on the host (empty without cgroups), for diagnostics.
     pub fn cgroup_dirs(&self) -> Vec<std::path::PathBuf> {
         self.inner.cgroup.as_ref().map(|c| c.dirs().to_vec()).unwrap_or_default()
