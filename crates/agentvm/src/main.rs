@@ -47,6 +47,8 @@ enum Command {
     Ls(commands::files::LsArgs),
     /// Print a file of a VM
     Cat(commands::files::CatArgs),
+    /// Print the web inspector's address (of one VM with KEY) and open it in the desktop's browser
+    Inspect(commands::inspect::InspectArgs),
     /// Manage VMs
     #[command(subcommand)]
     Vm(commands::vms::VmCommand),
@@ -101,6 +103,7 @@ fn main() {
                     Command::Ls(args) => report(commands::files::ls(&client, args).await),
                     Command::Cat(args) => report(commands::files::cat(&client, args).await),
                     Command::Vm(command) => report(commands::vms::run(&client, command).await),
+                    Command::Inspect(args) => report(commands::inspect::inspect(&client, args).await),
                     Command::Serve(_) | Command::Agents(_) | Command::Completions { .. } => {
                         unreachable!("handled above")
                     }

@@ -193,6 +193,22 @@ fn vm_ls_and_rm() {
     assert_eq!(serde_json::from_str::<serde_json::Value>(&listed).unwrap(), serde_json::json!([]));
 }
 
+#[test]
+fn inspect_prints_the_inspectors_address_of_a_vm() {
+    let server = TestServer::start();
+    assert!(cli(&server, &["exec", "cli-inspected", "--", "true"]).status.success());
+    let all = cli(&server, &["inspect", "--no-open"]);
+    assert_eq!(text(&all.stdout).trim(), format!("{}/", server.url));
+    let one = cli(&server, &["inspect", "--no-open", "cli-inspected"]);
+    let url = text(&one.stdout);
+    let id = url.trim().rsplit('/').next().unwrap().to_string();
+    assert_eq!(url.trim(), format!("{}/#/vm/{id}", server.url));
+    assert_eq!(id.len(), 30, "{url}");
+    let unknown = cli(&server, &["inspect", "--no-open", "nope"]);
+    assert!(!unknown.status.success());
+    assert!(text(&unknown.stderr).contains("no VM has the key \"nope\""), "{}", text(&unknown.stderr));
+}
+
 /// A private tmux server (its own socket), killed at the end.
 struct Tmux {
     socket: String,

@@ -14,6 +14,8 @@ export class Connection {
 		this.closed = false;
 		this.delay = 500;
 		this.ready = null;
+		this.opened = 0;
+		this.reopenHandlers = [];
 		this.open();
 	}
 
@@ -46,6 +48,8 @@ export class Connection {
 			for (const name of this.handlers.keys()) this.send({ tag: "SubscriptionRequest", val: { eventName: name, subscribe: true } });
 			this.markReady();
 			this.onState("open");
+			this.opened += 1;
+			if (this.opened > 1) for (const handler of this.reopenHandlers) handler();
 		} else if (tag === "ActionResponse") {
 			const id = Number(decode(val.id));
 			this.pending.get(id)?.resolve(decode(val.output));
@@ -83,6 +87,12 @@ export class Connection {
 			this.send({ tag: "SubscriptionRequest", val: { eventName: name, subscribe: true } });
 		}
 		this.handlers.get(name).push(handler);
+	}
+
+	/** Runs `handler` each time the connection is open again after a drop (events sent in
+	 * between were not received: the handler reads them from the VM's log). */
+	onReopen(handler) {
+		this.reopenHandlers.push(handler);
 	}
 
 	close() {

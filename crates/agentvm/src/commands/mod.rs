@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod exec;
 pub mod files;
+pub mod inspect;
 pub mod logs;
 pub mod processes;
 pub mod vms;

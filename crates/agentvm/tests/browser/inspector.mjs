@@ -110,6 +110,16 @@ await check("ctrl_c_interrupts", async () => {
 	await waitForTerminal(/^after-42\s*$/m, "the command after Ctrl-C");
 });
 
+await check("the_terminal_replays_what_it_missed_while_disconnected", async () => {
+	await page.keyboard.type("clear\n");
+	await page.waitForTimeout(200);
+	await page.keyboard.type("sleep 0.3; echo replayed-$((40+2))\n");
+	await waitForTerminal(/echo replayed-\$\(\(40\+2\)\)/, "the typed line");
+	await page.evaluate(() => window.agentvmInspector.connection.socket.close());
+	await waitForTerminal(/^replayed-42\s*$/m, "the output sent while disconnected");
+	await page.getByText("reconnected").waitFor();
+});
+
 await check("a_permission_request_answered_from_the_page", async () => {
 	await page.setViewportSize({ width: 1280, height: 800 });
 	await page.getByRole("tab", { name: "Sessions" }).click();

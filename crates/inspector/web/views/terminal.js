@@ -1,6 +1,7 @@
 // A terminal into the VM: `openShell` sized to the element (xterm.js and its fit add-on), typed
 // keys to `writeShell` (Ctrl-C included), `resizeShell` whenever the window changes size, output
-// from `shellData`.
+// from `shellData`. The shell outlives a dropped connection: once the connection is back, the
+// output sent meanwhile is replayed from the VM's event log (`getVmEvents`).
 
 import { Terminal } from "/inspector/vendor/xterm.mjs";
 import { FitAddon } from "/inspector/vendor/addon-fit.mjs";
@@ -21,9 +22,53 @@ export async function renderTerminal(panel, vm, connection) {
 	fit.fit();
 
 	let shellId = null;
+	// Chunks of this shell's output written so far: a replay skips as many. While a replay
+	// reads the log, live chunks are not written but counted; each was in the log before it was
+	// sent, so another pass (which reads further) picks it up.
+	let written = 0;
+	let replaying = false;
+	let missed = 0;
 	connection.on("shellData", (e) => {
-		if (e.shellId === shellId) term.write(e.data);
+		if (e.shellId !== shellId) return;
+		if (replaying) {
+			missed += 1;
+			return;
+		}
+		term.write(e.data);
+		written += 1;
 	});
+	const pass = async () => {
+		let index = 0;
+		let from;
+		for (;;) {
+			const page = await connection.call("getVmEvents", [{ since: from, limit: 1000 }]);
+			if (page.length === 0) break;
+			for (const e of page) {
+				if (e.name === "shellData" && e.data?.shellId === shellId) {
+					if (index >= written) {
+						term.write(e.data.data);
+						written += 1;
+					}
+					index += 1;
+				}
+			}
+			from = page[page.length - 1].seq;
+		}
+	};
+	const replay = async () => {
+		if (!shellId || replaying) return;
+		replaying = true;
+		try {
+			do {
+				missed = 0;
+				await pass();
+			} while (missed > 0);
+			status.textContent = `${shellId} · reconnected`;
+		} finally {
+			replaying = false;
+		}
+	};
+	connection.onReopen(() => replay().catch((e) => (status.textContent = `replay failed: ${e.message}`)));
 	connection.on("shellExit", (e) => {
 		if (e.shellId === shellId) {
 			status.textContent = `the shell exited (${e.exitCode}); reload the tab for a new one`;

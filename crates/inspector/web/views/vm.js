@@ -76,6 +76,8 @@ export async function renderVm(main, crumbs, id) {
 	main.append(heading, state, destroyControl(vm, info.key.join("/")), tabs);
 
 	const connection = new Connection(vm, { onState: (s) => (state.textContent = `connection ${s}`) });
+	// For diagnostics (and the browser test, which drops the connection on purpose).
+	window.agentvmInspector = { connection };
 	// Each tab is made when first shown and then kept (hidden when another is shown), so the
 	// terminal's shell lives on while another tab is looked at.
 	const panels = new Map();
