@@ -75,6 +75,9 @@ await check("with_the_token_the_vm_list", async () => {
 
 await check("a_terminal_runs_what_is_typed", async () => {
 	await page.getByRole("link", { name: KEY }).click();
+	// A VM's page opens on its event log (no wake); the terminal is a tab away.
+	await page.getByRole("tab", { name: "Events", selected: true }).waitFor();
+	await page.getByRole("tab", { name: "Terminal" }).click();
 	await page.locator(".xterm-rows").waitFor();
 	await waitForTerminal(/user@[\w-]+:~\$/, "a prompt");
 	await page.locator(".xterm").click();
@@ -138,6 +141,10 @@ await check("the_agents_file_in_the_file_browser", async () => {
 	const text = await page.getByLabel("Contents of /home/user/from-agent.txt").innerText();
 	assert.ok(text.length > 0, "the agent's file is empty");
 	await page.screenshot({ path: `${SHOTS}/files.png` });
+	// An upload lands in the directory shown.
+	await page.locator('input[type="file"]').setInputFiles({ name: "uploaded.txt", mimeType: "text/plain", buffer: Buffer.from("uploaded from the browser\n") });
+	await page.getByRole("button", { name: "uploaded.txt" }).click();
+	assert.equal(await page.getByLabel("Contents of /home/user/uploaded.txt").innerText(), "uploaded from the browser\n");
 	return { text: text.slice(0, 80) };
 });
 

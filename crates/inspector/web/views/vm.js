@@ -11,13 +11,14 @@ import { renderProcesses } from "./processes.js";
 import { renderSessions } from "./sessions.js";
 import { renderTerminal } from "./terminal.js";
 
+// The first is shown on arrival: the event log, which wakes no VM (a terminal would).
 const TABS = [
+	["events", "Events", renderEvents],
 	["terminal", "Terminal", renderTerminal],
 	["processes", "Processes", renderProcesses],
 	["files", "Files", renderFiles],
 	["sessions", "Sessions", renderSessions],
 	["cron", "Cron", renderCron],
-	["events", "Events", renderEvents],
 ];
 
 /** "Destroy VM" and its confirmation: the VM's files, sessions, events and jobs go for good. */
@@ -103,7 +104,7 @@ export async function renderVm(main, crumbs, id) {
 		button.addEventListener("click", () => show(id));
 		tabs.append(button);
 	}
-	await show("terminal");
+	await show(TABS[0][0]);
 	return () => {
 		for (const leave of leaves) leave();
 		connection.close();
