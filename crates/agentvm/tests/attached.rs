@@ -66,3 +66,34 @@ async fn stderr_keeps_its_tail_and_a_signal_ends_it() {
     assert!(vm.spawn_attached(Vec::new(), &BTreeMap::new(), None).await.is_err());
     vm.shutdown(Duration::from_secs(2)).await;
 }
+
+/// A program that exits at once (before its caller could take its stdin, whose pipe closes
+/// with it) is attached all the same: its output is there, its stdin writes go nowhere. A
+/// regression: ACP terminals running a quick `sh -c` failed with "lost its stdio" (about one in
+/// ten under load; here many start at once so that some exit before they are attached).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_that_exits_at_once_is_attached_all_the_same() {
+    let host = common::host();
+    let vm = host.vm("attached-quick").await;
+    for round in 0..4 {
+        let runs = (0..40).map(|i| {
+            let vm = vm.clone();
+            tokio::spawn(async move {
+                let argv = vec!["sh".into(), "-c".into(), format!("echo quick-{i}")];
+                let process =
+                    vm.spawn_attached(argv, &BTreeMap::new(), None).await.unwrap_or_else(|e| panic!("run {i}: {e}"));
+                let (mut stdin, mut stdout, handle) = (process.stdin, process.stdout, process.handle);
+                assert_eq!(tokio::time::timeout(Duration::from_secs(30), handle.wait()).await.unwrap(), 0);
+                let mut output = String::new();
+                stdout.read_to_string(&mut output).await.unwrap();
+                assert_eq!(output, format!("quick-{i}\n"));
+                // Writing to the stdin of a program that is gone fails (EPIPE) rather than hanging.
+                assert!(stdin.write_all(b"late\n").await.is_err());
+            })
+        });
+        for run in futures_util::future::join_all(runs).await {
+            run.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+    }
+    vm.shutdown(Duration::from_secs(2)).await;
+}

@@ -50,14 +50,25 @@ impl Vm {
         }
         let (record, stdout) = self.start_with(Kind::Exec, argv, env, cwd, STDERR_TAIL_BYTES, true).await?;
         record.keep_capture_tail();
-        let stdin = record.take_stdin().await;
-        match (stdin, stdout) {
-            (Some(stdin), Some(stdout)) => {
-                let handle = AttachedHandle { pid: record.pid, record, vm: self.clone() };
-                Ok(AttachedProcess { stdin, stdout, handle })
+        let Some(stdout) = stdout else {
+            return Err(VmError::InvalidState(format!(
+                "process {} lost its stdout before it was attached",
+                record.pid
+            )));
+        };
+        // A program that already exited (`true`, a quick `sh -c`) had its stdin closed with its
+        // exit: the caller gets a stdin whose reader is gone, as writing to it would find anyway.
+        let stdin = match record.take_stdin().await {
+            Some(stdin) => stdin,
+            None => {
+                let (stdin, reader) =
+                    pipe::pipe().map_err(|source| VmError::Io { context: "creating a pipe".into(), source })?;
+                drop(reader);
+                stdin
             }
-            _ => Err(VmError::InvalidState(format!("process {} lost its stdio before it was attached", record.pid))),
-        }
+        };
+        let handle = AttachedHandle { pid: record.pid, record, vm: self.clone() };
+        Ok(AttachedProcess { stdin, stdout, handle })
     }
 }
 
