@@ -73,7 +73,7 @@ pub use client::{ActorInfo, Client, DEFAULT_URL};
 pub use connection::{Connection, Event, RECONNECTED};
 pub use error::{Error, Result};
 pub use types::{
-    DirEntry, DirEntryInfo, EntryKind, ExecOptions, ExecResult, FileStat, ProcessInfo, ProcessTreeNode, ShellOptions,
-    SpawnOptions, SpawnedProcessInfo, StoredEvent,
+    CronJob, CronRun, DirEntry, DirEntryInfo, EntryKind, ExecOptions, ExecResult, FileStat, ProcessInfo,
+    ProcessTreeNode, ShellOptions, SpawnOptions, SpawnedProcessInfo, StoredEvent,
 };
 pub use vm::VmHandle;

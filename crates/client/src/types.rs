@@ -33,6 +33,50 @@ pub struct ExecOptions {
     pub timeout: Option<Duration>,
 }
 
+/// A cron job of a VM, as [`VmHandle::list_cron_jobs`](crate::VmHandle::list_cron_jobs) returns
+/// it. Times are milliseconds since the Unix epoch.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CronJob {
+    pub id: String,
+    /// The cron pattern or one-shot time, as given.
+    pub schedule: String,
+    /// The IANA time zone it is read in.
+    pub timezone: String,
+    /// `{type: "exec", command, args?}` or `{type: "session", agentType, prompt, cwd?}`.
+    pub action: serde_json::Value,
+    /// `allow`, `skip` or `queue`.
+    pub overlap: String,
+    pub last_run: Option<u64>,
+    /// `None` once a one-shot has run.
+    pub next_run: Option<u64>,
+    pub run_count: u64,
+    pub running: bool,
+    pub created_at: u64,
+}
+
+/// One run of a cron job ([`VmHandle::list_cron_runs`](crate::VmHandle::list_cron_runs)).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CronRun {
+    pub run_id: u64,
+    pub job_id: String,
+    /// The time it stood for (earlier than `started_at` after a queue or downtime).
+    pub scheduled_time: u64,
+    pub started_at: u64,
+    pub finished_at: Option<u64>,
+    pub duration_ms: Option<u64>,
+    /// `running`, `complete`, `error` or `interrupted`.
+    pub status: String,
+    /// An exec job's exit code and output (the first 64 KiB of each stream).
+    pub exit_code: Option<i64>,
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
+    /// A session job's session (its transcript: `getSessionEvents`).
+    pub session_id: Option<String>,
+    pub error: Option<String>,
+}
+
 /// One event of a VM's durable log, from [`VmHandle::get_vm_events`](crate::VmHandle::get_vm_events).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {

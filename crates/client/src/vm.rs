@@ -6,8 +6,8 @@ use crate::client::Client;
 use crate::connection::Connection;
 use crate::error::Result;
 use crate::types::{
-    decode, int32, millis, strings, unexpected, DirEntry, ExecOptions, ExecResult, FileStat, Options, ProcessInfo,
-    ProcessTreeNode, ShellOptions, SpawnOptions, SpawnedProcessInfo, StoredEvent,
+    decode, int32, millis, strings, unexpected, CronJob, CronRun, DirEntry, ExecOptions, ExecResult, FileStat, Options,
+    ProcessInfo, ProcessTreeNode, ShellOptions, SpawnOptions, SpawnedProcessInfo, StoredEvent,
 };
 
 /// One VM, addressed by its key (created on first use). Cheap to clone. Every method is one
@@ -281,6 +281,34 @@ impl VmHandle {
             Value::Array(items) => items.into_iter().map(StoredEvent::from_value).collect(),
             other => Err(unexpected("getVmEvents", "an array", &other)),
         }
+    }
+
+    /// Schedules a cron job (`scheduleCron`): `job` is `{id?, schedule, timezone?, action,
+    /// overlap?}` as the server documents it; returns the job's id. Does not wake the VM.
+    pub async fn schedule_cron(&self, job: serde_json::Value) -> Result<String> {
+        let out = self.action("scheduleCron", vec![Value::from(job)]).await?;
+        match out.get("id").and_then(Value::as_str) {
+            Some(id) => Ok(id.to_string()),
+            None => Err(unexpected("scheduleCron", "{id}", &out)),
+        }
+    }
+
+    /// The VM's cron jobs (`listCronJobs`). Works while the VM sleeps.
+    pub async fn list_cron_jobs(&self) -> Result<Vec<CronJob>> {
+        decode("listCronJobs", self.action("listCronJobs", vec![]).await?)
+    }
+
+    /// Cancels a cron job (`cancelCronJob`); an unknown id is not an error.
+    pub async fn cancel_cron_job(&self, id: &str) -> Result<()> {
+        self.action("cancelCronJob", vec![Value::from(id)]).await.map(drop)
+    }
+
+    /// The newest runs first (`listCronRuns`), of one job or of all, `limit` at most (server
+    /// default 100, at most 1000). Works while the VM sleeps.
+    pub async fn list_cron_runs(&self, job_id: Option<&str>, limit: Option<u32>) -> Result<Vec<CronRun>> {
+        let job = job_id.map_or(Value::Null, Value::from);
+        let options = Options::default().opt("limit", limit).into_value();
+        decode("listCronRuns", self.action("listCronRuns", vec![job, options]).await?)
     }
 
     /// Stops the VM and deletes it with all its data. The same key later gets a fresh VM.

@@ -339,3 +339,46 @@ async fn token() {
     let exit = wait_event(&mut conn, "processExit", 30).await;
     assert_eq!(int(&exit.payload, "pid"), Some(pid.into()));
 }
+
+#[tokio::test]
+async fn cron_jobs_are_scheduled_listed_run_and_cancelled() {
+    // Cron on a manual clock (2030-01-01T00:00:30Z), moved with POST /debug/clock.
+    let server = TestServer::start_with(&["--manual-clock", "1893456030000"]);
+    let client = client(&server);
+    let vm = client.vm("cron-client");
+    let job =
+        serde_json::json!({"id": "tick", "schedule": "* * * * *", "action": {"type": "exec", "command": "echo tick"}});
+    assert_eq!(vm.schedule_cron(job).await.unwrap(), "tick");
+    let jobs = vm.list_cron_jobs().await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!((jobs[0].id.as_str(), jobs[0].next_run, jobs[0].run_count), ("tick", Some(1_893_456_060_000), 0));
+    assert_eq!((jobs[0].overlap.as_str(), jobs[0].timezone.as_str()), ("allow", "UTC"));
+    let moved = reqwest::Client::new()
+        .post(format!("{}/debug/clock", server.url()))
+        .json(&serde_json::json!({"now": 1_893_456_060_000u64}))
+        .send()
+        .await
+        .unwrap();
+    assert!(moved.status().is_success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let run = loop {
+        let runs = vm.list_cron_runs(Some("tick"), Some(10)).await.unwrap();
+        if let Some(run) = runs.into_iter().find(|r| r.status != "running") {
+            break run;
+        }
+        assert!(std::time::Instant::now() < deadline, "the job did not run");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert_eq!((run.status.as_str(), run.exit_code, run.stdout.as_deref()), ("complete", Some(0), Some("tick\n")));
+    assert_eq!(run.scheduled_time, 1_893_456_060_000);
+    let refused = vm
+        .schedule_cron(serde_json::json!({"schedule": "61 * * * *", "action": {"type": "exec", "command": "x"}}))
+        .await;
+    assert!(
+        matches!(&refused, Err(Error::Api { group, code, .. }) if group == "cron" && code == "invalid_schedule"),
+        "{refused:?}"
+    );
+    vm.cancel_cron_job("tick").await.unwrap();
+    vm.cancel_cron_job("tick").await.unwrap();
+    assert!(vm.list_cron_jobs().await.unwrap().is_empty());
+}
