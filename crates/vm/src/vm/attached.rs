@@ -48,8 +48,8 @@ impl Vm {
         if argv.is_empty() {
             return Err(VmError::InvalidArgument("command must not be empty".into()));
         }
+        // Attached: stdout is the caller's, and stderr is captured as its tail from the first byte.
         let (record, stdout) = self.start_with(Kind::Exec, argv, env, cwd, STDERR_TAIL_BYTES, true).await?;
-        record.keep_capture_tail();
         let Some(stdout) = stdout else {
             return Err(VmError::InvalidState(format!(
                 "process {} lost its stdout before it was attached",

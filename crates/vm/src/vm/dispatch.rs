@@ -47,9 +47,9 @@ impl Shared {
             Event::SetupFailed { message } => self.answer_ready(Err(message)),
             Event::Spawned { id, pid, start_time_ms } => {
                 let pending = self.pending.lock().unwrap().remove(&id);
-                let (kind, launch, stdin, stdout, stderr, capture_limit, reply) = match pending {
-                    Some(Pending::Spawn { kind, launch, stdin, stdout, stderr, capture_limit, reply }) => {
-                        (kind, launch, stdin, stdout, stderr, capture_limit, reply)
+                let (kind, launch, stdin, stdout, stderr, capture_limit, keep_tail, reply) = match pending {
+                    Some(Pending::Spawn { kind, launch, stdin, stdout, stderr, capture_limit, keep_tail, reply }) => {
+                        (kind, launch, stdin, stdout, stderr, capture_limit, keep_tail, reply)
                     }
                     Some(Pending::Shell { shell_id, reply }) => {
                         let Some(master) = fds.into_iter().next() else {
@@ -77,6 +77,9 @@ impl Shared {
                     budget: Arc::clone(&self.replay_budget),
                 };
                 let (record, init_exit) = ProcessRecord::new(pid, start_time_ms, launch, kind, stdin, &limits);
+                if keep_tail {
+                    record.keep_capture_tail();
+                }
                 self.processes.lock().unwrap().insert(Arc::clone(&record));
                 let table = Arc::clone(self);
                 tokio::spawn(

@@ -116,6 +116,9 @@ enum Pending {
         stderr: pipe::Receiver,
         /// Most output captured per stream (for `exec` and helpers).
         capture_limit: usize,
+        /// Capture keeps the *last* `capture_limit` bytes (an attached program's stderr tail)
+        /// rather than the first: decided before the first byte is read.
+        keep_tail: bool,
         reply: oneshot::Sender<Result<Arc<ProcessRecord>>>,
     },
     Shell {

@@ -248,7 +248,11 @@ impl Vm {
 
         let (reply, answer) = oneshot::channel();
         let launch = Launch { command: argv[0].clone(), args: argv[1..].to_vec(), cwd: cwd.to_string() };
-        let id = self.register(Pending::Spawn { kind, launch, stdin, stdout, stderr, capture_limit, reply })?;
+        // An attached program's stderr is kept as its tail (for crash reports), decided before
+        // its pumps read anything.
+        let keep_tail = attach_stdout;
+        let id =
+            self.register(Pending::Spawn { kind, launch, stdin, stdout, stderr, capture_limit, keep_tail, reply })?;
         let request =
             Request::Spawn(SpawnRequest { id, argv, env: full_env, cwd: cwd.to_string(), stdio: Stdio::Pipes });
         self.send(request, vec![stdin_read, stdout_write, stderr_write], id)?;
