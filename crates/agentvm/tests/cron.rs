@@ -446,33 +446,16 @@ async fn a_session_job_runs_the_agent_and_keeps_its_transcript() {
 /// listCronRuns, cancelCronJob (clients/node/cron.mjs).
 #[test]
 fn the_rivetkit_client_schedules_receives_cron_events_and_cancels() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../clients/node/v2.3.19");
-    assert!(dir.join("node_modules/rivetkit").is_dir(), "run `npm install` in {} (scripts/test does)", dir.display());
     let runs: Vec<_> = ["bare", "json", "cbor"]
         .into_iter()
         .map(|encoding| {
             let server = start(&[]);
-            let mut command = std::process::Command::new("node");
-            command
-                .arg(dir.join("run.mjs"))
-                .current_dir(&dir)
-                .env("ENDPOINT", &server.url)
-                .env("ENCODING", encoding)
-                .env("KEY", format!("node-{encoding}"))
-                .env("SCENARIO", "cron")
-                .env_remove("RIVET_ENDPOINT")
-                .env_remove("RIVET_ENGINE");
+            let mut command = common::node::scenario(&server.url, encoding, &format!("node-{encoding}"), "cron");
             (encoding, server, std::thread::spawn(move || command.output().expect("running node")))
         })
         .collect();
     for (encoding, server, run) in runs {
-        let output = run.join().unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success() && stdout.contains(r#""done":true"#),
-            "{encoding}: {stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        common::node::assert_done(encoding, &run.join().unwrap());
         drop(server);
     }
 }

@@ -251,23 +251,8 @@ fn createwithinput_cannot_change_the_network_policy_through_the_rivetkit_client(
     let config =
         config_file("[actors.vm]\n\n[actors.coder.network]\nmode = \"allow\"\nallow = [\"api.example.com:443\"]\n");
     let server = TestServer::start_with(&["--config", config.path().to_str().unwrap()]);
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../clients/node/v2.3.19");
-    assert!(dir.join("node_modules/rivetkit").is_dir(), "run `npm install` in {} (scripts/test does)", dir.display());
-    let output = std::process::Command::new("node")
-        .arg(dir.join("run.mjs"))
-        .current_dir(&dir)
-        .env("ENDPOINT", &server.url)
-        .env("ENCODING", "bare")
-        .env("KEY", "presets")
-        .env("SCENARIO", "presets")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains(r#""done":true"#),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = common::node::scenario(&server.url, "bare", "presets", "presets").output().unwrap();
+    common::node::assert_done("presets", &output);
 }
 
 /// The host's first IPv4 address that is not loopback: what "the internet" looks like from a

@@ -397,31 +397,14 @@ async fn the_preset_sets_the_preview_lifetimes() {
 #[test]
 fn the_rivetkit_client_fetches_and_opens_preview_urls() {
     let server = TestServer::start();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../clients/node/v2.3.19");
-    assert!(dir.join("node_modules/rivetkit").is_dir(), "run `npm install` in {} (scripts/test does)", dir.display());
     let runs: Vec<_> = ["bare", "json", "cbor"]
         .into_iter()
         .map(|encoding| {
-            let mut command = std::process::Command::new("node");
-            command
-                .arg(dir.join("run.mjs"))
-                .current_dir(&dir)
-                .env("ENDPOINT", &server.url)
-                .env("ENCODING", encoding)
-                .env("KEY", format!("node-{encoding}"))
-                .env("SCENARIO", "preview")
-                .env_remove("RIVET_ENDPOINT")
-                .env_remove("RIVET_ENGINE");
+            let mut command = common::node::scenario(&server.url, encoding, &format!("node-{encoding}"), "preview");
             (encoding, std::thread::spawn(move || command.output().expect("running node")))
         })
         .collect();
     for (encoding, run) in runs {
-        let output = run.join().unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success() && stdout.contains(r#""done":true"#),
-            "{encoding}: {stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        common::node::assert_done(encoding, &run.join().unwrap());
     }
 }

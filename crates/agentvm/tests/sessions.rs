@@ -210,24 +210,10 @@ async fn an_unanswered_permission_is_rejected_and_a_crash_is_reported() {
 #[test]
 fn the_rivetkit_client_drives_a_session_with_its_events_and_permission() {
     let (server, _config) = server("ask");
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../clients/node/v2.3.19");
-    assert!(dir.join("node_modules/rivetkit").is_dir(), "run `npm install` in {} (scripts/test does)", dir.display());
     for encoding in ["bare", "json", "cbor"] {
-        let output = std::process::Command::new("node")
-            .arg(dir.join("run.mjs"))
-            .current_dir(&dir)
-            .env("ENDPOINT", &server.url)
-            .env("ENCODING", encoding)
-            .env("KEY", format!("sessions-{encoding}"))
-            .env("SCENARIO", "sessions")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success() && stdout.contains(r#""done":true"#),
-            "{encoding}: {stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let key = format!("sessions-{encoding}");
+        let output = common::node::scenario(&server.url, encoding, &key, "sessions").output().unwrap();
+        common::node::assert_done(encoding, &output);
     }
 }
 

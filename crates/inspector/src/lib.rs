@@ -42,6 +42,7 @@ pub fn asset(path: &str) -> Option<Asset> {
         "app.js" => (web!("app.js"), JS),
         "api.js" => (web!("api.js"), JS),
         "connection.js" => (web!("connection.js"), JS),
+        "dom.js" => (web!("dom.js"), JS),
         "style.css" => (web!("style.css"), CSS),
         "views/login.js" => (web!("views/login.js"), JS),
         "views/list.js" => (web!("views/list.js"), JS),

@@ -5,6 +5,7 @@
 pub mod acp_agent;
 pub mod http;
 pub mod mock_llm;
+pub mod node;
 pub mod pi;
 pub mod server;
 pub mod ws;

@@ -3,6 +3,7 @@
 // awake; polling actions would). Filtered by event name.
 
 import { action } from "../api.js";
+import { row, table } from "../dom.js";
 
 const LIVE = ["processExit", "shellExit", "vmBooted", "vmShutdown", "networkDenied", "sessionEvent", "permissionRequest", "agentCrashed", "cronEvent"];
 const SHOWN = 500;
@@ -19,22 +20,15 @@ export async function renderEvents(panel, vm, connection) {
 	let active = true;
 	const draw = () => {
 		const wanted = filter.value.trim();
-		const table = document.createElement("table");
-		table.innerHTML = "<thead><tr><th>#</th><th>Event</th><th>When</th><th>Data</th></tr></thead>";
-		const body = document.createElement("tbody");
-		for (const e of events.filter((e) => !wanted || e.name.includes(wanted)).slice(-SHOWN)) {
-			const row = document.createElement("tr");
-			const data = { ...e.data };
-			if (data.data instanceof Uint8Array) data.data = new TextDecoder().decode(data.data);
-			for (const value of [e.seq ?? "live", e.name, new Date(e.at).toLocaleTimeString(), JSON.stringify(data)]) {
-				const cell = document.createElement("td");
-				cell.textContent = String(value);
-				row.append(cell);
-			}
-			body.append(row);
-		}
-		table.append(body);
-		wrap.replaceChildren(table);
+		const rows = events
+			.filter((e) => !wanted || e.name.includes(wanted))
+			.slice(-SHOWN)
+			.map((e) => {
+				const data = { ...e.data };
+				if (data.data instanceof Uint8Array) data.data = new TextDecoder().decode(data.data);
+				return row([e.seq ?? "live", e.name, new Date(e.at).toLocaleTimeString(), JSON.stringify(data)]);
+			});
+		wrap.replaceChildren(table(["#", "Event", "When", "Data"], rows));
 	};
 	for (const name of LIVE) {
 		connection.on(name, (data) => {

@@ -3,6 +3,7 @@
 // actions wake a sleeping VM quietly and let it sleep again.
 
 import { action, encodeBytes } from "../api.js";
+import { row, table } from "../dom.js";
 
 const SHOWN_BYTES = 1 << 20;
 
@@ -27,29 +28,18 @@ export async function renderFiles(panel, vm) {
 		dir = path;
 		bar.path.value = path;
 		viewer.replaceChildren();
-		const table = document.createElement("table");
-		table.innerHTML = "<thead><tr><th>Name</th><th>Type</th><th>Size</th></tr></thead>";
-		const body = document.createElement("tbody");
-		const rows = [];
-		if (path !== "/") rows.push({ name: "..", path: path.replace(/\/[^/]+\/?$/, "") || "/", type: "directory", size: "" });
-		for (const e of entries.sort((a, b) => a.path.localeCompare(b.path))) rows.push({ name: e.path.split("/").pop(), path: e.path, type: e.type, size: e.size });
-		for (const entry of rows) {
-			const row = document.createElement("tr");
+		const entriesShown = [];
+		if (path !== "/") entriesShown.push({ name: "..", path: path.replace(/\/[^/]+\/?$/, "") || "/", type: "directory", size: "" });
+		for (const e of entries.sort((a, b) => a.path.localeCompare(b.path))) entriesShown.push({ name: e.path.split("/").pop(), path: e.path, type: e.type, size: e.size });
+		const rows = entriesShown.map((entry) => {
 			const name = document.createElement("button");
 			name.type = "button";
 			name.className = "link";
 			name.textContent = entry.type === "directory" ? `${entry.name}/` : entry.name;
 			name.addEventListener("click", () => (entry.type === "directory" ? open(entry.path) : view(entry.path)));
-			for (const value of [name, entry.type, String(entry.size)]) {
-				const cell = document.createElement("td");
-				if (value instanceof Node) cell.append(value);
-				else cell.textContent = value;
-				row.append(cell);
-			}
-			body.append(row);
-		}
-		table.append(body);
-		listing.replaceChildren(table);
+			return row([name, entry.type, entry.size]);
+		});
+		listing.replaceChildren(table(["Name", "Type", "Size"], rows));
 		status.textContent = `${entries.length} entries in ${path}`;
 	};
 

@@ -3,6 +3,7 @@
 // wakes no VM.
 
 import { listVms } from "../api.js";
+import { row, table } from "../dom.js";
 
 const REFRESH_MS = 2000;
 
@@ -34,29 +35,18 @@ export async function renderList(main, crumbs) {
 			wrap.innerHTML = `<p class="muted">No VMs yet. Create one with a client: <code>client.vm.getOrCreate(["my-agent"])</code>.</p>`;
 			return;
 		}
-		const table = document.createElement("table");
-		table.innerHTML =
-			"<thead><tr><th>Key</th><th>Actor</th><th>State</th><th>Uptime</th><th>Processes</th><th>Memory</th><th>CPU</th><th>Last event</th><th>Id</th></tr></thead>";
-		const body = document.createElement("tbody");
-		for (const vm of vms) {
-			const row = document.createElement("tr");
+		const rows = vms.map((vm) => {
 			const link = document.createElement("a");
 			link.href = `#/vm/${encodeURIComponent(vm.id)}`;
 			link.textContent = vm.key.join("/") || "(empty key)";
 			const last = vm.lastEvent ? `${vm.lastEvent.name} · ${new Date(vm.lastEvent.at).toLocaleTimeString()}` : dash;
 			const uptime = vm.bootedAt == null ? dash : duration(Date.now() - vm.bootedAt);
-			const cells = [link, vm.name, vm.phase, uptime, vm.processes ?? dash, mib(vm.memoryBytes), cpu(vm.cpuUsec), last, vm.id];
-			for (const value of cells) {
-				const cell = document.createElement("td");
-				if (value instanceof Node) cell.append(value);
-				else cell.textContent = value;
-				row.append(cell);
-			}
-			row.children[2].className = `phase-${vm.phase}`;
-			body.append(row);
-		}
-		table.append(body);
-		wrap.replaceChildren(table);
+			const tr = row([link, vm.name, vm.phase, uptime, vm.processes ?? dash, mib(vm.memoryBytes), cpu(vm.cpuUsec), last, vm.id]);
+			tr.children[2].className = `phase-${vm.phase}`;
+			return tr;
+		});
+		const headers = ["Key", "Actor", "State", "Uptime", "Processes", "Memory", "CPU", "Last event", "Id"];
+		wrap.replaceChildren(table(headers, rows));
 	};
 
 	const refresh = async () => {

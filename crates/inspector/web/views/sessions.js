@@ -4,6 +4,7 @@
 // prompt box while its agent runs.
 
 import { action } from "../api.js";
+import { note, row, table } from "../dom.js";
 
 /** Renders a transcript entry list into `view`: messages, tool calls, plans. */
 function drawTranscript(view, entries) {
@@ -79,29 +80,21 @@ export async function renderSessions(panel, vm, connection) {
 	const drawList = async () => {
 		const sessions = await action(vm, "listPersistedSessions");
 		if (sessions.length === 0) {
-			list.innerHTML = `<p class="muted">No sessions. A client starts one with <code>createSession(agentType)</code>.</p>`;
+			list.replaceChildren(note("No sessions. A client starts one with createSession(agentType)."));
 			return;
 		}
-		const table = document.createElement("table");
-		table.innerHTML = "<thead><tr><th>Session</th><th>Agent</th><th>Created</th></tr></thead>";
-		const body = document.createElement("tbody");
-		for (const s of sessions.slice().reverse()) {
-			const row = document.createElement("tr");
-			const open = document.createElement("button");
-			open.type = "button";
-			open.textContent = s.sessionId.slice(0, 12);
-			open.setAttribute("aria-label", `Open session ${s.sessionId}`);
-			open.addEventListener("click", () => show(s.sessionId));
-			for (const value of [open, s.agentType, new Date(s.createdAt).toLocaleString()]) {
-				const cell = document.createElement("td");
-				if (value instanceof Node) cell.append(value);
-				else cell.textContent = value;
-				row.append(cell);
-			}
-			body.append(row);
-		}
-		table.append(body);
-		list.replaceChildren(table);
+		const rows = sessions
+			.slice()
+			.reverse()
+			.map((s) => {
+				const open = document.createElement("button");
+				open.type = "button";
+				open.textContent = s.sessionId.slice(0, 12);
+				open.setAttribute("aria-label", `Open session ${s.sessionId}`);
+				open.addEventListener("click", () => show(s.sessionId));
+				return row([open, s.agentType, new Date(s.createdAt).toLocaleString()]);
+			});
+		list.replaceChildren(table(["Session", "Agent", "Created"], rows));
 	};
 
 	const drawDetail = () => {
