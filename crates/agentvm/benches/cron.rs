@@ -15,8 +15,11 @@
 //! would keep it awake. Iterations `AGENTVM_BENCH_ITERS` (default 20). The machine is shared and noisy: compare
 //! figures of one run.
 
+#[path = "common/figures.rs"]
+mod figures;
 #[path = "common/server.rs"]
 mod server;
+use figures::{env_usize, percentile};
 use server::start_server;
 use std::time::{Duration, Instant};
 
@@ -25,14 +28,6 @@ use serde_json::{json, Value};
 /// 2030-01-01T00:00:00Z.
 const T0: u64 = 1_893_456_000_000;
 const MINUTE: u64 = 60_000;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)

@@ -16,20 +16,15 @@
 //! Sizes: `AGENTVM_BENCH_PREVIEW_MB` (default 256), requests `AGENTVM_BENCH_ITERS` (default
 //! 300). The machine is shared and noisy: compare figures of one run.
 
+#[path = "common/figures.rs"]
+mod figures;
 #[path = "common/server.rs"]
 mod server;
+use figures::{env_usize, percentile};
 use server::start_server;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)

@@ -31,6 +31,13 @@ export function table(headers, rows) {
 	return t;
 }
 
+/** A box that scrolls sideways when its table is wider than the window. */
+export function scroller() {
+	const div = document.createElement("div");
+	div.className = "table-wrap";
+	return div;
+}
+
 /** A muted paragraph (an empty list's note). */
 export function note(text) {
 	const p = document.createElement("p");

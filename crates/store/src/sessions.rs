@@ -95,6 +95,17 @@ fn has_tables(connection: &Connection) -> Result<bool> {
         .map(|found| found.is_some())
 }
 
+/// The number the next event of `session_id` gets (its events are numbered from 0, gap-free).
+fn next_event_seq(connection: &Connection, session_id: &str) -> Result<u64> {
+    connection
+        .query_row(
+            "SELECT COALESCE(MAX(seq) + 1, 0) FROM session_events WHERE session_id = ?1",
+            params![session_id],
+            |r| r.get(0),
+        )
+        .context("numbering session events")
+}
+
 fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRecord> {
     Ok(SessionRecord {
         session_id: r.get(0)?,
@@ -197,13 +208,7 @@ impl EventStore {
         if full {
             if count < MAX_SESSION_EVENTS {
                 // The last event it keeps says so.
-                let next: u64 = tx
-                    .query_row(
-                        "SELECT COALESCE(MAX(seq) + 1, 0) FROM session_events WHERE session_id = ?1",
-                        params![session_id],
-                        |r| r.get(0),
-                    )
-                    .context("numbering session events")?;
+                let next = next_event_seq(&tx, session_id)?;
                 let now = events.first().map_or(0, |(_, at)| *at);
                 tx.execute(
                     "INSERT INTO session_events (session_id, seq, event, created_ms) VALUES (?1, ?2, ?3, ?4)",
@@ -224,13 +229,7 @@ impl EventStore {
             params![session_id, events.len() as u64, adding],
         )
         .context("counting session events")?;
-        let next: u64 = tx
-            .query_row(
-                "SELECT COALESCE(MAX(seq) + 1, 0) FROM session_events WHERE session_id = ?1",
-                params![session_id],
-                |r| r.get(0),
-            )
-            .context("numbering session events")?;
+        let next = next_event_seq(&tx, session_id)?;
         let mut numbers = Vec::with_capacity(events.len());
         {
             let mut insert = tx

@@ -2,15 +2,13 @@
 // Both read the VM's file without waking it.
 
 import { action } from "../api.js";
-import { note, row, table } from "../dom.js";
+import { note, row, scroller, table } from "../dom.js";
 
 const time = (ms) => (ms == null ? "—" : new Date(ms).toLocaleString());
 
 export async function renderCron(panel, vm, connection) {
-	const jobs = document.createElement("div");
-	jobs.className = "table-wrap";
-	const runs = document.createElement("div");
-	runs.className = "table-wrap";
+	const jobs = scroller();
+	const runs = scroller();
 	panel.append(jobs, runs);
 
 	const draw = async () => {

@@ -3,7 +3,7 @@
 // awake; polling actions would). Filtered by event name.
 
 import { action } from "../api.js";
-import { row, table } from "../dom.js";
+import { row, scroller, table } from "../dom.js";
 
 const LIVE = ["processExit", "shellExit", "vmBooted", "vmShutdown", "networkDenied", "sessionEvent", "permissionRequest", "agentCrashed", "cronEvent"];
 const SHOWN = 500;
@@ -13,8 +13,7 @@ export async function renderEvents(panel, vm, connection) {
 	filter.type = "search";
 	filter.placeholder = "Filter by event name (e.g. cronEvent)";
 	filter.setAttribute("aria-label", "Filter events by name");
-	const wrap = document.createElement("div");
-	wrap.className = "table-wrap";
+	const wrap = scroller();
 	panel.append(filter, wrap);
 	let events = (await action(vm, "getVmEvents", [{}])).map((e) => ({ seq: e.seq, name: e.name, at: e.createdAt, data: e.data }));
 	let active = true;

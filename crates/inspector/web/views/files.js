@@ -3,7 +3,7 @@
 // actions wake a sleeping VM quietly and let it sleep again.
 
 import { action, encodeBytes } from "../api.js";
-import { row, table } from "../dom.js";
+import { row, scroller, table } from "../dom.js";
 
 const SHOWN_BYTES = 1 << 20;
 
@@ -15,8 +15,7 @@ export async function renderFiles(panel, vm) {
 	const status = document.createElement("p");
 	status.className = "muted status";
 	status.setAttribute("aria-live", "polite");
-	const listing = document.createElement("div");
-	listing.className = "table-wrap";
+	const listing = scroller();
 	listing.setAttribute("aria-label", "Files");
 	const viewer = document.createElement("div");
 	viewer.className = "viewer";

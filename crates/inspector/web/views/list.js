@@ -3,7 +3,7 @@
 // wakes no VM.
 
 import { listVms } from "../api.js";
-import { row, table } from "../dom.js";
+import { row, scroller, table } from "../dom.js";
 
 const REFRESH_MS = 2000;
 
@@ -26,8 +26,7 @@ export async function renderList(main, crumbs) {
 	const status = document.createElement("p");
 	status.className = "muted status";
 	status.setAttribute("aria-live", "polite");
-	const wrap = document.createElement("div");
-	wrap.className = "table-wrap";
+	const wrap = scroller();
 	main.append(heading, status, wrap);
 
 	const draw = (vms) => {

@@ -2,11 +2,10 @@
 // the VM keeps it awake).
 
 import { action } from "../api.js";
-import { note, row, table } from "../dom.js";
+import { note, row, scroller, table } from "../dom.js";
 
 export async function renderProcesses(panel, vm) {
-	const wrap = document.createElement("div");
-	wrap.className = "table-wrap";
+	const wrap = scroller();
 	wrap.setAttribute("aria-label", "Process tree");
 	panel.append(wrap);
 	const refresh = async () => {

@@ -4,7 +4,7 @@
 // prompt box while its agent runs.
 
 import { action } from "../api.js";
-import { note, row, table } from "../dom.js";
+import { note, row, scroller, table } from "../dom.js";
 
 /** Renders a transcript entry list into `view`: messages, tool calls, plans. */
 function drawTranscript(view, entries) {
@@ -69,8 +69,7 @@ function pendingRequests(entries) {
 }
 
 export async function renderSessions(panel, vm, connection) {
-	const list = document.createElement("div");
-	list.className = "table-wrap";
+	const list = scroller();
 	const detail = document.createElement("div");
 	detail.className = "panel";
 	panel.append(list, detail);
