@@ -1,5 +1,5 @@
-//! The `agentvm` command. It is also every VM's init (`agentvm vm-init`) and file helper
-//! (`agentvm vm-fs`): those hidden subcommands are dispatched before anything else so that the
+//! The `agentvm` command. It is also the launcher of every VM's init (`agentvm vm-launcher`,
+//! whose forks run init) and the VM's file helper (`agentvm vm-fs`): those hidden subcommands are dispatched before anything else so that the
 //! processes inside a VM stay small.
 
 mod commands;
@@ -67,6 +67,7 @@ fn main() {
     match args.nth(1) {
         Some(a) if a == agentvm_sandbox::init::SUBCOMMAND => agentvm_sandbox::init::main(),
         Some(a) if a == agentvm_sandbox::fsops::SUBCOMMAND => agentvm_sandbox::fsops::main(),
+        Some(a) if a == agentvm_sandbox::launcher::SUBCOMMAND => agentvm_sandbox::launcher::main(),
         _ => {}
     }
     let cli = Cli::parse();

@@ -50,13 +50,9 @@ fn launch_and_run_a_command() {
         resolv_conf: None,
     };
     let t = std::time::Instant::now();
-    let agentvm_sandbox::launch::Launched { init, control } = launch(&LaunchSpec {
-        init_program: Path::new(env!("CARGO_BIN_EXE_agentvm")),
-        ids,
-        cgroup: None,
-        config: &config,
-    })
-    .unwrap();
+    let launcher = agentvm_sandbox::launcher::Launcher::start(Path::new(env!("CARGO_BIN_EXE_agentvm"))).unwrap();
+    let agentvm_sandbox::launch::Launched { init, control } =
+        launch(&LaunchSpec { launcher: &launcher, ids, cgroup: None, config: &config }).unwrap();
     let mut rx = protocol::Receiver::new();
     match rx.receive::<Event>(control.as_fd()) {
         Ok(Received::Message(Event::Ready, _)) => {}

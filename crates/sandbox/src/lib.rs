@@ -4,7 +4,7 @@
 //! running VM, with no async runtime and no knowledge of clients.
 //!
 //! A VM is a process tree in its own user, mount, PID, IPC, UTS, network and cgroup namespaces.
-//! Its PID 1 is agentvm's [`init`], started by [`launch`]. Its root filesystem is an overlay of
+//! Its PID 1 is agentvm's [`init`], started by [`launch`] from the [`launcher`]. Its root filesystem is an overlay of
 //! the shared read-only [`base`] layer and the VM's own upper directory, with the host's `/usr`
 //! bound read-only; its network is loopback only; its limits come from [`cgroup`]s. The host side
 //! talks to init over the [`protocol`] socket: init forks programs with the stdio descriptors the
@@ -25,6 +25,7 @@ pub mod idmap;
 pub mod idmapped;
 pub mod init;
 pub mod launch;
+pub mod launcher;
 pub mod proc_files;
 pub mod protocol;
 pub mod quota;

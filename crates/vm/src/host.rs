@@ -72,7 +72,8 @@ pub(crate) struct HostInner {
     pub base: BaseLayer,
     pub ids: IdMapping,
     pub cgroups: CgroupHost,
-    pub init_program: PathBuf,
+    /// Clones every VM's first process (the `agentvm vm-launcher` process).
+    pub launcher: agentvm_sandbox::launcher::Launcher,
     pub user: UserSpec,
     /// Per-VM host id ranges (privileged mode only).
     pub uid_ranges: Option<Arc<UidRanges>>,
@@ -143,6 +144,8 @@ impl VmHost {
             IdMapping::Rootless { .. } => None,
         };
         let _ = fs::set_permissions(data, fs::Permissions::from_mode(0o700));
+        let launcher = agentvm_sandbox::launcher::Launcher::start(&config.init_program)
+            .map_err(|e| VmError::io("starting the VM launcher", e))?;
         let cgroups = CgroupHost::detect();
         cgroups.sweep_stale();
         let proc_views = crate::proc_view::ProcViews::start(data, matches!(ids, IdMapping::Privileged { .. }));
@@ -158,7 +161,7 @@ impl VmHost {
                 base,
                 ids,
                 cgroups,
-                init_program: config.init_program,
+                launcher,
                 user,
                 uid_ranges,
                 disks,

@@ -1,10 +1,20 @@
 //! A real `agentvm serve` for the benchmarks (each bench binary includes this file).
+#![allow(dead_code, reason = "each bench uses only some of these helpers")]
 
 /// Starts `agentvm serve` on a random port with `extra` options; returns the process and its
 /// base URL.
 pub fn start_server(data: &std::path::Path, extra: &[&str]) -> (std::process::Child, String) {
+    start_server_binary(std::path::Path::new(env!("CARGO_BIN_EXE_agentvm")), data, extra)
+}
+
+/// [`start_server`] with another agentvm binary (a build of an earlier commit, to compare).
+pub fn start_server_binary(
+    binary: &std::path::Path,
+    data: &std::path::Path,
+    extra: &[&str],
+) -> (std::process::Child, String) {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_agentvm"))
+    let mut child = std::process::Command::new(binary)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
         .args(extra)

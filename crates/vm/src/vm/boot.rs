@@ -61,7 +61,7 @@ impl Vm {
                 .cgroups
                 .create_with_cpus(&launch_host.next_cgroup_name(), &limits, &config.confinement.proc_view.cpus)
                 .map_err(|e| VmError::io("creating the VM's cgroups", e))?;
-            let spec = LaunchSpec { init_program: &h.init_program, ids, cgroup: cgroup.as_ref(), config: &config };
+            let spec = LaunchSpec { launcher: &h.launcher, ids, cgroup: cgroup.as_ref(), config: &config };
             match launch(&spec) {
                 Ok(launched) => Ok((launched, cgroup)),
                 Err(e) => {
