@@ -50,8 +50,12 @@ fn launch_and_run_a_command() {
         resolv_conf: None,
     };
     let t = std::time::Instant::now();
-    let launcher = agentvm_sandbox::launcher::Launcher::start(Path::new(env!("CARGO_BIN_EXE_agentvm"))).unwrap();
-    let agentvm_sandbox::launch::Launched { init, control } =
+    let launcher = agentvm_sandbox::launcher::Launcher::start(
+        Path::new(env!("CARGO_BIN_EXE_agentvm")),
+        agentvm_sandbox::cgroup::CgroupHost::Unavailable("this test needs none".into()),
+    )
+    .unwrap();
+    let agentvm_sandbox::launch::Launched { init, control, .. } =
         launch(&LaunchSpec { launcher: &launcher, ids, cgroup: None, config: &config }).unwrap();
     let mut rx = protocol::Receiver::new();
     match rx.receive::<Event>(control.as_fd()) {

@@ -8,7 +8,7 @@
 //! CloneRequest to the launcher ─────► clone3(NEWUSER|NEWNS|NEWPID|NEWNET|NEWIPC|NEWUTS|PARENT)
 //!   (see crate::launcher)              in the launcher ───► child: recvmsg(control) ... waits
 //! write uid_map / gid_map (setgroups "deny" when rootless)
-//! attach the child to the VM's cgroups
+//! attach the child to the VM's cgroups (unless it was born in them, see crate::launcher)
 //! idmapped view of the base layer (privileged)
 //! send GO (+ the base layer's descriptor) ───────────────────► opens its layers, keeps only
 //!                                                               descriptors 0..=6, takes init's
@@ -38,7 +38,7 @@ use crate::cgroup::VmCgroup;
 use crate::config::InitConfig;
 use crate::idmap::IdMapping;
 use crate::idmapped::idmapped_view;
-use crate::launcher::{CloneRequest, Launcher};
+use crate::launcher::{CgroupRequest, CloneRequest, Launcher};
 use crate::protocol;
 
 /// Everything needed to start one VM.
@@ -46,7 +46,8 @@ pub struct LaunchSpec<'a> {
     /// The host's launcher process (see [`crate::launcher`]).
     pub launcher: &'a Launcher,
     pub ids: IdMapping,
-    pub cgroup: Option<&'a VmCgroup>,
+    /// The VM's cgroups and limits; `None`: none.
+    pub cgroup: Option<CgroupRequest<'a>>,
     pub config: &'a InitConfig,
 }
 
@@ -65,6 +66,8 @@ pub struct Launched {
     pub init: InitProcess,
     /// Host end of the control socket (blocking mode). Init ends the VM when it closes.
     pub control: OwnedFd,
+    /// The VM's cgroups (removing them is the caller's job once the VM is gone).
+    pub cgroup: Option<VmCgroup>,
 }
 
 /// The byte that releases the child once ids and cgroups are set.
@@ -102,19 +105,28 @@ pub fn launch(spec: &LaunchSpec<'_>) -> io::Result<Launched> {
         init_ids: spec.ids.init_is_root().then(|| spec.ids.init_ids()),
         base_with_go: owner_of_namespace(spec.ids).is_some(),
     };
-    let host_pid = spec.launcher.clone_vm(&request, child_end.as_fd())?;
+    let cloned = spec.launcher.clone_vm(&request, child_end.as_fd(), spec.cgroup)?;
     drop(child_end);
-    let init = InitProcess::new(host_pid);
-    if let Err(e) = configure_child(spec, &init, &host_end) {
+    let init = InitProcess::new(cloned.pid);
+    let attach = cloned.cgroup.as_ref().filter(|_| !cloned.born_inside);
+    if let Err(e) = configure_child(spec, &init, &host_end, attach) {
         init.kill();
         let _ = init.wait_blocking();
+        if let Some(cgroup) = &cloned.cgroup {
+            let _ = cgroup.remove();
+        }
         return Err(e);
     }
-    Ok(Launched { init, control: host_end })
+    Ok(Launched { init, control: host_end, cgroup: cloned.cgroup })
 }
 
 /// Host side of the handshake: id maps, cgroups, release, configuration.
-fn configure_child(spec: &LaunchSpec<'_>, init: &InitProcess, control: &OwnedFd) -> io::Result<()> {
+fn configure_child(
+    spec: &LaunchSpec<'_>,
+    init: &InitProcess,
+    control: &OwnedFd,
+    attach: Option<&VmCgroup>,
+) -> io::Result<()> {
     let proc_dir = format!("/proc/{}", init.host_pid);
     let write = |file: &str, content: &str| {
         fs::write(format!("{proc_dir}/{file}"), content)
@@ -125,7 +137,7 @@ fn configure_child(spec: &LaunchSpec<'_>, init: &InitProcess, control: &OwnedFd)
     }
     write("uid_map", &spec.ids.uid_map())?;
     write("gid_map", &spec.ids.gid_map())?;
-    if let Some(cgroup) = spec.cgroup {
+    if let Some(cgroup) = attach {
         cgroup.attach(init.host_pid)?;
     }
     let base = match owner_of_namespace(spec.ids) {

@@ -21,7 +21,6 @@
 use std::fs;
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use agentvm_sandbox::base::{self, BaseLayer, BaseOptions};
@@ -71,7 +70,6 @@ pub(crate) struct HostInner {
     pub vms_dir: PathBuf,
     pub base: BaseLayer,
     pub ids: IdMapping,
-    pub cgroups: CgroupHost,
     /// Clones every VM's first process (the `agentvm vm-launcher` process).
     pub launcher: agentvm_sandbox::launcher::Launcher,
     pub user: UserSpec,
@@ -144,10 +142,10 @@ impl VmHost {
             IdMapping::Rootless { .. } => None,
         };
         let _ = fs::set_permissions(data, fs::Permissions::from_mode(0o700));
-        let launcher = agentvm_sandbox::launcher::Launcher::start(&config.init_program)
-            .map_err(|e| VmError::io("starting the VM launcher", e))?;
         let cgroups = CgroupHost::detect();
         cgroups.sweep_stale();
+        let launcher = agentvm_sandbox::launcher::Launcher::start(&config.init_program, cgroups)
+            .map_err(|e| VmError::io("starting the VM launcher", e))?;
         let proc_views = crate::proc_view::ProcViews::start(data, matches!(ids, IdMapping::Privileged { .. }));
         let user = UserSpec {
             name: VM_USER_NAME.into(),
@@ -160,7 +158,6 @@ impl VmHost {
                 vms_dir,
                 base,
                 ids,
-                cgroups,
                 launcher,
                 user,
                 uid_ranges,
@@ -239,13 +236,6 @@ impl VmHost {
         let work = made.pop().expect("two dirs");
         let upper = made.pop().expect("two dirs");
         Ok((upper, work, ids, lease))
-    }
-
-    /// A cgroup name unique among all VMs of all hosts of this process, and (through the pid)
-    /// among concurrent agentvm processes.
-    pub(crate) fn next_cgroup_name(&self) -> String {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        format!("agentvm-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
     }
 }
 

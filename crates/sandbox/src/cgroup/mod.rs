@@ -68,6 +68,8 @@ pub enum CgroupHost {
 /// The cgroup directories of one VM. Removing them is the owner's job ([`VmCgroup::remove`]).
 #[derive(Debug)]
 pub struct VmCgroup {
+    /// The directories' name in every hierarchy.
+    name: String,
     /// Every directory created for this VM; a process is attached to all of them.
     dirs: Vec<PathBuf>,
     /// `cgroup.kill` of a v2 directory, when the kernel has it.
@@ -86,6 +88,9 @@ pub struct Usage {
 }
 
 static UNAVAILABLE_WARNING: Once = Once::new();
+
+/// The v1 TCP buffer limit written to activate accounting when the real one is not known yet.
+const TCP_UNLIMITED: u64 = i64::MAX as u64 & !4095;
 
 impl CgroupHost {
     /// Detects the layout from this process's mount table and cgroup membership.
@@ -106,9 +111,31 @@ impl CgroupHost {
     /// server's) where a v1 `cpuset` hierarchy exists. Elsewhere init's CPU affinity does it
     /// (see `crate::init::proc_view`).
     pub fn create_with_cpus(&self, name: &str, limits: &CgroupLimits, cpus: &[u32]) -> io::Result<Option<VmCgroup>> {
+        let Some(created) = self.create_empty(name, limits.tcp_memory_bytes)? else { return Ok(None) };
+        match self.apply_limits(&created, limits, cpus) {
+            Ok(()) => Ok(Some(created)),
+            Err(e) => {
+                let _ = created.remove();
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates the cgroups of one VM without limits, except what must be set before a process
+    /// joins: a v1 cpuset's lists (the server's CPUs) and the TCP buffer limit, which v1 only
+    /// enforces when it is written before the first process joins (see the module
+    /// documentation): `tcp_memory_bytes`, or the largest value when it is not known yet (the
+    /// real one is then written by [`CgroupHost::apply_limits`] before the VM starts).
+    pub fn create_empty(&self, name: &str, tcp_memory_bytes: Option<u64>) -> io::Result<Option<VmCgroup>> {
+        let activation = CgroupLimits {
+            memory_bytes: None,
+            pids: None,
+            cpu_millicores: None,
+            tcp_memory_bytes: Some(tcp_memory_bytes.unwrap_or(TCP_UNLIMITED)),
+        };
         let planned = match self {
-            CgroupHost::V1(h) => h.plan(name, limits, cpus),
-            CgroupHost::V2(h) => h.plan(name, limits),
+            CgroupHost::V1(h) => h.plan(name, &activation, &[]),
+            CgroupHost::V2(h) => h.plan(name, &activation),
             CgroupHost::Unavailable(reason) => Err(reason.clone()),
         };
         let (dirs, writes, kill_file) = match planned {
@@ -118,7 +145,7 @@ impl CgroupHost {
                 return Ok(None);
             }
         };
-        let mut created = VmCgroup { dirs: Vec::new(), kill_file };
+        let mut created = VmCgroup { name: name.to_string(), dirs: Vec::new(), kill_file };
         for dir in &dirs {
             match fs::create_dir(dir) {
                 Ok(()) => created.dirs.push(dir.clone()),
@@ -132,7 +159,8 @@ impl CgroupHost {
                 }
             }
         }
-        for w in &writes {
+        // What must be set before a process joins: the TCP limit, and a v1 cpuset's lists.
+        for w in writes.iter().filter(|w| w.file == v1::TCP_LIMIT_FILE || w.file.starts_with("cpuset.")) {
             let path = w.dir.join(w.file);
             if let Err(e) = fs::write(&path, &w.value) {
                 let _ = created.remove();
@@ -142,15 +170,50 @@ impl CgroupHost {
         Ok(Some(created))
     }
 
+    /// Writes a VM's limits (and CPUs, see [`CgroupHost::create_with_cpus`]) into its cgroups.
+    pub fn apply_limits(&self, cgroup: &VmCgroup, limits: &CgroupLimits, cpus: &[u32]) -> io::Result<()> {
+        let planned = match self {
+            CgroupHost::V1(h) => h.plan(&cgroup.name, limits, cpus),
+            CgroupHost::V2(h) => h.plan(&cgroup.name, limits),
+            CgroupHost::Unavailable(reason) => Err(reason.clone()),
+        };
+        let (_, writes, _) = planned.map_err(io::Error::other)?;
+        for w in &writes {
+            let path = w.dir.join(w.file);
+            fs::write(&path, &w.value).map_err(|e| annotate(e, &path))?;
+        }
+        Ok(())
+    }
+
+    /// Moves `pid` back into the server's own cgroups (out of a VM's).
+    pub fn attach_to_own(&self, pid: i32) -> io::Result<()> {
+        for dir in self.own_dirs() {
+            let path = dir.join("cgroup.procs");
+            fs::write(&path, pid.to_string()).map_err(|e| annotate(e, &path))?;
+        }
+        Ok(())
+    }
+
+    /// A cgroup name unique among all VMs of this process, and (through the pid) among
+    /// concurrent agentvm processes: `agentvm-<server pid>-<n>` (see [`CgroupHost::sweep_stale`]).
+    pub fn next_name() -> String {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        format!("agentvm-{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// This process's own cgroup directory in each hierarchy agentvm uses.
+    pub fn own_dirs(&self) -> Vec<PathBuf> {
+        match self {
+            CgroupHost::V1(h) => h.parent_dirs(),
+            CgroupHost::V2(h) => vec![h.parent_dir()],
+            CgroupHost::Unavailable(_) => Vec::new(),
+        }
+    }
+
     /// Removes empty cgroups left behind by agentvm servers that are no longer running (for
     /// example after `kill -9`). Directories of live servers are never touched.
     pub fn sweep_stale(&self) {
-        let parents: Vec<PathBuf> = match self {
-            CgroupHost::V1(h) => h.parent_dirs(),
-            CgroupHost::V2(h) => vec![h.parent_dir()],
-            CgroupHost::Unavailable(_) => return,
-        };
-        for parent in parents {
+        for parent in self.own_dirs() {
             let Ok(entries) = fs::read_dir(&parent) else { continue };
             for entry in entries.flatten() {
                 let name = entry.file_name();

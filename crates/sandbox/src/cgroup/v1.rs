@@ -21,7 +21,7 @@ pub struct Hierarchies {
 }
 
 /// The v1 limit on a cgroup's TCP socket buffer memory.
-const TCP_LIMIT_FILE: &str = "memory.kmem.tcp.limit_in_bytes";
+pub(super) const TCP_LIMIT_FILE: &str = "memory.kmem.tcp.limit_in_bytes";
 
 /// CFS scheduling period used for CPU limits.
 const CPU_PERIOD_US: u64 = 100_000;

@@ -67,7 +67,10 @@ fn serve() -> io::Result<()> {
         let (request, fds) = match receiver.receive::<CloneRequest>(socket.as_fd()) {
             Ok(Received::Message(request, fds)) => (request, fds),
             Ok(Received::Partial) => continue,
-            Ok(Received::Closed) => return Ok(()),
+            Ok(Received::Closed) => {
+                leave_prepared_cgroups();
+                return Ok(());
+            }
             Err(e) => return Err(e),
         };
         let reply = match clone_one(&request, &fds, devnull.as_raw_fd(), cmdline) {
@@ -77,6 +80,20 @@ fn serve() -> io::Result<()> {
         drop(fds);
         for datagram in protocol::encode(&reply)? {
             protocol::send_datagram(socket.as_fd(), &datagram, &[])?;
+        }
+    }
+}
+
+/// The server is gone: if we wait in cgroups made for its next VM, leave and remove them (a
+/// server that exits cleanly does this itself; one that was killed cannot).
+fn leave_prepared_cgroups() {
+    let pid = std::process::id().to_string();
+    for dir in crate::cgroup::CgroupHost::detect().own_dirs() {
+        let ours = dir.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("agentvm-"));
+        if let (true, Some(parent)) = (ours, dir.parent()) {
+            if std::fs::write(parent.join("cgroup.procs"), &pid).is_ok() {
+                let _ = std::fs::remove_dir(&dir);
+            }
         }
     }
 }

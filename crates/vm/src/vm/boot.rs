@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use agentvm_sandbox::cgroup::VmCgroup;
 use agentvm_sandbox::config::{Bind, Confinement, InitConfig, RootfsSpec};
 use agentvm_sandbox::launch::{describe_early_exit, launch, LaunchSpec, Launched};
+use agentvm_sandbox::launcher::CgroupRequest;
 use tokio::sync::oneshot;
 
 use crate::control;
@@ -55,26 +55,15 @@ impl Vm {
         // Creating cgroups and launching are a few blocking system calls.
         let launch_host = host.clone();
         let limits = options.limits;
-        let (launched, cgroup) = tokio::task::spawn_blocking(move || -> Result<(Launched, Option<VmCgroup>)> {
+        let launched = tokio::task::spawn_blocking(move || -> Result<Launched> {
             let h = &launch_host.inner;
-            let cgroup = h
-                .cgroups
-                .create_with_cpus(&launch_host.next_cgroup_name(), &limits, &config.confinement.proc_view.cpus)
-                .map_err(|e| VmError::io("creating the VM's cgroups", e))?;
-            let spec = LaunchSpec { launcher: &h.launcher, ids, cgroup: cgroup.as_ref(), config: &config };
-            match launch(&spec) {
-                Ok(launched) => Ok((launched, cgroup)),
-                Err(e) => {
-                    if let Some(cg) = &cgroup {
-                        let _ = cg.remove();
-                    }
-                    Err(VmError::io("starting the VM", e))
-                }
-            }
+            let cgroup = CgroupRequest { limits: &limits, cpus: &config.confinement.proc_view.cpus };
+            let spec = LaunchSpec { launcher: &h.launcher, ids, cgroup: Some(cgroup), config: &config };
+            launch(&spec).map_err(|e| VmError::io("starting the VM", e))
         })
         .await
         .map_err(|e| create_failed(format!("launcher task failed: {e}")))??;
-        let Launched { init, control } = launched;
+        let Launched { init, control, cgroup } = launched;
 
         let (ready_tx, ready_rx) = oneshot::channel();
         let owns_events = options.events.is_none();
