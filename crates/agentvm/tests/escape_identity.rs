@@ -175,3 +175,62 @@ async fn escape_files_of_an_old_shared_range_are_moved_into_the_vms_own() {
     assert_eq!(sh(&vm, "cat /home/user/old && stat -c %u /home/user/old && id -u").await, "kept\n1000\n1000\n");
     sh(&vm, "echo more >> /home/user/old").await;
 }
+
+/// Whether `needle` is anywhere in the writable memory of process `pid` (read as root).
+fn in_writable_memory(pid: i32, needle: &[u8]) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else { continue };
+        if !perms.starts_with("rw") {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else { continue };
+        let (start, end) = (u64::from_str_radix(start, 16).unwrap(), u64::from_str_radix(end, 16).unwrap());
+        let mut region = vec![0u8; (end - start) as usize];
+        if mem.seek(SeekFrom::Start(start)).is_err() || mem.read_exact(&mut region).is_err() {
+            continue;
+        }
+        if region.windows(needle.len()).any(|w| w == needle) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Every VM's init is a fork of the launcher, which holds nothing of the server: the server's
+/// token is in no init's (nor the launcher's) environment, command line or memory, although
+/// the server itself holds it.
+#[tokio::test]
+async fn escape_inits_inherit_nothing_of_the_server() {
+    let token = "tok-3c1f9a7e-never-in-a-vm";
+    let server = common::server::TestServer::start_with(&["--token", token]);
+    let response = reqwest::Client::new()
+        .post(format!("{}/gateway/vm/action/exec?rvt-method=getOrCreate&rvt-key=inherit", server.url))
+        .header("x-rivet-token", token)
+        .json(&serde_json::json!({"args": ["echo hi"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let inits = server.vm_inits();
+    assert_eq!(inits.len(), 1, "one VM runs");
+    let launcher = server.launcher().expect("the VM launcher runs");
+    assert!(in_writable_memory(server.pid() as i32, token.as_bytes()), "the scan finds the server's own copy");
+    for pid in [inits[0], launcher] {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let names: Vec<&[u8]> = environ
+            .split(|&b| b == 0)
+            .filter(|v| !v.is_empty())
+            .map(|v| v.split(|&b| b == b'=').next().unwrap())
+            .collect();
+        assert_eq!(names, vec![&b"PATH"[..]], "process {pid} inherited more than PATH");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        assert!(!cmdline.windows(token.len()).any(|w| w == token.as_bytes()), "token in {pid}'s command line");
+        assert!(!in_writable_memory(pid, token.as_bytes()), "the token is in the memory of process {pid}");
+    }
+    // PID 1 of the VM says what it is.
+    assert!(std::fs::read(format!("/proc/{}/cmdline", inits[0])).unwrap().starts_with(b"agentvm\0vm-init\0"));
+}

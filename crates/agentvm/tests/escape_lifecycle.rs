@@ -46,7 +46,8 @@ fn vm_inits(server: &TestServer) -> Vec<i32> {
     server.vm_inits()
 }
 
-/// Cgroup directories of the server's VMs still present on the host.
+/// Cgroup directories of the server's VMs still present on the host (not those the launcher
+/// waits in for the next VM).
 fn vm_cgroups(server: &TestServer) -> Vec<std::path::PathBuf> {
     fn walk(dir: &Path, prefix: &str, depth: usize, found: &mut Vec<std::path::PathBuf>) {
         let Ok(entries) = std::fs::read_dir(dir) else { return };
@@ -64,6 +65,8 @@ fn vm_cgroups(server: &TestServer) -> Vec<std::path::PathBuf> {
     }
     let mut found = Vec::new();
     walk(Path::new("/sys/fs/cgroup"), &format!("agentvm-{}-", server.pid()), 6, &mut found);
+    let standby = server.launcher_cgroups();
+    found.retain(|dir| !standby.iter().any(|name| dir.file_name().is_some_and(|n| n == name.as_str())));
     found
 }
 

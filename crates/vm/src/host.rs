@@ -142,6 +142,7 @@ impl VmHost {
             IdMapping::Rootless { .. } => None,
         };
         let _ = fs::set_permissions(data, fs::Permissions::from_mode(0o700));
+        crate::terminal_budget::raise_host_pool();
         let cgroups = CgroupHost::detect();
         cgroups.sweep_stale();
         let launcher = agentvm_sandbox::launcher::Launcher::start(&config.init_program, cgroups)

@@ -20,6 +20,12 @@
 //!
 //! The budget is per server process: two servers on one machine do not see each other's
 //! reservations (each still leaves the host its margin and the initial instance its reserve).
+//!
+//! **Raising the pool.** The kernel's default pool fits only ~350 running VMs with their default
+//! 8 terminals each. A terminal costs nothing until it is opened, so before sizing the budget
+//! the server raises `kernel.pty.max` to [`WANTED_PTY_MAX`] (enough for 16,000 such VMs) where
+//! it may (real root) and logs it; where it may not, it logs once how many VMs the pool allows
+//! and the `sysctl` that would allow more ([`raise_host_pool`]).
 
 use std::sync::{Mutex, OnceLock};
 
@@ -27,6 +33,42 @@ use crate::error::{Result, VmError};
 
 /// Terminals of the non-initial pool kept for devpts instances that are not agentvm's.
 pub const HOST_MARGIN: u32 = 256;
+
+/// What the server raises `kernel.pty.max` to where it may (see the module documentation):
+/// `kernel.pty.reserve` and the host margin come on top of 16,000 VMs × 8 terminals.
+pub const WANTED_PTY_MAX: u32 = 131_072;
+
+/// The kernel's own ceiling for `kernel.pty.max` (`NR_UNIX98_PTY_MAX`).
+const KERNEL_PTY_CEILING: u32 = 1 << 20;
+
+/// Raises the host's terminal pool to [`WANTED_PTY_MAX`] when it is smaller and this process
+/// may change it; otherwise says once what it allows and how to raise it. Runs (once) before
+/// the budget is sized; a server calls it at start so the log says it early. Blocking.
+pub fn raise_host_pool() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Some(max) = read_pty_setting("max") else { return };
+        if max >= WANTED_PTY_MAX {
+            return;
+        }
+        let wanted = WANTED_PTY_MAX.min(KERNEL_PTY_CEILING);
+        match std::fs::write("/proc/sys/kernel/pty/max", wanted.to_string()) {
+            Ok(()) => tracing::info!(
+                from = max,
+                to = wanted,
+                "raised kernel.pty.max so that many VMs can have their terminals (a terminal costs nothing until opened)"
+            ),
+            Err(e) => {
+                let budget = budget_for(Some(max), read_pty_setting("reserve"));
+                tracing::warn!(
+                    "the host's terminal pool allows VMs {budget} terminals in all (about {} running VMs with the                      default {} each) and this server may not raise it ({e}); to allow more, run as root:                      sysctl -w kernel.pty.max={wanted}",
+                    budget / crate::types::DEFAULT_MAX_PTYS,
+                    crate::types::DEFAULT_MAX_PTYS,
+                );
+            }
+        }
+    });
+}
 
 /// The kernel's defaults, used where `/proc/sys/kernel/pty` cannot be read.
 const KERNEL_DEFAULT_MAX: u32 = 4096;
@@ -61,7 +103,10 @@ impl TerminalBudget {
     /// The budget of this process, sized from the kernel's settings on first use.
     pub fn global() -> &'static TerminalBudget {
         static GLOBAL: OnceLock<TerminalBudget> = OnceLock::new();
-        GLOBAL.get_or_init(|| TerminalBudget::new(budget_for(read_pty_setting("max"), read_pty_setting("reserve"))))
+        GLOBAL.get_or_init(|| {
+            raise_host_pool();
+            TerminalBudget::new(budget_for(read_pty_setting("max"), read_pty_setting("reserve")))
+        })
     }
 
     /// Terminals VMs may reserve in total.

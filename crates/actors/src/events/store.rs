@@ -107,10 +107,23 @@ pub(crate) async fn persist(
         if let Some(event) = stored.last() {
             *newest.lock().unwrap() = Some((event.name.clone(), event.created_ms));
         }
+        // A batch below the limits means the VM's output does not saturate the log: release its
+        // page cache after the write (see `EventStore::release_memory`).
+        let quiet = stored.len() < PERSIST_BATCH_EVENTS
+            && stored.iter().map(|e| e.data.as_ref().map_or(0, |d| d.len())).sum::<usize>() < PERSIST_BATCH_BYTES / 4;
         let mut retry = RETRY_FIRST;
         loop {
             let (file, stored, keep_open) = (Arc::clone(&file), Arc::clone(&stored), awake());
-            let written = tokio::task::spawn_blocking(move || file.with(keep_open, |s| s.append(&stored))).await;
+            let written = tokio::task::spawn_blocking(move || {
+                file.with(keep_open, |s| {
+                    s.append(&stored)?;
+                    if quiet && keep_open {
+                        s.release_memory();
+                    }
+                    Ok(())
+                })
+            })
+            .await;
             match written {
                 Ok(Ok(())) => break,
                 Ok(Err(e)) => tracing::error!("persisting events (retrying in {retry:?}): {e}"),

@@ -106,9 +106,30 @@ impl TestServer {
 }
 
 impl TestServer {
+    /// Host pid of the server's VM launcher (`agentvm vm-launcher`), if it runs.
+    pub fn launcher(&self) -> Option<i32> {
+        self.children_with_cmdline(b"agentvm\0vm-launcher\0").into_iter().next()
+    }
+
+    /// Names of the cgroups the launcher waits in for the next VM (no VM's yet).
+    pub fn launcher_cgroups(&self) -> Vec<String> {
+        let Some(pid) = self.launcher() else { return Vec::new() };
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.rsplit('/').next())
+            .filter(|name| name.starts_with("agentvm-"))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Host pids of the server's VM inits: its children running `agentvm vm-init` (the server
     /// has other children too, such as its LXCFS daemon).
     pub fn vm_inits(&self) -> Vec<i32> {
+        self.children_with_cmdline(b"agentvm\0vm-init\0")
+    }
+
+    fn children_with_cmdline(&self, prefix: &[u8]) -> Vec<i32> {
         let server_pid = self.pid() as i32;
         let mut inits = Vec::new();
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -117,7 +138,7 @@ impl TestServer {
             // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
             let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if ppid == Some(server_pid) && cmdline.starts_with(b"agentvm\0vm-init\0") {
+            if ppid == Some(server_pid) && cmdline.starts_with(prefix) {
                 inits.push(pid);
             }
         }
