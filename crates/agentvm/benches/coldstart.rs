@@ -23,6 +23,8 @@
 mod figures;
 #[path = "common/server.rs"]
 mod server;
+#[path = "common/ws.rs"]
+mod ws;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -30,12 +32,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentvm_protocol::{decode_action_response, decode_to_client, encode_action_request, encode_to_server};
-use agentvm_protocol::{Encoding, ToClient, ToServer, Value};
+use agentvm_protocol::{decode_action_response, decode_to_client, encode_action_request};
+use agentvm_protocol::{Encoding, ToClient, Value};
 use figures::{env_usize, percentile};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
+use ws::{ws_exec as ws_echo, Socket};
 
 const QUERY: &str = "rvt-namespace=default&rvt-method=getOrCreate&rvt-runner=default&rvt-crash-policy=sleep";
 /// Server options: no idle sleep, no creation limits (the benchmark is the only client).
@@ -161,26 +163,6 @@ impl Server {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), nix::sys::signal::Signal::SIGTERM);
         let _ = self.child.wait();
         started.elapsed()
-    }
-}
-
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// One `exec("echo hello")` over an open connection.
-async fn ws_echo(socket: &mut Socket, id: u64) {
-    let frame = encode_to_server(
-        Encoding::Bare,
-        4,
-        &ToServer::ActionRequest { id, name: "exec".into(), args: vec![Value::from("echo hello")] },
-    );
-    socket.send(Message::Binary(frame.into_bytes().into())).await.unwrap();
-    loop {
-        if let Message::Binary(bytes) = socket.next().await.unwrap().unwrap() {
-            if let ToClient::ActionResponse { id: got, output } = decode_to_client(Encoding::Bare, &bytes).unwrap().1 {
-                assert_eq!((got, output.get("stdout").and_then(Value::as_str)), (id, Some("hello\n")));
-                return;
-            }
-        }
     }
 }
 

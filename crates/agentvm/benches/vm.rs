@@ -21,8 +21,11 @@
 
 #[path = "common/server.rs"]
 mod server;
+#[path = "common/ws.rs"]
+mod ws;
 use server::start_server;
 use std::time::{Duration, Instant};
+use ws::ws_exec;
 
 use agentvm_vm::{ExecOptions, HostConfig, Vm, VmHost, VmOptions};
 
@@ -256,27 +259,4 @@ async fn server_figures(iterations: usize) -> Vec<(&'static str, Vec<Duration>)>
         ("WebSocket: connect + create VM + first `exec`", ws_cold),
         ("WebSocket: warm `exec` on an open connection", ws_warm),
     ]
-}
-
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// One `exec("echo hello")` over an open connection (bare encoding).
-async fn ws_exec(socket: &mut Socket, id: u64) {
-    use agentvm_protocol::{decode_to_client, encode_to_server, Encoding, ToClient, ToServer, Value};
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
-    let frame = encode_to_server(
-        Encoding::Bare,
-        4,
-        &ToServer::ActionRequest { id, name: "exec".into(), args: vec![Value::from("echo hello")] },
-    );
-    socket.send(Message::Binary(frame.into_bytes().into())).await.unwrap();
-    loop {
-        if let Message::Binary(bytes) = socket.next().await.unwrap().unwrap() {
-            if let ToClient::ActionResponse { id: got, output } = decode_to_client(Encoding::Bare, &bytes).unwrap().1 {
-                assert_eq!((got, output.get("stdout").and_then(Value::as_str)), (id, Some("hello\n")));
-                return;
-            }
-        }
-    }
 }
