@@ -42,7 +42,7 @@ use agentvm_protocol::keys::{self, Key};
 use agentvm_protocol::Value;
 
 /// Length of actor ids (lowercase hex), like the engine's 30-character ids.
-const ID_LEN: usize = 30;
+pub(crate) const ID_LEN: usize = 30;
 /// A quiet boot (for file actions) sleeps again after at most this long without actions.
 const QUIET_IDLE: Duration = Duration::from_secs(5);
 /// How long processes get to stop when a VM sleeps or is destroyed.
@@ -100,6 +100,8 @@ pub struct Actors {
     cron: crate::cron::Scheduler,
     /// Bounds how many VMs the scheduler wakes at once.
     cron_wakes: tokio::sync::Semaphore,
+    /// VMs booted ahead of time for presets with a `warm_pool` (see [`crate::pool`]).
+    pools: crate::pool::Pools,
 }
 
 #[derive(Default)]
@@ -154,6 +156,8 @@ pub struct Actor {
     persister: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Actions running now (a long `waitProcess` keeps the VM awake).
     in_flight: AtomicUsize,
+    /// A running VM taken from the warm pool, until the first boot takes it (see [`crate::pool`]).
+    adopted: Mutex<Option<Vm>>,
     last_activity: Mutex<Instant>,
     settings: Settings,
     shutting_down: Arc<AtomicBool>,
@@ -189,16 +193,26 @@ impl Actors {
             shutting_down: Arc::default(),
             cron: crate::cron::Scheduler::new(clock),
             cron_wakes: tokio::sync::Semaphore::new(crate::cron::run::PARALLEL_WAKES),
+            pools: crate::pool::Pools::default(),
         });
         for (actor_id, job_id, due_ms) in due {
             actors.cron.plan(&actor_id, &job_id, Some(due_ms));
         }
+        let live = actors.registry.live()?;
+        // VMs an earlier server booted for its warm pools and no key took.
+        for id in crate::pool::leftovers(&actors.vms_dir) {
+            if !live.iter().any(|r| r.actor_id == id) {
+                if let Err(e) = actors.host.remove_vm_data(&id) {
+                    tracing::warn!("removing an unused pooled VM of an earlier run: {e}");
+                }
+            }
+        }
         let mut loaded = Vec::new();
-        for record in actors.registry.live()? {
+        for record in live {
             let dir = actors.vms_dir.join(&record.actor_id);
             let (next_seq, last_event) = prepare_files(&dir, settings.event_retention)?;
             let address = (record.namespace, record.name, record.key);
-            let actor = actors.instantiate(record.actor_id, address, record.created_ms, dir, next_seq);
+            let actor = actors.instantiate(record.actor_id, address, record.created_ms, dir, next_seq, None);
             *actor.last_event.lock().unwrap() = last_event;
             loaded.push(actor);
         }
@@ -214,15 +228,17 @@ impl Actors {
         Ok(actors)
     }
 
-    fn instantiate(&self, id: String, address: Address, created_ms: u64, dir: PathBuf, next_seq: u64) -> Arc<Actor> {
+    /// A new actor; `events`: the event log of the pooled VM it takes (see [`crate::pool`]).
+    fn instantiate(
+        &self,
+        id: String,
+        address: Address,
+        created_ms: u64,
+        dir: PathBuf,
+        next_seq: u64,
+        events: Option<Arc<EventLog>>,
+    ) -> Arc<Actor> {
         let (namespace, name, rest_key) = address;
-        // Nothing is retained in memory for replay: `getVmEvents` reads the durable log.
-        let limits = Retention {
-            bytes: 0,
-            queue_bytes: self.settings.event_queue_bytes,
-            stall_grace: EVENT_STALL_GRACE,
-            backlog_bytes: EVENT_BACKLOG_BYTES,
-        };
         let preset = self.presets.get(&name).ok();
         Arc::new(Actor {
             id,
@@ -234,7 +250,7 @@ impl Actors {
             agents: Arc::clone(self.presets.agents()),
             dir: dir.clone(),
             host: self.host.clone(),
-            events: EventLog::durable(limits, next_seq),
+            events: events.unwrap_or_else(|| self.new_event_log(next_seq)),
             store: Arc::new(EventFile::new(dir.join("vm.sqlite3"), self.settings.event_retention)),
             lifecycle: Arc::default(),
             sessions: crate::sessions::Sessions::default(),
@@ -243,6 +259,7 @@ impl Actors {
             booted_ms: Mutex::new(None),
             persister: Mutex::new(None),
             in_flight: AtomicUsize::new(0),
+            adopted: Mutex::new(None),
             last_activity: Mutex::new(Instant::now()),
             settings: self.settings,
             shutting_down: Arc::clone(&self.shutting_down),
@@ -275,42 +292,128 @@ impl Actors {
             return Ok((Arc::clone(actor), false));
         }
         self.creations.try_take().map_err(|retry_after| ActorError::RateLimited { retry_after })?;
+        // A VM of the preset's warm pool, unless the client asked for its own settings.
+        let pooled = if input.is_none() { self.take_pooled(name) } else { None };
+        let pooled_id = pooled.as_ref().map(|p| p.id.clone());
         let (registry, vms_dir, max_vms) = (Arc::clone(&self.registry), self.vms_dir.clone(), self.settings.max_vms);
         let retention = self.settings.event_retention;
         let (ns, n, k) = address.clone();
         let key = key.to_vec();
-        let (resolved, dir, next_seq) = blocking(move || -> Result<_, ActorError> {
-            let resolved = registry
-                .get_or_create(&ns, &n, &k, now_ms(), max_vms, |generation| actor_id(&ns, &n, &key, generation))?;
+        let resolved = blocking(move || -> Result<_, ActorError> {
+            let make_id = |generation| pooled_id.clone().unwrap_or_else(|| actor_id(&ns, &n, &key, generation));
+            let resolved = registry.get_or_create(&ns, &n, &k, now_ms(), max_vms, make_id)?;
             let record = match &resolved {
                 Resolved::Existing(record) | Resolved::Created(record) => record,
-                Resolved::Full { limit } => return Err(ActorError::TooManyVms { limit: *limit }),
+                Resolved::Full { limit } => return Ok((Resolved::Full { limit: *limit }, PathBuf::new(), 0)),
             };
             let dir = vms_dir.join(&record.actor_id);
             let (next_seq, _) = prepare_files(&dir, retention)?;
             if matches!(resolved, Resolved::Created(_)) {
+                if pooled_id.as_ref() == Some(&record.actor_id) {
+                    crate::pool::mark_taken(&dir)?;
+                }
                 client.save(&dir)?;
             }
             Ok((resolved, dir, next_seq))
         })
-        .await??;
+        .await?;
+        let (resolved, dir, next_seq) = match resolved {
+            Ok(resolved) => resolved,
+            Err(e) => {
+                if let Some(pooled) = pooled {
+                    self.pools.give_back(name, pooled);
+                }
+                return Err(e);
+            }
+        };
         let (record, created) = match resolved {
             Resolved::Existing(record) => (record, false),
             Resolved::Created(record) => (record, true),
-            Resolved::Full { limit } => return Err(ActorError::TooManyVms { limit }),
+            Resolved::Full { limit } => {
+                if let Some(pooled) = pooled {
+                    self.pools.give_back(name, pooled);
+                }
+                return Err(ActorError::TooManyVms { limit });
+            }
         };
+        // The pooled VM is the new actor's only if the registry took its id.
+        let (adopted, unused) = match pooled {
+            Some(p) if created && p.id == record.actor_id => (Some(p), None),
+            other => (None, other),
+        };
+        if let Some(pooled) = unused {
+            self.pools.give_back(name, pooled);
+        }
         let actor = {
             let mut index = self.index.lock().unwrap();
             if let Some(existing) = index.by_id.get(&record.actor_id) {
                 // A concurrent resolve of the same address got there first.
                 return Ok((Arc::clone(existing), created));
             }
-            let actor = self.instantiate(record.actor_id, address, record.created_ms, dir, next_seq);
+            let events = adopted.as_ref().map(|p| Arc::clone(&p.events));
+            let actor = self.instantiate(record.actor_id, address, record.created_ms, dir, next_seq, events);
             index.insert(&actor);
             actor
         };
         actor.start_persisting();
+        if let Some(pooled) = adopted {
+            *actor.adopted.lock().unwrap() = Some(pooled.vm);
+            // Awake at once, as if this request had booted it (an idle pooled VM is not kept
+            // running by an actor that nobody asked to boot).
+            if let Err(e) = actor.vm(false).await {
+                tracing::warn!(actor = %actor.id, "starting a VM taken from the warm pool: {e}");
+            }
+        }
         Ok((actor, created))
+    }
+
+    /// A running VM from `name`'s warm pool, if it has one (dead ones are discarded).
+    fn take_pooled(&self, name: &str) -> Option<crate::pool::Pooled> {
+        while let Some(pooled) = self.pools.take(name) {
+            if pooled.vm.is_running() {
+                return Some(pooled);
+            }
+            let host = self.host.clone();
+            tokio::spawn(async move {
+                let id = pooled.id.clone();
+                drop(pooled);
+                let _ = blocking(move || host.remove_vm_data(&id)).await;
+            });
+        }
+        None
+    }
+
+    /// An actor's event log, numbering from `next_seq`. Nothing is retained in memory for
+    /// replay: `getVmEvents` reads the durable log.
+    pub(crate) fn new_event_log(&self, next_seq: u64) -> Arc<EventLog> {
+        let limits = Retention {
+            bytes: 0,
+            queue_bytes: self.settings.event_queue_bytes,
+            stall_grace: EVENT_STALL_GRACE,
+            backlog_bytes: EVENT_BACKLOG_BYTES,
+        };
+        EventLog::durable(limits, next_seq)
+    }
+
+    pub(crate) fn vms_dir(&self) -> &Path {
+        &self.vms_dir
+    }
+
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub(crate) fn pools(&self) -> &crate::pool::Pools {
+        &self.pools
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Keeps the warm pools of the presets that have one full, until the server shuts down.
+    pub async fn run_pools(self: Arc<Self>) {
+        crate::pool::refill_forever(Arc::downgrade(&self)).await
     }
 
     /// The host of every VM (its data directory's software layer answers `listAgents`).
@@ -454,6 +557,9 @@ impl Actors {
         let mut stops = tokio::task::JoinSet::new();
         for actor in self.all() {
             stops.spawn(async move { actor.stop().await });
+        }
+        for pooled in self.pools.drain() {
+            crate::pool::discard(self, pooled).await;
         }
         while stops.join_next().await.is_some() {}
     }
@@ -648,6 +754,15 @@ impl Actor {
         let Some(preset) = self.preset.clone() else {
             return Err(ActorError::UnknownActorName { name: self.name.clone(), known: Vec::new() });
         };
+        // A VM from the warm pool, already running (see `Actors::resolve`).
+        let adopted = self.adopted.lock().unwrap().take();
+        if let Some(vm) = adopted.filter(Vm::is_running) {
+            self.sessions.clear();
+            tracing::info!(actor = %self.id, name = %self.name, key = %keys::to_rest(&self.key), "VM taken from the warm pool");
+            *self.booted_ms.lock().unwrap() = Some(now_ms());
+            tokio::spawn(watch_for_crash(Arc::downgrade(&self), vm.clone()));
+            return Ok(vm);
+        }
         let dir = self.dir.clone();
         let mut client = blocking(move || ClientOptions::load(&dir)).await??;
         let dropped = client.restrict_to(&preset);

@@ -37,6 +37,8 @@ pub mod lifecycle;
 pub mod limits;
 pub mod memory;
 pub mod network;
+mod pool;
+pub use pool::MAX_POOL as MAX_WARM_POOL;
 pub mod preset;
 pub mod preview;
 pub mod sessions;

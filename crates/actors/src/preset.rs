@@ -44,6 +44,8 @@ pub struct Preset {
     pub cron: crate::cron::CronLimits,
     /// What a client's `createWithInput` may set.
     pub client_settable: ClientSettable,
+    /// VMs kept booted ahead of time for new keys (0: none; see `crate::pool`).
+    pub warm_pool: usize,
 }
 
 /// How an agent's permission requests are answered in a VM of this preset.
@@ -200,6 +202,7 @@ impl Preset {
             sessions: SessionPolicy::default(),
             cron: crate::cron::CronLimits::default(),
             client_settable: ClientSettable::default(),
+            warm_pool: 0,
         }
     }
 

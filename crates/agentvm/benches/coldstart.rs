@@ -4,6 +4,7 @@
 //! - **cold**: create a VM + its first `exec("echo hello")` through the HTTP API, after an idle
 //!   gap (`AGENTVM_BENCH_GAP_MS`, default 300 ms: long enough for the kernel's RCU-synchronised
 //!   paths to go quiet) and back to back; n = `AGENTVM_BENCH_ITERS` (default 100); p50/p95/p99;
+//! - **warm pool**: the same create + first exec answered from a preset's `warm_pool` (8);
 //! - **warm**: `exec("echo hello")` on an awake VM over HTTP and over one WebSocket connection;
 //! - **memory staircase**: proportional memory (PSS) of the whole process tree (server, LXCFS,
 //!   every VM's processes) and the server's own PSS and descriptors at 0, 1, 10, 50, 100 idle VMs;
@@ -110,8 +111,13 @@ struct Server {
 
 impl Server {
     fn start(binary: &Path) -> Server {
+        Server::start_with(binary, &[])
+    }
+
+    fn start_with(binary: &Path, extra: &[&str]) -> Server {
         let dir = tempfile::Builder::new().prefix("agentvm-bench-").tempdir().unwrap();
-        let (child, url) = server::start_server_binary(binary, &dir.path().join("data"), SERVE_OPTIONS);
+        let options: Vec<&str> = SERVE_OPTIONS.iter().chain(extra).copied().collect();
+        let (child, url) = server::start_server_binary(binary, &dir.path().join("data"), &options);
         Server { child, url, http: reqwest::Client::new(), _dir: dir }
     }
 
@@ -278,6 +284,34 @@ async fn latency(server: &Server, table: &mut Table, subject: usize) {
     table.set(subject, &format!("warm exec over a connection (n={})", iterations * 5), quantiles(&mut ws_warm));
 }
 
+/// Create + first exec of new keys answered from a warm pool of 8 (`warm_pool` in the preset),
+/// after the same gap as the cold measure (the pool refills meanwhile).
+async fn warm_pool(binary: &Path, table: &mut Table, subject: usize) {
+    let iterations = env_usize("AGENTVM_BENCH_ITERS", 100);
+    let gap = Duration::from_millis(env_usize("AGENTVM_BENCH_GAP_MS", 300) as u64);
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "[actors.vm]\nwarm_pool = 8\n").unwrap();
+    let server = Server::start_with(binary, &["--config", config.path().to_str().unwrap()]);
+    // Until the pool is full: as many VMs as it holds, plus the launcher and LXCFS.
+    while process_tree(server.pid()).len() < 1 + 2 + 8 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut samples = Vec::new();
+    for i in 0..iterations {
+        tokio::time::sleep(gap).await;
+        let started = Instant::now();
+        server.echo(&format!("pooled-{i}")).await.unwrap();
+        samples.push(started.elapsed());
+    }
+    let gap_ms = gap.as_millis();
+    table.set(
+        subject,
+        &format!("create + first exec from a warm pool, after a {gap_ms} ms gap (n={iterations})"),
+        quantiles(&mut samples),
+    );
+    server.stop();
+}
+
 /// The memory staircase: the whole tree's PSS at 0, 1, 10, 50, 100 idle VMs.
 async fn memory(server: &Server, table: &mut Table, subject: usize) {
     let settle = || tokio::time::sleep(Duration::from_millis(500));
@@ -438,6 +472,10 @@ async fn main() {
                 let server = Server::start(&subject.binary);
                 latency(&server, &mut latency_table, i).await;
                 server.stop();
+                // Earlier builds have no warm pool.
+                if i + 1 == subjects.len() {
+                    warm_pool(&subject.binary, &mut latency_table, i).await;
+                }
             }
         }
         tables.push(latency_table.render("Latency through `agentvm serve` (ms: p50 / p95 / p99)", &subjects));

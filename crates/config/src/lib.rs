@@ -11,6 +11,7 @@
 //! [actors.coder]
 //! client_settable = ["env"]         # what createWithInput may set: "env", "limits" (default ["env"])
 //! env = { NODE_ENV = "development" }
+//! warm_pool = 4                     # VMs booted ahead of time for new keys (default 0, at most 64)
 //!
 //! [actors.coder.limits]
 //! memory = "2GiB"                   # bytes, or a number with KiB/MiB/GiB/TiB
@@ -174,6 +175,7 @@ struct ActorSection {
     #[serde(default)]
     cron: CronSection,
     client_settable: Option<Vec<Settable>>,
+    warm_pool: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -234,6 +236,13 @@ impl ActorSection {
         preset.preview = self.preview.into_limits()?;
         preset.sessions = self.sessions.into_policy(agents)?;
         preset.cron = self.cron.into_limits()?;
+        if let Some(size) = self.warm_pool {
+            let max = agentvm_actors::MAX_WARM_POOL as u64;
+            if *size.get_ref() > max {
+                return Err((Some(size.span()), format!("warm_pool: at most {max} VMs")));
+            }
+            preset.warm_pool = *size.get_ref() as usize;
+        }
         if let Some(settable) = self.client_settable {
             preset.client_settable = ClientSettable { env: false, limits: false };
             for item in settable {

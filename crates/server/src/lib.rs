@@ -226,6 +226,7 @@ pub async fn serve(
     let address = listener.local_addr()?;
     let idle = tokio::spawn(Arc::clone(&actors).sleep_idle_vms());
     let cron = tokio::spawn(Arc::clone(&actors).run_cron());
+    let pools = tokio::spawn(Arc::clone(&actors).run_pools());
     let state = Arc::new(AppState { config, actors, manual_clock });
     let app = routes::router(Arc::clone(&state));
     on_listening(address);
@@ -240,6 +241,7 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     idle.abort();
     cron.abort();
+    pools.abort();
     state.actors.shut_down().await;
     // Requests still in flight end once their VM stopped; do not wait for stragglers forever.
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
