@@ -524,6 +524,8 @@ impl Actors {
         // When VMs last went to sleep: memory is given back then, and once more after the
         // blocking threads that served them have ended (tokio keeps idle ones for 10 s).
         let mut trim_again_at: Option<Instant> = None;
+        let idle_closes = || crate::events::store::IDLE_CLOSES.load(Ordering::Relaxed);
+        let mut closes_seen = idle_closes();
         loop {
             tokio::time::sleep(period).await;
             // Stopping a VM takes a while (its processes get a grace period, its log is
@@ -541,7 +543,11 @@ impl Actors {
                 slept += usize::from(result.unwrap_or(false));
             }
             let again = trim_again_at.is_some_and(|at| Instant::now() >= at);
-            if slept > 0 || again {
+            // Idle awake VMs' logs closed meanwhile: what their connections held is free too.
+            let closes = idle_closes();
+            let closed = closes != closes_seen;
+            closes_seen = closes;
+            if slept > 0 || again || closed {
                 // What the VMs' event streams and processes held is free now; give it back.
                 let _ = blocking(crate::memory::release_free_memory).await;
                 trim_again_at = (slept > 0).then(|| Instant::now() + BLOCKING_THREADS_LINGER);

@@ -7,7 +7,8 @@
 //! - **warm pool**: the same create + first exec answered from a preset's `warm_pool` (8);
 //! - **warm**: `exec("echo hello")` on an awake VM over HTTP and over one WebSocket connection;
 //! - **memory staircase**: proportional memory (PSS) of the whole process tree (server, LXCFS,
-//!   every VM's processes) and the server's own PSS and descriptors at 0, 1, 10, 50, 100 idle VMs;
+//!   every VM's processes) and the server's own PSS and descriptors at 0, 1, 10, 50, 100 idle VMs
+//!   (2.5 s after their last exec);
 //! - **density** (`density` group): VMs created four at a time, with and without an open shell
 //!   each, up to `AGENTVM_BENCH_DENSITY` (default 1000; 10000 for the full run) or the first
 //!   refusal, recording at each step the creation rate, memory per VM and warm exec latency on
@@ -44,6 +45,10 @@ const QUERY: &str = "rvt-namespace=default&rvt-method=getOrCreate&rvt-runner=def
 /// Server options: no idle sleep, no creation limits (the benchmark is the only client).
 const SERVE_OPTIONS: &[&str] =
     &["--idle-timeout", "100000", "--max-vms", "1000000", "--max-creates-per-second", "0", "--create-burst", "100000"];
+
+/// How long after their last exec VMs count as idle (the server closes an awake VM's event
+/// log after 2 s without events).
+const IDLE_SETTLE: Duration = Duration::from_millis(2500);
 
 /// One measured binary: its label and path.
 struct Subject {
@@ -314,7 +319,7 @@ async fn warm_pool(binary: &Path, table: &mut Table, subject: usize) {
 
 /// The memory staircase: the whole tree's PSS at 0, 1, 10, 50, 100 idle VMs.
 async fn memory(server: &Server, table: &mut Table, subject: usize) {
-    let settle = || tokio::time::sleep(Duration::from_millis(500));
+    let settle = || tokio::time::sleep(IDLE_SETTLE);
     settle().await;
     let empty = footprint(server);
     table.set(subject, "0 VMs: tree PSS, server PSS, server fds", describe(&empty, None));
@@ -415,7 +420,7 @@ async fn density(binary: &Path, with_shell: bool, table: &mut Table, subject: us
         }
         made = step;
         let rate = count as f64 / started.elapsed().as_secs_f64();
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(IDLE_SETTLE).await;
         let now = footprint(&server);
         let mut warm = Vec::new();
         for _ in 0..100 {

@@ -61,6 +61,9 @@ async fn new_keys_take_pooled_vms_that_share_nothing() {
     let second = stdout(&server, "second", "ls -A /home/user; ps -e -o comm=; cat /tmp/* 2>/dev/null; true").await;
     assert!(!second.contains("mine") && !second.contains("sleep"), "{second}");
     assert!(stdout(&server, "second", "test -e /home/user/mine || echo absent").await.contains("absent"));
+    // Each has its own host uid range, as every VM does.
+    let map = "cat /proc/self/uid_map";
+    assert_ne!(stdout(&server, "first", map).await, stdout(&server, "second", map).await);
     // ...and the first still has its own.
     assert_eq!(stdout(&server, "first", "cat /home/user/mine").await, "secret-of-first\n");
     assert!(stdout(&server, "first", "ps -e -o comm=").await.contains("sleep"));

@@ -275,7 +275,15 @@ pub fn send_datagram(socket: BorrowedFd<'_>, datagram: &[u8], fds: &[RawFd]) -> 
 pub struct Receiver {
     partial: Vec<u8>,
     fds: Vec<OwnedFd>,
-    buffer: Vec<u8>,
+    /// What the last datagram said: more fragments follow; the peer closed.
+    more: bool,
+    closed: bool,
+}
+
+thread_local! {
+    /// Where datagrams land before [`Receiver::receive`] copies their payload out: one per
+    /// thread rather than one per receiver, since a server has a receiver for every VM.
+    static DATAGRAM: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; FRAGMENT_PAYLOAD + 1]);
 }
 
 /// What one call to [`Receiver::receive`] produced.
@@ -290,15 +298,15 @@ pub enum Received<T> {
 
 impl Receiver {
     pub fn new() -> Self {
-        Receiver { partial: Vec::new(), fds: Vec::new(), buffer: vec![0; FRAGMENT_PAYLOAD + 1] }
+        Receiver { partial: Vec::new(), fds: Vec::new(), more: false, closed: false }
     }
 
-    /// Reads one datagram (following the socket's blocking mode). Received descriptors are
-    /// close-on-exec.
-    pub fn receive<T: for<'de> Deserialize<'de>>(&mut self, socket: BorrowedFd<'_>) -> io::Result<Received<T>> {
+    /// Reads one datagram into `buffer` and appends its payload and descriptors to the message
+    /// being assembled; sets `more` and `closed`.
+    fn receive_into(&mut self, buffer: &mut [u8], socket: BorrowedFd<'_>) -> io::Result<()> {
         let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS]);
         let (len, truncated, fds) = {
-            let mut iov = [IoSliceMut::new(&mut self.buffer)];
+            let mut iov = [IoSliceMut::new(buffer)];
             let msg = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut cmsg_space), MsgFlags::MSG_CMSG_CLOEXEC)
                 .map_err(io::Error::from)?;
             let mut fds = Vec::new();
@@ -311,23 +319,36 @@ impl Receiver {
             let truncated = msg.flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
             (msg.bytes, truncated, fds)
         };
-        if len == 0 {
-            return Ok(Received::Closed);
+        self.closed = len == 0;
+        self.more = false;
+        if self.closed {
+            return Ok(());
         }
         if truncated {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "control datagram truncated"));
         }
         self.fds.extend(fds);
-        let more = self.buffer[0] == MORE;
+        self.more = buffer[0] == MORE;
         if self.partial.len() + len - 1 > MAX_MESSAGE {
             self.partial.clear();
             self.fds.clear();
             return Err(io::Error::new(io::ErrorKind::InvalidData, "control message exceeds the size limit"));
         }
-        self.partial.extend_from_slice(&self.buffer[1..len]);
-        if more {
+        self.partial.extend_from_slice(&buffer[1..len]);
+        Ok(())
+    }
+
+    /// Reads one datagram (following the socket's blocking mode). Received descriptors are
+    /// close-on-exec.
+    pub fn receive<T: for<'de> Deserialize<'de>>(&mut self, socket: BorrowedFd<'_>) -> io::Result<Received<T>> {
+        DATAGRAM.with(|buffer| self.receive_into(&mut buffer.borrow_mut(), socket))?;
+        if self.more {
             return Ok(Received::Partial);
         }
+        if self.closed {
+            return Ok(Received::Closed);
+        }
+
         let body = std::mem::take(&mut self.partial);
         let fds = std::mem::take(&mut self.fds);
         let message = serde_json::from_slice(&body)

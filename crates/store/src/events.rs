@@ -60,6 +60,27 @@ impl Default for Retention {
     }
 }
 
+/// Gives a VM's connection a small lookaside allocator (8 KiB) instead of SQLite's default
+/// 120 KiB, which SQLite touches in full when the connection opens: with a connection open for
+/// every awake VM, that default was most of the server's memory per VM. The lookaside only
+/// speeds up small allocations; a VM's log makes few.
+fn small_lookaside(connection: &Connection) {
+    const SLOT_BYTES: i32 = 256;
+    const SLOTS: i32 = 32;
+    // SAFETY: `handle` is this open connection's; SQLITE_DBCONFIG_LOOKASIDE takes a buffer
+    // (null: SQLite allocates it), a slot size and a slot count, and may be called while no
+    // lookaside memory is in use, as here, right after the open.
+    unsafe {
+        rusqlite::ffi::sqlite3_db_config(
+            connection.handle(),
+            rusqlite::ffi::SQLITE_DBCONFIG_LOOKASIDE,
+            std::ptr::null_mut::<std::ffi::c_void>(),
+            SLOT_BYTES,
+            SLOTS,
+        );
+    }
+}
+
 /// Page size of a new event log.
 const PAGE_SIZE: u64 = 65536;
 
@@ -121,6 +142,7 @@ impl EventStore {
     pub fn open(path: &Path, retention: Retention) -> Result<EventStore> {
         let what = format!("opening the event log {}", path.display());
         let connection = Connection::open(path).context(&what)?;
+        small_lookaside(&connection);
         // Page size and auto-vacuum only take effect on a new, empty file.
         connection
             .execute_batch(&format!(
@@ -141,12 +163,14 @@ impl EventStore {
         &mut self.connection
     }
 
-    /// Frees the connection's page cache. Pages are 64 KiB, so even a quiet log keeps hundreds
-    /// of KiB cached per VM; an idle VM's log then holds almost none, and its next write reads
-    /// back from the operating system's cache the few pages it needs.
+    /// Frees the connection's page cache and compiled statements. Pages are 64 KiB, so even a
+    /// quiet log keeps hundreds of KiB cached per VM; an idle VM's log then holds almost none,
+    /// and its next write reads back from the operating system's cache the few pages it needs.
     pub fn release_memory(&mut self) {
         // On failure the cache simply stays: nothing is lost.
         let _ = self.connection.execute_batch("PRAGMA shrink_memory");
+        // The compiled statements of the appends go too (they are compiled again when needed).
+        self.connection.flush_prepared_statement_cache();
     }
 
     /// The sequence number the next event gets.

@@ -19,13 +19,21 @@ const PERSIST_BATCH_EVENTS: usize = 1024;
 const PERSIST_BATCH_BYTES: usize = 4 << 20;
 /// Most payload bytes one `getVmEvents` call returns (at least one event).
 pub(crate) const READ_MAX_BYTES: u64 = 16 << 20;
+/// An awake VM's log is closed after this long without events (see [`EventFile`]).
+const CLOSE_IDLE_AFTER: Duration = Duration::from_secs(2);
+
+/// Logs closed for being idle, ever: the server gives the memory they held back to the system
+/// when this moves (see `Actors::sleep_idle_vms`).
+pub(crate) static IDLE_CLOSES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// Waits between attempts when writing fails (a full disk), doubling up to the last.
 const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// A VM's event log file, open only while needed: kept open while the VM is awake, closed when
-/// it sleeps, so that sleeping actors hold no descriptors (a server may know many thousands).
-/// Used only from blocking threads.
+/// A VM's event log file, open only while needed: kept open while the VM is awake and busy,
+/// closed when it sleeps and after [`CLOSE_IDLE_AFTER`] without events, so that sleeping and
+/// idle actors hold no descriptor and no SQLite memory (a server may run many thousands; an
+/// open connection costs ~130 KiB, mostly buffers of the log's 64 KiB page size). Used only
+/// from blocking threads.
 pub(crate) struct EventFile {
     path: PathBuf,
     retention: EventRetention,
@@ -84,9 +92,15 @@ impl EventFile {
         }
     }
 
-    /// Closes the log without touching it (its files are about to be deleted). Blocking.
+    /// Closes the log without touching it (its files are about to be deleted, or it was idle).
+    /// Blocking.
     pub(crate) fn forget(&self) {
         self.open.lock().unwrap().take();
+    }
+
+    /// Whether the log is open now.
+    fn is_open(&self) -> bool {
+        self.open.lock().unwrap().is_some()
     }
 }
 
@@ -100,7 +114,23 @@ pub(crate) async fn persist(
     awake: impl Fn() -> bool,
     newest: Arc<Mutex<Option<(String, u64)>>>,
 ) {
-    while let Some(batch) = log.take_unpersisted(PERSIST_BATCH_EVENTS, PERSIST_BATCH_BYTES).await {
+    loop {
+        let next = log.take_unpersisted(PERSIST_BATCH_EVENTS, PERSIST_BATCH_BYTES);
+        let batch = if file.is_open() {
+            match tokio::time::timeout(CLOSE_IDLE_AFTER, next).await {
+                Ok(batch) => batch,
+                Err(_idle) => {
+                    // Nothing lost: taking a batch only starts once one is there.
+                    let idle = Arc::clone(&file);
+                    let _ = tokio::task::spawn_blocking(move || idle.forget()).await;
+                    IDLE_CLOSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    continue;
+                }
+            }
+        } else {
+            next.await
+        };
+        let Some(batch) = batch else { break };
         let Some(last) = batch.last().map(|e| e.seq) else { continue };
         let stored: Arc<Vec<StoredEvent>> = Arc::new(batch.iter().map(|e| wire::to_stored(e)).collect());
         drop(batch);
