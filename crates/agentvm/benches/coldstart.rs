@@ -244,6 +244,18 @@ fn machine() -> String {
     )
 }
 
+/// Create + first exec of `count` new keys, each after `gap`.
+async fn creates_after_gaps(server: &Server, prefix: &str, count: usize, gap: Duration) -> Vec<Duration> {
+    let mut samples = Vec::with_capacity(count);
+    for i in 0..count {
+        tokio::time::sleep(gap).await;
+        let started = Instant::now();
+        server.echo(&format!("{prefix}-{i}")).await.unwrap();
+        samples.push(started.elapsed());
+    }
+    samples
+}
+
 /// Cold create + first exec (after a gap and back to back) and warm exec.
 async fn latency(server: &Server, table: &mut Table, subject: usize) {
     let iterations = env_usize("AGENTVM_BENCH_ITERS", 100);
@@ -251,13 +263,7 @@ async fn latency(server: &Server, table: &mut Table, subject: usize) {
     for i in 0..5 {
         server.echo(&format!("warmup-{i}")).await.unwrap();
     }
-    let mut after_gap = Vec::new();
-    for i in 0..iterations {
-        tokio::time::sleep(gap).await;
-        let started = Instant::now();
-        server.echo(&format!("gap-{i}")).await.unwrap();
-        after_gap.push(started.elapsed());
-    }
+    let mut after_gap = creates_after_gaps(server, "gap", iterations, gap).await;
     let mut back_to_back = Vec::new();
     for i in 0..iterations {
         let started = Instant::now();
@@ -301,13 +307,7 @@ async fn warm_pool(binary: &Path, table: &mut Table, subject: usize) {
     while process_tree(server.pid()).len() < 1 + 2 + 8 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut samples = Vec::new();
-    for i in 0..iterations {
-        tokio::time::sleep(gap).await;
-        let started = Instant::now();
-        server.echo(&format!("pooled-{i}")).await.unwrap();
-        samples.push(started.elapsed());
-    }
+    let mut samples = creates_after_gaps(&server, "pooled", iterations, gap).await;
     let gap_ms = gap.as_millis();
     table.set(
         subject,

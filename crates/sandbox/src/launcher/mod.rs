@@ -99,6 +99,13 @@ pub struct Cloned {
 
 /// The server's handle on its launcher process. Launches are serialised.
 ///
+/// Memory accounting: a page is charged to the memory cgroup of the process that first
+/// touches it. The launcher and a VM's first process share the launcher's pages copy-on-write,
+/// so a few pages (the launcher's stack and the heap it writes after a clone) end up charged to
+/// a neighbouring VM's cgroup rather than their user's: a handful of KiB per VM, and a
+/// destroyed VM's memory cgroup may stay in the kernel (offline) while the next VM still uses
+/// such a page. Bounded by the number of running VMs.
+///
 /// **Cgroups without the slow attach.** Moving a process into a v1 cgroup waits for an RCU grace
 /// period when no move happened for a while (6–7 ms here, against 0.1 ms back to back), and a
 /// clone inherits its parent's cgroups. So the launcher waits for the next VM *inside* that
