@@ -275,9 +275,16 @@ pub fn send_datagram(socket: BorrowedFd<'_>, datagram: &[u8], fds: &[RawFd]) -> 
 pub struct Receiver {
     partial: Vec<u8>,
     fds: Vec<OwnedFd>,
-    /// What the last datagram said: more fragments follow; the peer closed.
-    more: bool,
-    closed: bool,
+}
+
+/// What one datagram was.
+enum Fragment {
+    /// The peer closed the socket.
+    Closed,
+    /// More fragments of the same message follow.
+    More,
+    /// The message's last fragment.
+    Last,
 }
 
 thread_local! {
@@ -298,12 +305,12 @@ pub enum Received<T> {
 
 impl Receiver {
     pub fn new() -> Self {
-        Receiver { partial: Vec::new(), fds: Vec::new(), more: false, closed: false }
+        Receiver { partial: Vec::new(), fds: Vec::new() }
     }
 
     /// Reads one datagram into `buffer` and appends its payload and descriptors to the message
-    /// being assembled; sets `more` and `closed`.
-    fn receive_into(&mut self, buffer: &mut [u8], socket: BorrowedFd<'_>) -> io::Result<()> {
+    /// being assembled.
+    fn receive_into(&mut self, buffer: &mut [u8], socket: BorrowedFd<'_>) -> io::Result<Fragment> {
         let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS]);
         let (len, truncated, fds) = {
             let mut iov = [IoSliceMut::new(buffer)];
@@ -319,34 +326,29 @@ impl Receiver {
             let truncated = msg.flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
             (msg.bytes, truncated, fds)
         };
-        self.closed = len == 0;
-        self.more = false;
-        if self.closed {
-            return Ok(());
+        if len == 0 {
+            return Ok(Fragment::Closed);
         }
         if truncated {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "control datagram truncated"));
         }
         self.fds.extend(fds);
-        self.more = buffer[0] == MORE;
         if self.partial.len() + len - 1 > MAX_MESSAGE {
             self.partial.clear();
             self.fds.clear();
             return Err(io::Error::new(io::ErrorKind::InvalidData, "control message exceeds the size limit"));
         }
         self.partial.extend_from_slice(&buffer[1..len]);
-        Ok(())
+        Ok(if buffer[0] == MORE { Fragment::More } else { Fragment::Last })
     }
 
     /// Reads one datagram (following the socket's blocking mode). Received descriptors are
     /// close-on-exec.
     pub fn receive<T: for<'de> Deserialize<'de>>(&mut self, socket: BorrowedFd<'_>) -> io::Result<Received<T>> {
-        DATAGRAM.with(|buffer| self.receive_into(&mut buffer.borrow_mut(), socket))?;
-        if self.more {
-            return Ok(Received::Partial);
-        }
-        if self.closed {
-            return Ok(Received::Closed);
+        match DATAGRAM.with(|buffer| self.receive_into(&mut buffer.borrow_mut(), socket))? {
+            Fragment::Closed => return Ok(Received::Closed),
+            Fragment::More => return Ok(Received::Partial),
+            Fragment::Last => {}
         }
 
         let body = std::mem::take(&mut self.partial);
