@@ -269,6 +269,17 @@ impl EventStore {
         self.connection.execute_batch("PRAGMA incremental_vacuum;").context("compacting the event log")
     }
 
+    /// Writes a consistent copy of the log (every committed event) to `dest`, a file that must
+    /// not exist: a snapshot of the VM's history, taken while it keeps running.
+    pub fn copy_to(&self, dest: &Path) -> Result<()> {
+        let dest = dest
+            .to_str()
+            .ok_or_else(|| rusqlite::Error::InvalidPath(dest.to_path_buf()))
+            .context("copying the event log")?;
+        self.connection.execute("VACUUM INTO ?1", params![dest]).context("copying the event log")?;
+        Ok(())
+    }
+
     fn load_state(&self) -> Result<LogState> {
         let stored = self
             .connection

@@ -51,7 +51,10 @@ impl Disks {
             return Ok(plain);
         }
         match QuotaFs::open(&image, &data.join("disk")) {
-            Ok(quota) => Ok(Disks { vms_dir: vms_dir.to_path_buf(), quota: Some(quota) }),
+            Ok(quota) => {
+                sweep_snapshots(&quota);
+                Ok(Disks { vms_dir: vms_dir.to_path_buf(), quota: Some(quota) })
+            }
             // An image that exists holds VMs' files: running without it would lose them.
             Err(e) if image.exists() => {
                 Err(VmError::io(format!("mounting the VM disk {}", image.display()), std::io::Error::other(e)))
@@ -113,7 +116,73 @@ impl Disks {
     }
 }
 
+/// Deletes the files snapshots a server that ended mid-copy left (see [`LayersSnapshot`]).
+fn sweep_snapshots(quota: &QuotaFs) {
+    let Ok(entries) = fs::read_dir(quota.mountpoint()) else { return };
+    for entry in entries.flatten() {
+        if entry.file_name().to_str().is_some_and(|n| n.starts_with(".snapshot-")) {
+            if let Err(e) = quota.delete_snapshot(&entry.path()) {
+                tracing::warn!(snapshot = %entry.path().display(), "deleting a leftover VM files snapshot: {e}");
+            }
+        }
+    }
+}
+
+/// A VM's files (its `upper` layer) at one instant, for copying out: a read-only snapshot of
+/// its volume, deleted when this is dropped, or, without quota volumes, the live directory.
+pub struct LayersSnapshot {
+    host: VmHost,
+    snapshot: Option<PathBuf>,
+    upper: PathBuf,
+}
+
+impl LayersSnapshot {
+    /// The `upper` directory to copy.
+    pub fn upper(&self) -> &Path {
+        &self.upper
+    }
+
+    /// Whether it is a point-in-time copy (a snapshot) rather than the live directory.
+    pub fn is_point_in_time(&self) -> bool {
+        self.snapshot.is_some()
+    }
+}
+
+impl Drop for LayersSnapshot {
+    fn drop(&mut self) {
+        if let (Some(snapshot), Some(quota)) = (&self.snapshot, &self.host.inner.disks.quota) {
+            if let Err(e) = quota.delete_snapshot(snapshot) {
+                tracing::warn!(snapshot = %snapshot.display(), "deleting a VM files snapshot: {e}");
+            }
+        }
+    }
+}
+
 impl VmHost {
+    /// The VM's files as they are now (see [`LayersSnapshot`]); `tag` makes the snapshot's name
+    /// unique. Without a quota volume the live `upper` is returned: copy it while the VM is
+    /// stopped for a consistent copy. Blocking.
+    pub fn snapshot_layers(&self, id: &str, tag: &str) -> Result<LayersSnapshot> {
+        crate::host::validate_id(id)?;
+        let dir = self.layers_dir(id);
+        let quota = self.inner.disks.quota.as_ref().filter(|_| QuotaFs::is_volume(&dir));
+        let Some(quota) = quota else {
+            return Ok(LayersSnapshot { host: self.clone(), snapshot: None, upper: dir.join("upper") });
+        };
+        let snapshot =
+            quota.snapshot(id, tag).map_err(|e| VmError::io(format!("VM {id}"), std::io::Error::other(e)))?;
+        let upper = snapshot.join("upper");
+        Ok(LayersSnapshot { host: self.clone(), snapshot: Some(snapshot), upper })
+    }
+
+    /// The directory a VM's `upper` goes in, made (a quota volume where quotas apply) if
+    /// needed: where a VM's files restored from elsewhere are written before its first boot
+    /// here. Blocking.
+    pub fn prepare_layers(&self, id: &str) -> Result<PathBuf> {
+        crate::host::validate_id(id)?;
+        self.inner.disks.prepare(id)
+    }
+
     /// The directory holding the VM's layers: `upper` (its files) and `work`.
     pub fn layers_dir(&self, id: &str) -> PathBuf {
         self.inner.disks.layers_dir(id)

@@ -1,5 +1,6 @@
 //! The few btrfs ioctls the quota filesystem needs: create a subvolume, enable simple quotas,
-//! limit a subvolume's quota group.
+//! limit a subvolume's quota group, take and delete a read-only snapshot of a subvolume (a
+//! VM's files at one instant, copied out while the VM keeps running).
 //!
 //! Written here because no maintained Rust crate wraps them without linking the C library
 //! `libbtrfsutil`; each is one `ioctl` on a directory descriptor with a plain C struct.
@@ -35,6 +36,20 @@ struct VolArgs {
     name: [u8; 4088],
 }
 const SUBVOL_CREATE: libc::c_ulong = ioc(IOC_WRITE, 14, size_of::<VolArgs>());
+
+const SNAP_DESTROY: libc::c_ulong = ioc(IOC_WRITE, 15, size_of::<VolArgs>());
+
+/// `struct btrfs_ioctl_vol_args_v2` (the `size`/`qgroup_inherit` union as its 32 bytes).
+#[repr(C)]
+struct VolArgsV2 {
+    fd: i64,
+    transid: u64,
+    flags: u64,
+    unused: [u64; 4],
+    name: [u8; 4040],
+}
+const SNAP_CREATE_V2: libc::c_ulong = ioc(IOC_WRITE, 23, size_of::<VolArgsV2>());
+const SUBVOL_RDONLY: u64 = 1 << 1;
 
 /// `struct btrfs_ioctl_quota_ctl_args`.
 #[repr(C)]
@@ -87,6 +102,48 @@ pub fn create_subvolume(parent: &File, name: &str) -> io::Result<()> {
     check(
         unsafe { libc::ioctl(parent.as_raw_fd(), SUBVOL_CREATE, &args as *const VolArgs) },
         &format!("creating btrfs subvolume {name}"),
+    )
+}
+
+/// Copies a NUL-terminated `name` into an ioctl's name field.
+fn put_name(field: &mut [u8], name: &str) -> io::Result<()> {
+    let c = CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))?;
+    let bytes = c.as_bytes_with_nul();
+    if bytes.len() > field.len() || name.contains('/') {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "invalid subvolume name"));
+    }
+    field[..bytes.len()].copy_from_slice(bytes);
+    Ok(())
+}
+
+/// Takes a read-only snapshot of the subvolume `source` (its root directory) as `name` in the
+/// directory `parent`: every file of the subvolume as it is at this instant, like after a
+/// power cut (what programs had not written yet is not in it).
+pub fn snapshot_subvolume(source: &File, parent: &File, name: &str) -> io::Result<()> {
+    let mut args = VolArgsV2 {
+        fd: i64::from(source.as_raw_fd()),
+        transid: 0,
+        flags: SUBVOL_RDONLY,
+        unused: [0; 4],
+        name: [0; 4040],
+    };
+    put_name(&mut args.name, name)?;
+    // SAFETY: BTRFS_IOC_SNAP_CREATE_V2 reads a `btrfs_ioctl_vol_args_v2` whose `fd` is an open
+    // descriptor of the source subvolume and whose name is NUL-terminated.
+    check(
+        unsafe { libc::ioctl(parent.as_raw_fd(), SNAP_CREATE_V2, &args as *const VolArgsV2) },
+        &format!("snapshotting into {name}"),
+    )
+}
+
+/// Deletes the subvolume (or snapshot) `name` in the directory `parent`, with its files.
+pub fn delete_subvolume(parent: &File, name: &str) -> io::Result<()> {
+    let mut args = VolArgs { fd: 0, name: [0; 4088] };
+    put_name(&mut args.name, name)?;
+    // SAFETY: BTRFS_IOC_SNAP_DESTROY reads a `btrfs_ioctl_vol_args` with a NUL-terminated name.
+    check(
+        unsafe { libc::ioctl(parent.as_raw_fd(), SNAP_DESTROY, &args as *const VolArgs) },
+        &format!("deleting btrfs subvolume {name}"),
     )
 }
 

@@ -114,6 +114,30 @@ impl QuotaFs {
         fs::symlink_metadata(path).is_ok_and(|m| m.is_dir() && m.ino() == btrfs::SUBVOLUME_ROOT_INODE)
     }
 
+    /// A read-only snapshot of the volume `name` (every file at one instant), at
+    /// `<mountpoint>/.snapshot-<name>-<tag>`; delete it with [`QuotaFs::delete_snapshot`].
+    pub fn snapshot(&self, name: &str, tag: &str) -> Result<PathBuf, QuotaError> {
+        let source = self.mountpoint.join(name);
+        let snapshot = format!(".snapshot-{name}-{tag}");
+        let open = |p: &Path| File::open(p).map_err(io_error(format!("opening {}", p.display())));
+        btrfs::snapshot_subvolume(&open(&source)?, &open(&self.mountpoint)?, &snapshot)
+            .map_err(io_error(format!("snapshotting {}", source.display())))?;
+        Ok(self.mountpoint.join(snapshot))
+    }
+
+    /// Deletes a snapshot [`QuotaFs::snapshot`] took.
+    pub fn delete_snapshot(&self, snapshot: &Path) -> Result<(), QuotaError> {
+        let name = snapshot
+            .strip_prefix(&self.mountpoint)
+            .ok()
+            .and_then(|n| n.to_str())
+            .filter(|n| n.starts_with(".snapshot-") && !n.contains('/'))
+            .ok_or_else(|| io_error("deleting a snapshot")(io::Error::from(io::ErrorKind::InvalidInput)))?;
+        let parent =
+            File::open(&self.mountpoint).map_err(io_error(format!("opening {}", self.mountpoint.display())))?;
+        btrfs::delete_subvolume(&parent, name).map_err(io_error(format!("deleting {}", snapshot.display())))
+    }
+
     /// Sets the quota of the volume at `path` (from [`QuotaFs::volume`]); `None` lifts it.
     pub fn set_limit(&self, path: &Path, bytes: Option<u64>) -> Result<(), QuotaError> {
         let dir = File::open(path).map_err(io_error(format!("opening {}", path.display())))?;
