@@ -102,7 +102,22 @@ pub struct Actors {
     cron_wakes: tokio::sync::Semaphore,
     /// VMs booted ahead of time for presets with a `warm_pool` (see [`crate::pool`]).
     pools: crate::pool::Pools,
+    /// Set when an engine places actors (see [`Placement`]): who decides that an idle VM
+    /// sleeps, and who learns that a client destroyed an actor.
+    placement: std::sync::OnceLock<Placement>,
 }
+
+/// What a front end whose engine places actors must hear of (see [`Actors::placed_by`]).
+pub struct Placement {
+    /// Called with an idle actor instead of stopping its VM (at every check while it stays
+    /// idle); the VM sleeps when whoever placed it calls [`Actor::stop`].
+    pub idle: ActorHook,
+    /// Called once a client's `destroy` action destroyed an actor here.
+    pub destroyed: ActorHook,
+}
+
+/// A front end's function called with an actor (see [`Placement`]).
+pub type ActorHook = Arc<dyn Fn(&Arc<Actor>) + Send + Sync>;
 
 #[derive(Default)]
 struct Index {
@@ -194,6 +209,7 @@ impl Actors {
             cron: crate::cron::Scheduler::new(clock),
             cron_wakes: tokio::sync::Semaphore::new(crate::cron::run::PARALLEL_WAKES),
             pools: crate::pool::Pools::default(),
+            placement: std::sync::OnceLock::new(),
         });
         for (actor_id, job_id, due_ms) in due {
             actors.cron.plan(&actor_id, &job_id, Some(due_ms));
@@ -278,6 +294,35 @@ impl Actors {
         create: bool,
         input: Option<&Value>,
     ) -> Result<(Arc<Actor>, bool), ActorError> {
+        self.resolve_inner(namespace, name, key, create, input, None).await
+    }
+
+    /// The actor at this address, created if missing with the id `id` and creation time an
+    /// engine that places actors gave it (or the host its state comes from, see
+    /// [`crate::portable`]) and the client's `input`; an existing actor is returned as is,
+    /// whatever its id.
+    pub async fn resolve_as(
+        &self,
+        namespace: &str,
+        name: &str,
+        key: &[String],
+        id: &str,
+        created_ms: u64,
+        input: Option<&Value>,
+    ) -> Result<Arc<Actor>, ActorError> {
+        agentvm_vm::validate_id(id)?;
+        Ok(self.resolve_inner(namespace, name, key, true, input, Some((id.to_string(), created_ms))).await?.0)
+    }
+
+    async fn resolve_inner(
+        &self,
+        namespace: &str,
+        name: &str,
+        key: &[String],
+        create: bool,
+        input: Option<&Value>,
+        restored: Option<(String, u64)>,
+    ) -> Result<(Arc<Actor>, bool), ActorError> {
         let preset = self.presets.get(name)?;
         let client = input.map(|input| ClientOptions::from_input(input, &preset)).transpose()?.unwrap_or_default();
         let address: Address = (namespace.to_string(), name.to_string(), keys::to_rest(key));
@@ -292,16 +337,21 @@ impl Actors {
             return Ok((Arc::clone(actor), false));
         }
         self.creations.try_take().map_err(|retry_after| ActorError::RateLimited { retry_after })?;
-        // A VM of the preset's warm pool, unless the client asked for its own settings.
-        let pooled = if input.is_none() { self.take_pooled(name) } else { None };
+        // A VM of the preset's warm pool, unless the client asked for its own settings (or the
+        // actor's state comes from elsewhere).
+        let pooled = if input.is_none() && restored.is_none() { self.take_pooled(name) } else { None };
         let pooled_id = pooled.as_ref().map(|p| p.id.clone());
         let (registry, vms_dir, max_vms) = (Arc::clone(&self.registry), self.vms_dir.clone(), self.settings.max_vms);
         let retention = self.settings.event_retention;
         let (ns, n, k) = address.clone();
         let key = key.to_vec();
+        let (forced_id, created_ms) = match restored {
+            Some((id, created_ms)) => (Some(id), created_ms),
+            None => (pooled_id.clone(), now_ms()),
+        };
         let resolved = blocking(move || -> Result<_, ActorError> {
-            let make_id = |generation| pooled_id.clone().unwrap_or_else(|| actor_id(&ns, &n, &key, generation));
-            let resolved = registry.get_or_create(&ns, &n, &k, now_ms(), max_vms, make_id)?;
+            let make_id = |generation| forced_id.clone().unwrap_or_else(|| actor_id(&ns, &n, &key, generation));
+            let resolved = registry.get_or_create(&ns, &n, &k, created_ms, max_vms, make_id)?;
             let record = match &resolved {
                 Resolved::Existing(record) | Resolved::Created(record) => record,
                 Resolved::Full { limit } => return Ok((Resolved::Full { limit: *limit }, PathBuf::new(), 0)),
@@ -518,6 +568,20 @@ impl Actors {
             .await
     }
 
+    /// From now on an engine places actors: an idle VM is not stopped by
+    /// [`Actors::sleep_idle_vms`] but reported to `placement.idle`, and destroys by clients are
+    /// reported to `placement.destroyed`. Set once.
+    pub fn placed_by(&self, placement: Placement) {
+        let _ = self.placement.set(placement);
+    }
+
+    /// A client destroyed `actor` (its `destroy` action).
+    pub(crate) fn destroyed_by_client(&self, actor: &Arc<Actor>) {
+        if let Some(placement) = self.placement.get() {
+            (placement.destroyed)(actor);
+        }
+    }
+
     /// Puts idle VMs to sleep; runs until the server stops.
     pub async fn sleep_idle_vms(self: Arc<Self>) {
         let period = (self.settings.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
@@ -536,6 +600,12 @@ impl Actors {
             for actor in awake {
                 if stops.len() >= PARALLEL_SLEEPS {
                     slept += usize::from(stops.join_next().await.is_some_and(|r| r.unwrap_or(false)));
+                }
+                if let Some(placement) = self.placement.get() {
+                    if actor.is_idle() {
+                        (placement.idle)(&actor);
+                    }
+                    continue;
                 }
                 stops.spawn(async move { actor.sleep_if_idle().await });
             }
@@ -691,6 +761,16 @@ impl Actor {
         }
     }
 
+    /// The VM's host (its files live there).
+    pub(crate) fn host(&self) -> &VmHost {
+        &self.host
+    }
+
+    /// Its state directory (`<data>/vms/<id>`).
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The VM's own SQLite file (its event log; its preview tokens, see [`crate::preview`]).
     pub(crate) fn event_file(&self) -> &Arc<EventFile> {
         &self.store
@@ -830,6 +910,24 @@ impl Actor {
         let events = Arc::clone(&self.events);
         let store = Arc::clone(&self.store);
         self.lifecycle.stop_if(|_, _| true, move |vm, announced| stop_vm(vm, announced, events, store)).await;
+    }
+
+    /// Whether the actor may have changed since `since`: an action since then, one running, or
+    /// its VM awake with a process or shell running.
+    pub fn active_since(&self, since: Instant) -> bool {
+        if *self.last_activity.lock().unwrap() >= since || self.in_flight.load(Ordering::Acquire) > 0 {
+            return true;
+        }
+        matches!(self.lifecycle.phase(), Phase::Awake { vm, .. } if vm.has_activity())
+    }
+
+    /// Whether the VM is awake and idle (as [`Actor::sleep_if_idle`] judges it), now.
+    fn is_idle(&self) -> bool {
+        let Phase::Awake { vm, announced } = self.lifecycle.phase() else { return false };
+        let timeout = if announced { self.settings.idle_timeout } else { self.settings.idle_timeout.min(QUIET_IDLE) };
+        self.last_activity.lock().unwrap().elapsed() >= timeout
+            && self.in_flight.load(Ordering::Acquire) == 0
+            && !vm.has_activity()
     }
 
     /// Sleeps the VM if it is awake and idle (checked under the lifecycle's lock, so that an

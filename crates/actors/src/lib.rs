@@ -38,6 +38,7 @@ pub mod limits;
 pub mod memory;
 pub mod network;
 mod pool;
+pub mod portable;
 pub use pool::MAX_POOL as MAX_WARM_POOL;
 pub mod preset;
 pub mod preview;

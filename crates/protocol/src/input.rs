@@ -21,10 +21,16 @@ pub fn decode_input(encoded: &str) -> Result<Value, ProtocolError> {
         .decode(text.trim_end_matches('='))
         .or_else(|_| base64::engine::general_purpose::STANDARD.decode(text))
         .map_err(|e| malformed(format!("not base64: {e}")))?;
+    decode_input_bytes(&bytes)
+}
+
+/// Decodes a creation input given as its CBOR bytes (as an engine passes it to its hosts).
+pub fn decode_input_bytes(bytes: &[u8]) -> Result<Value, ProtocolError> {
+    let malformed = |what: String| ProtocolError::Malformed(format!("actor input: {what}"));
     if bytes.len() > MAX_INPUT_BYTES {
         return Err(malformed(format!("{} bytes, more than the {MAX_INPUT_BYTES} accepted", bytes.len())));
     }
-    crate::cbor::decode(&bytes).map_err(|e| malformed(format!("not CBOR: {e}")))
+    crate::cbor::decode(bytes).map_err(|e| malformed(format!("not CBOR: {e}")))
 }
 
 #[cfg(test)]

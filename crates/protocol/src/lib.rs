@@ -56,7 +56,7 @@ pub use http::{
     decode_action_request, decode_action_response, decode_http_error_json, encode_action_request,
     encode_action_response, encode_action_response_parts, encode_http_error_json,
 };
-pub use input::{decode_input, MAX_INPUT_BYTES};
+pub use input::{decode_input, decode_input_bytes, MAX_INPUT_BYTES};
 pub use message::{ActorSpecifier, ErrorBody, Frame, ToClient, ToServer};
 pub use value::Value;
 pub use ws::{decode_to_client, decode_to_client_shared, decode_to_server, encode_to_client, encode_to_server};

@@ -30,5 +30,6 @@ pub(super) fn parse(name: &str) -> Option<Call> {
 pub(super) async fn run(actors: &Arc<Actors>, actor: &Arc<Actor>, call: Call) -> Result<Value, ActorError> {
     let Call::Destroy = call;
     actors.destroy(actor).await?;
+    actors.destroyed_by_client(actor);
     Ok(Value::Undefined)
 }

@@ -339,6 +339,22 @@ pub(crate) async fn read_job(actor: &Arc<Actor>, job_id: &str) -> Result<Option<
     Ok(blocking(move || file.with(awake, |s| s.cron_job(&id))).await??)
 }
 
+/// Indexes and plans again every job in the actor's file (its state came from another host).
+pub(crate) async fn replan(actors: &Arc<Actors>, actor: &Arc<Actor>) {
+    let (file, awake) = (Arc::clone(actor.event_file()), actor.is_awake());
+    let jobs = match blocking(move || file.with(awake, |s| s.cron_jobs())).await {
+        Ok(Ok(jobs)) => jobs,
+        Ok(Err(e)) => return tracing::error!(actor = %actor.id, "cron: reading the jobs of a restored VM: {e}"),
+        Err(e) => return tracing::error!(actor = %actor.id, "cron: {e}"),
+    };
+    for job in jobs {
+        if let Err(e) = index(actors, actor, &job.id, job.next_run_ms).await {
+            tracing::error!(actor = %actor.id, job = %job.id, "cron: indexing a restored job: {e}");
+        }
+        actors.cron().plan(&actor.id, &job.id, job.next_run_ms);
+    }
+}
+
 /// Sets the registry's index of a job.
 pub(crate) async fn index(
     actors: &Arc<Actors>,
