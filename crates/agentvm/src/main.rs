@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server: VMs as actors over the RivetKit protocol (HTTP actions, WebSocket events)
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Run a command in a VM, streaming its output; exits with the command's exit code
     Exec(commands::exec::ExecArgs),
     /// Open an interactive shell in a VM (Ctrl-] detaches)
@@ -72,7 +72,7 @@ fn main() {
     }
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Serve(args) => report(serve::run(args)),
+        Command::Serve(args) => report(serve::run(*args)),
         Command::Agents(command) => report(commands::agents::run(command)),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "agentvm", &mut std::io::stdout());

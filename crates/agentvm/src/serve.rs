@@ -78,6 +78,76 @@ pub struct ServeArgs {
     /// `POST /debug/clock {"now": MS}` or `{"advanceMs": MS}`.
     #[arg(long, env = "AGENTVM_MANUAL_CLOCK", value_name = "START", value_parser = parse_start)]
     manual_clock: Option<u64>,
+    /// Join the Rivet Engine at URL as a host of its pool --pool: the engine places VMs, routes
+    /// clients to them and moves them between hosts (see docs/scale-out.md)
+    #[arg(long, env = "AGENTVM_ENGINE", value_name = "URL")]
+    engine: Option<String>,
+    /// The engine pool (runner config) this host serves [default: default]
+    #[arg(long, env = "AGENTVM_POOL", value_name = "NAME")]
+    pool: Option<String>,
+    /// The engine namespace [default: default]
+    #[arg(long, env = "AGENTVM_ENGINE_NAMESPACE", value_name = "NAME")]
+    engine_namespace: Option<String>,
+    /// The token the engine requires of hosts
+    #[arg(long, env = "AGENTVM_ENGINE_TOKEN", hide_env_values = true)]
+    engine_token: Option<String>,
+    /// This host's version in the pool (the engine gives new VMs to the highest) [default: 1]
+    #[arg(long, env = "AGENTVM_ENGINE_VERSION")]
+    engine_version: Option<u32>,
+    /// Where VM state is snapshotted so another host can load it: s3://bucket[/prefix]
+    /// (AWS_* variables: credentials, AWS_REGION, AWS_ENDPOINT for an S3-compatible server) or a
+    /// directory every host shares
+    #[arg(long, env = "AGENTVM_SNAPSHOT_STORE", value_name = "LOCATION")]
+    snapshot_store: Option<String>,
+    /// Seconds between snapshots of an awake VM (it is also snapshotted when it sleeps or
+    /// moves) [default: 60]
+    #[arg(long, env = "AGENTVM_SNAPSHOT_INTERVAL")]
+    snapshot_interval: Option<f64>,
+}
+
+/// The engine options from the command line over the config file's `[engine]`.
+fn engine_options(
+    args: &ServeArgs,
+    file: Option<agentvm_config::EngineSection>,
+) -> anyhow::Result<Option<agentvm_server::EngineOptions>> {
+    let file = file.unwrap_or_default();
+    let Some(endpoint) = args.engine.clone().or(file.endpoint) else {
+        anyhow::ensure!(
+            args.snapshot_store.is_none() && args.pool.is_none(),
+            "--pool and --snapshot-store need --engine (or `endpoint` in the config file's [engine])"
+        );
+        return Ok(None);
+    };
+    anyhow::ensure!(
+        endpoint.starts_with("http://") || endpoint.starts_with("https://"),
+        "--engine must be an http:// or https:// URL, not {endpoint:?}"
+    );
+    let snapshots = match args.snapshot_store.clone().or(file.snapshot_store) {
+        Some(location) => Some(agentvm_server::SnapshotStore::open(&location)?),
+        None => {
+            tracing::warn!("no --snapshot-store: a VM that moves to another host starts there without its files");
+            None
+        }
+    };
+    let interval = match args.snapshot_interval {
+        Some(seconds) => std::time::Duration::try_from_secs_f64(seconds)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .context("--snapshot-interval must be a positive number of seconds")?,
+        None => file
+            .snapshot_interval_seconds
+            .filter(|s| *s > 0)
+            .map_or(agentvm_server::DEFAULT_SNAPSHOT_INTERVAL, std::time::Duration::from_secs),
+    };
+    Ok(Some(agentvm_server::EngineOptions {
+        endpoint,
+        pool: args.pool.clone().or(file.pool).unwrap_or_else(|| "default".into()),
+        namespace: args.engine_namespace.clone().or(file.namespace).unwrap_or_else(|| "default".into()),
+        token: args.engine_token.clone().filter(|t| !t.is_empty()),
+        version: args.engine_version.or(file.version).unwrap_or(1),
+        snapshots,
+        snapshot_interval: interval,
+    }))
 }
 
 /// `--manual-clock`'s START.
@@ -98,18 +168,19 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .init();
     crate::fd_limit::raise();
     agentvm_server::limit_allocator_arenas();
-    let data_dir = match args.data_dir {
+    let data_dir = match args.data_dir.clone() {
         Some(dir) => dir,
         None => default_data_dir()?,
     };
-    let presets = match &args.config {
+    let (presets, engine_file) = match &args.config {
         Some(path) => {
-            let presets = agentvm_config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (presets, engine) = agentvm_config::load_all(path).map_err(|e| anyhow::anyhow!("{e}"))?;
             tracing::info!(config = %path.display(), actors = ?presets.names(), "config loaded");
-            presets
+            (presets, engine)
         }
-        None => agentvm_actors::Presets::default(),
+        None => (agentvm_actors::Presets::default(), None),
     };
+    let engine = engine_options(&args, engine_file)?;
     let config = ServerConfig {
         presets: std::sync::Arc::new(presets),
         listen: args.listen,
@@ -133,6 +204,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         event_retention: EventRetention { events: args.event_log_events, bytes: args.event_log_bytes },
         event_queue_bytes: usize::try_from(args.event_queue_bytes).unwrap_or(usize::MAX),
         manual_clock: args.manual_clock,
+        engine,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {

@@ -81,12 +81,41 @@ pub struct ConfigError {
 /// sessions can use (the built-in ones and the operator's `[agents.ID]`, see
 /// [`Presets::agents`]).
 pub fn load(path: &Path) -> Result<Presets, ConfigError> {
+    Ok(load_all(path)?.0)
+}
+
+/// `[engine]`: join a Rivet Engine's pool as a host (command-line options override each key).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSection {
+    /// The engine's URL.
+    pub endpoint: Option<String>,
+    /// The pool (runner config) name.
+    pub pool: Option<String>,
+    pub namespace: Option<String>,
+    /// This host's version in the pool.
+    pub version: Option<u32>,
+    /// Where VM state is snapshotted (`s3://bucket/prefix`, or a directory).
+    pub snapshot_store: Option<String>,
+    /// Seconds between snapshots of an awake VM.
+    pub snapshot_interval_seconds: Option<u64>,
+}
+
+/// [`load`], with the file's `[engine]` section if it has one.
+pub fn load_all(path: &Path) -> Result<(Presets, Option<EngineSection>), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: path.display().to_string(),
         line: None,
         message: format!("cannot read the config file: {e}"),
     })?;
-    parse(&text, &path.display().to_string())
+    let file = path.display().to_string();
+    let presets = parse(&text, &file)?;
+    let parsed: FileSection = toml::from_str(&text).map_err(|e| ConfigError {
+        file: file.clone(),
+        line: e.span().map(|s| line_of(&text, s.start)),
+        message: e.message().to_string(),
+    })?;
+    Ok((presets, parsed.engine))
 }
 
 /// Checks config `text` (`file` names it in errors).
@@ -133,6 +162,7 @@ struct FileSection {
     actors: BTreeMap<String, ActorSection>,
     #[serde(default)]
     agents: BTreeMap<String, AgentSection>,
+    engine: Option<EngineSection>,
 }
 
 /// `[agents.ID]`: an ACP agent of the operator's, any program speaking ACP on its stdio.

@@ -15,6 +15,10 @@
 
 use axum::http::{header, HeaderMap};
 
+/// The version of clients whose requests a Rivet Engine tunnels here when nothing else tells:
+/// the engine (2.3.19) speaks version 4, so its clients do too (older ones fail against it).
+pub const ENGINE_CLIENTS: u16 = 4;
+
 use crate::gateway::{Addressed, Target};
 
 /// The protocol version of the client that sent a json or cbor request, if the request tells.

@@ -53,7 +53,24 @@ pub async fn run(
     client: Option<u16>,
     requested_at: Instant,
 ) {
-    let (mut sink, mut stream) = socket.split();
+    let (sink, stream) = socket.split();
+    serve(sink, stream, state, actor, encoding, client, requested_at).await
+}
+
+/// Serves a connection over any transport (a WebSocket accepted here, or one the Rivet Engine's
+/// gateway tunnels to this host, see `crate::engine`): `sink` and `stream` are its two directions.
+pub async fn serve<S, R>(
+    mut sink: S,
+    mut stream: R,
+    state: Arc<AppState>,
+    actor: Arc<Actor>,
+    encoding: Encoding,
+    client: Option<u16>,
+    requested_at: Instant,
+) where
+    S: futures_util::Sink<Message, Error = axum::Error> + Unpin + Send,
+    R: futures_util::Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
+{
     // bare frames carry the client's version (and update this); json and cbor ones do not, so
     // the request's tells it (json answers `undefined` by version).
     let first = if encoding == Encoding::Bare { INIT_VERSION } else { client.unwrap_or(INIT_VERSION) };
@@ -266,8 +283,8 @@ fn receive(
     }
 }
 
-async fn send(
-    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+async fn send<S: futures_util::Sink<Message, Error = axum::Error> + Unpin>(
+    sink: &mut S,
     encoding: Encoding,
     version: u16,
     message: &ToClient,

@@ -23,6 +23,7 @@
 
 mod client_version;
 mod connection;
+mod engine;
 mod error;
 mod exposure;
 mod gateway;
@@ -44,7 +45,9 @@ use agentvm_vm::{HostConfig, VmHost};
 
 pub use agentvm_actors::limits::{DEFAULT_CREATES_PER_SECOND, DEFAULT_CREATE_BURST, DEFAULT_MAX_VMS};
 pub use agentvm_actors::memory::limit_arenas as limit_allocator_arenas;
+pub use agentvm_snapshot::SnapshotStore;
 pub use agentvm_store::EventRetention;
+pub use engine::{EngineOptions, DEFAULT_SNAPSHOT_INTERVAL};
 pub use error::ApiError;
 pub use exposure::Exposure;
 pub use origin::{AllowedHost, HostError, Origin, OriginError};
@@ -102,6 +105,9 @@ pub struct ServerConfig {
     /// For tests: cron runs on a clock that starts at this time (milliseconds since the Unix
     /// epoch) and moves only through `POST /debug/clock`. `None`: the system clock.
     pub manual_clock: Option<u64>,
+    /// Join a Rivet Engine's pool as a host of its actors (see `engine`); `None`: this server
+    /// alone places and serves its VMs.
+    pub engine: Option<EngineOptions>,
 }
 
 impl ServerConfig {
@@ -125,6 +131,7 @@ impl ServerConfig {
             event_queue_bytes: DEFAULT_EVENT_QUEUE_BYTES,
             presets: Arc::default(),
             manual_clock: None,
+            engine: None,
         }
     }
 }
@@ -152,6 +159,8 @@ pub struct AppState {
     pub actors: Arc<Actors>,
     /// Cron's clock when the server was started with a manual one (`--manual-clock`).
     pub manual_clock: Option<Arc<agentvm_actors::cron::ManualClock>>,
+    /// The link to the Rivet Engine, with `--engine`.
+    pub engine: std::sync::OnceLock<Arc<engine::Link>>,
 }
 
 /// Refuses presets that cannot be served safely here: `network.mode = "open"` needs slirp4netns,
@@ -224,10 +233,21 @@ pub async fn serve(
         .await
         .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
     let address = listener.local_addr()?;
-    let idle = tokio::spawn(Arc::clone(&actors).sleep_idle_vms());
-    let cron = tokio::spawn(Arc::clone(&actors).run_cron());
+    let engine_options = config.engine.clone();
+    // With an engine, a due job of a sleeping VM must not wake it here: the engine decides
+    // where it runs (jobs run while their VM is awake on this host; see docs/scale-out.md).
+    let cron = if engine_options.is_none() {
+        Some(tokio::spawn(Arc::clone(&actors).run_cron()))
+    } else {
+        tracing::warn!("cron jobs of sleeping VMs do not wake them when the engine places VMs");
+        None
+    };
     let pools = tokio::spawn(Arc::clone(&actors).run_pools());
-    let state = Arc::new(AppState { config, actors, manual_clock });
+    let state = Arc::new(AppState { config, actors, manual_clock, engine: std::sync::OnceLock::new() });
+    if let Some(options) = engine_options {
+        let _ = state.engine.set(engine::join(&state, options));
+    }
+    let idle = tokio::spawn(Arc::clone(&state.actors).sleep_idle_vms());
     let app = routes::router(Arc::clone(&state));
     on_listening(address);
 
@@ -240,8 +260,13 @@ pub async fn serve(
     tracing::info!("shutting down: stopping VMs");
     let _ = stop_tx.send(true);
     idle.abort();
-    cron.abort();
+    if let Some(cron) = cron {
+        cron.abort();
+    }
     pools.abort();
+    if let Some(link) = state.engine.get() {
+        engine::leave(link, Duration::from_secs(10)).await;
+    }
     state.actors.shut_down().await;
     // Requests still in flight end once their VM stopped; do not wait for stragglers forever.
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;

@@ -48,6 +48,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// The gateway routes alone, for requests the Rivet Engine tunnels to this host (see
+/// `crate::engine`): the same handlers as [`router`]'s, without the browser boundary (the
+/// engine is the front door).
+pub fn tunnel_router(state: Arc<AppState>) -> Router {
+    let body_limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/gateway/{segment}/action/{name}", post(http_action))
+        .route("/gateway/{segment}/{*rest}", any(gateway_unsupported))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
 /// What the RivetKit client reads first (and waits for before any other call). `actorNames`
 /// are the config file's presets (`vm` without a file, when any name is served).
 async fn metadata(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
@@ -65,8 +78,13 @@ async fn metadata(State(state): State<Arc<AppState>>) -> Json<serde_json::Value>
     }))
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok", "runtime": "agentvm", "version": env!("CARGO_PKG_VERSION")}))
+/// `GET /health`: the server is up; with `--engine`, `engine` says whether its link is.
+async fn health(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let mut health = json!({"status": "ok", "runtime": "agentvm", "version": env!("CARGO_PKG_VERSION")});
+    if let Some(link) = state.engine.get() {
+        health["engine"] = link.status();
+    }
+    Json(health)
 }
 
 /// `GET /debug/clock` → `{now}`: cron's clock, in milliseconds since the Unix epoch.
@@ -167,10 +185,12 @@ async fn http_action(
     State(state): State<Arc<AppState>>,
     Path((segment, name)): Path<(String, String)>,
     RawQuery(query): RawQuery,
+    tunnelled: Option<axum::Extension<crate::engine::Tunnelled>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match run_http_action(&state, &segment, &name, query.as_deref(), &headers, body).await {
+    let tunnelled = tunnelled.is_some();
+    match run_http_action(&state, &segment, &name, query.as_deref(), tunnelled, &headers, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -181,11 +201,15 @@ async fn run_http_action(
     segment: &str,
     name: &str,
     query: Option<&str>,
+    tunnelled: bool,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let addressed = gateway::parse(segment, query)?;
-    authorize(state, headers, addressed.token.as_deref())?;
+    // The engine authenticated a tunnelled request's client (see `crate::engine::tunnel`).
+    if !tunnelled {
+        authorize(state, headers, addressed.token.as_deref())?;
+    }
     // Without the header, JSON (the exposure gate let the body in only as `application/json`).
     let encoding = match headers.get("x-rivet-encoding").and_then(|v| v.to_str().ok()) {
         Some(value) => Encoding::parse(value)?,
@@ -202,7 +226,9 @@ async fn run_http_action(
     let (version, args) = decode_action_request(encoding, &body)?;
     // json bodies carry no version, yet a void action's answer depends on it.
     let version = match encoding {
-        Encoding::Json => client_version::of_request(&addressed, headers),
+        Encoding::Json => {
+            client_version::of_request(&addressed, headers).or(tunnelled.then_some(client_version::ENGINE_CLIENTS))
+        }
         Encoding::Bare | Encoding::Cbor => version,
     };
     let output = actions::dispatch(&state.actors, &actor, name, &args).await?;
@@ -239,21 +265,10 @@ async fn connect(
 ) -> Response {
     // The connection's opening window is counted from here (see `opening`).
     let requested_at = tokio::time::Instant::now();
-    let protocols: Vec<String> = headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|p| p.trim().to_string())
-        .collect();
-    let subprotocol = |prefix: &str| protocols.iter().find_map(|p| p.strip_prefix(prefix)).map(str::to_string);
     let opened = (|| {
-        let encoding = match subprotocol("rivet_encoding.") {
-            Some(e) => Encoding::parse(&e)?,
-            None => Encoding::Json,
-        };
+        let encoding = websocket_encoding(&headers)?;
         let addressed = gateway::parse(&segment, query.as_deref())?;
-        let token = addressed.token.clone().or_else(|| subprotocol("rivet_token."));
+        let token = addressed.token.clone().or_else(|| subprotocol(&headers, "rivet_token."));
         authorize(&state, &headers, token.as_deref())?;
         let client = client_version::of_request(&addressed, &headers);
         Ok::<_, ApiError>((encoding, addressed, client))
@@ -274,6 +289,25 @@ async fn connect(
             Err(error) => connection::refuse(socket, &error).await,
         }
     })
+}
+
+/// The value of the WebSocket subprotocol that starts with `prefix` (`rivet_encoding.`,
+/// `rivet_token.`), if the client offered one.
+fn subprotocol(headers: &HeaderMap, prefix: &str) -> Option<String> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix(prefix).map(str::to_string))
+}
+
+/// A connection's encoding, from its `rivet_encoding.*` subprotocol (JSON without one).
+pub fn websocket_encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
+    match subprotocol(headers, "rivet_encoding.") {
+        Some(e) => Ok(Encoding::parse(&e)?),
+        None => Ok(Encoding::Json),
+    }
 }
 
 #[derive(Deserialize)]
