@@ -3,6 +3,7 @@
 #![allow(dead_code, reason = "each test binary uses only some of these helpers")]
 
 pub mod acp_agent;
+pub mod engine;
 pub mod http;
 pub mod mock_llm;
 pub mod node;

@@ -26,6 +26,14 @@ impl TestServer {
         Self::launch(Self::command(&data, extra), data)
     }
 
+    /// Starts a server on `data` (a new or an existing data directory) with extra arguments
+    /// and environment variables.
+    pub fn start_in_env(data: tempfile::TempDir, extra: &[&str], env: &[(String, String)]) -> TestServer {
+        let mut command = Self::command(&data, extra);
+        command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        Self::launch(command, data)
+    }
+
     /// Starts the server with its descriptor limit (`RLIMIT_NOFILE`) set to `soft` and `hard`
     /// before it runs (as `ulimit -n` would), with extra arguments; waits until it listens.
     pub fn start_with_nofile(soft: u64, hard: u64, extra: &[&str]) -> TestServer {
