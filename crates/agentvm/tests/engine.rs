@@ -180,6 +180,17 @@ async fn a_vm_sleeps_and_wakes_through_the_engine_with_its_files() {
     let names: Vec<&str> = events.as_array().unwrap().iter().filter_map(|e| e["name"].as_str()).collect();
     let count = |name: &str| names.iter().filter(|n| **n == name).count();
     assert_eq!((count("vmBooted"), count("vmShutdown")), (3, 2), "{names:?}");
+
+    // Destroyed through the engine: its snapshots go, and the key starts afresh.
+    assert!(cluster.manifest(&actor).await.is_some());
+    cluster.engine.destroy(&actor).await;
+    wait_for("the snapshots of the destroyed VM to go", Duration::from_secs(30), || async {
+        cluster.manifest(&actor).await.is_none().then_some(())
+    })
+    .await;
+    let (output, fresh) = cluster.ok("sleepy", "exec", json!(["cat /home/user/note 2>&1; true"])).await;
+    assert_ne!(fresh, actor);
+    assert!(output["stdout"].as_str().unwrap().contains("No such file"), "{output}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,14 +213,21 @@ async fn sigkill_of_its_host_moves_the_vm_with_its_files_and_event_log() {
 
     // The engine notices the lost host and starts the VM on the other one, from the snapshot.
     let (output, moved) = wait_for("the VM on the other host", Duration::from_secs(60), || async {
-        let (status, body, actor) =
-            cluster.call(key, "exec", json!(["cat /home/user/precious; sha256sum /home/user/blob"])).await;
+        let (status, body, actor) = cluster
+            .call(
+                key,
+                "exec",
+                json!(["cat /home/user/precious; sha256sum /home/user/blob; stat -c %U:%G /home/user/precious"]),
+            )
+            .await;
         (status == 200).then(|| (body["output"].clone(), actor))
     })
     .await;
     eprintln!("moved after {:?}", killed.elapsed());
     assert_eq!(moved, actor);
-    assert_eq!(output["stdout"].as_str().unwrap(), format!("precious\n{}", hash["stdout"].as_str().unwrap()));
+    // Same bytes, and still the VM user's (its id range on this host differs).
+    let expected = format!("precious\n{}user:user\n", hash["stdout"].as_str().unwrap());
+    assert_eq!(output["stdout"].as_str().unwrap(), expected, "{output}");
     let survivor = 1 - victim;
     assert_eq!(cluster.health(survivor).await["engine"]["actors"], 1);
     // Every event logged before the snapshot is there, as it was.

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 fn tool(variable: &str) -> String {
     std::env::var(variable).unwrap_or_else(|_| {
-        panic!("{variable} is not set: run the tests through scripts/test, which fetches the engine and the S3 server (see scripts/engine-tools)")
+        panic!("{variable} is not set: run the tests through scripts/test, which fetches the engine and the S3 server (see scripts/scale-out-tools)")
     })
 }
 
@@ -143,6 +143,16 @@ impl Engine {
             .await
             .unwrap();
         assert!(response.status().is_success(), "sleeping {actor_id}: {}", response.text().await.unwrap_or_default());
+    }
+
+    /// Destroys an actor through the engine's REST API.
+    pub async fn destroy(&self, actor_id: &str) {
+        let response = reqwest::Client::new()
+            .delete(format!("{}/actors/{actor_id}?namespace=default", self.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "destroying {actor_id}: {}", response.text().await.unwrap_or_default());
     }
 
     /// The engine's log so far (for failure messages).
