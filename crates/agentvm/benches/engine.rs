@@ -215,13 +215,15 @@ async fn main() {
     })
     .await;
     let pool = "bench-pool";
-    let response = http
-        .put(format!("{engine}/runner-configs/{pool}?namespace=default"))
-        .json(&json!({"datacenters": {"default": {"normal": {}}}}))
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success());
+    // Retried: a new engine creates its `default` namespace just after it is healthy.
+    wait_until("the pool", || {
+        let request = http
+            .put(format!("{engine}/runner-configs/{pool}?namespace=default"))
+            .json(&json!({"datacenters": {"default": {"normal": {}}}}))
+            .send();
+        async move { request.await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+    })
+    .await;
 
     // The S3 server and its bucket.
     let s3_port = free_port();

@@ -117,14 +117,15 @@ impl Engine {
     }
 
     /// Declares the pool `name` (a runner config whose hosts connect by WebSocket).
+    /// Retried: a new engine creates its `default` namespace just after it is healthy.
     pub async fn create_pool(&self, name: &str) {
-        let response = reqwest::Client::new()
-            .put(format!("{}/runner-configs/{name}?namespace=default", self.url))
-            .json(&json!({"datacenters": {"default": {"normal": {}}}}))
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success(), "creating the pool: {}", response.text().await.unwrap_or_default());
+        let http = reqwest::Client::new();
+        let url = format!("{}/runner-configs/{name}?namespace=default", self.url);
+        wait_for("the pool to be created", Duration::from_secs(30), || {
+            let request = http.put(&url).json(&json!({"datacenters": {"default": {"normal": {}}}})).send();
+            async move { request.await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+        })
+        .await;
     }
 
     /// The engine's record of an actor.
