@@ -332,6 +332,10 @@ impl Actors {
         if !create {
             return Err(ActorError::NotFound);
         }
+        // Under an engine, a VM exists where the engine started it (see `resolve_as`).
+        if self.placement.get().is_some() && restored.is_none() {
+            return Err(ActorError::PlacedByEngine { name: name.to_string(), key: keys::to_rest(key) });
+        }
         let _creating = self.membership.read().await;
         if let Some(actor) = self.index.lock().unwrap().by_address.get(&address) {
             return Ok((Arc::clone(actor), false));
@@ -573,6 +577,11 @@ impl Actors {
     /// reported to `placement.destroyed`. Set once.
     pub fn placed_by(&self, placement: Placement) {
         let _ = self.placement.set(placement);
+    }
+
+    /// Whether an engine places this host's actors.
+    pub(crate) fn placed_by_engine(&self) -> bool {
+        self.placement.get().is_some()
     }
 
     /// A client destroyed `actor` (its `destroy` action).

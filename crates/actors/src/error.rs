@@ -51,6 +51,9 @@ pub enum ActorError {
     /// A cron action was refused (a bad schedule, a preset limit).
     #[error(transparent)]
     Cron(#[from] crate::cron::CronError),
+    /// An engine places this host's VMs: new ones are created through it, not here.
+    #[error("VMs of this host are placed by the Rivet Engine: create `{name}` [{key}] through the engine (its gateway, pool `--pool`)")]
+    PlacedByEngine { name: String, key: String },
     /// The server is shutting down: no VM boots any more.
     #[error("the server is shutting down")]
     ShuttingDown,

@@ -156,6 +156,15 @@ impl Gateway {
             "{}/gateway/vm/action/exec?rvt-namespace=default&rvt-method=getOrCreate{}&rvt-key={key}",
             self.base, self.pool
         );
+        self.exec_at(url, command).await
+    }
+
+    /// `exec` on the actor with this id (`getForId`: no key lookup).
+    async fn exec_by_id(&self, actor: &str, command: &str) -> (Value, String) {
+        self.exec_at(format!("{}/gateway/{actor}/action/exec", self.base), command).await
+    }
+
+    async fn exec_at(&self, url: String, command: &str) -> (Value, String) {
         let response = self.http.post(url).json(&json!({ "args": [command] })).send().await.unwrap();
         let status = response.status();
         let actor =
@@ -196,7 +205,7 @@ async fn main() {
         "guard": {"host": "127.0.0.1", "port": guard},
         "api_peer": {"host": "127.0.0.1", "port": peer},
         "metrics": {"host": "127.0.0.1", "port": metrics},
-        "pegboard": {"envoy_lost_threshold": 3000, "envoy_eligible_threshold": 3000},
+        "pegboard": {"envoy_lost_threshold": 3000, "envoy_eligible_threshold": 3000, "envoy_update_ping_interval": 1000},
     });
     std::fs::write(dir.path().join("engine.json"), config.to_string()).unwrap();
     let _engine = Process(
@@ -294,12 +303,22 @@ async fn main() {
             assert_eq!(output["stdout"], "hello\n");
         }
     }
-    // Warm exec.
+    // Warm exec, by key and by id.
     let (mut warm_engine, mut warm_direct) = (Vec::new(), Vec::new());
+    let (mut by_id_engine, mut by_id_direct) = (Vec::new(), Vec::new());
+    let (_, warm_id_engine) = through.exec("warm", "true").await;
+    let (_, warm_id_direct) = alone.exec("warm", "true").await;
     for _ in 0..iters * 5 {
         for (gateway, samples) in [(&through, &mut warm_engine), (&alone, &mut warm_direct)] {
             let started = Instant::now();
             gateway.exec("warm", "true").await;
+            samples.push(started.elapsed());
+        }
+        for (gateway, id, samples) in
+            [(&through, &warm_id_engine, &mut by_id_engine), (&alone, &warm_id_direct, &mut by_id_direct)]
+        {
+            let started = Instant::now();
+            gateway.exec_by_id(id, "true").await;
             samples.push(started.elapsed());
         }
     }
@@ -388,7 +407,8 @@ async fn main() {
         "| over HTTP | through the engine p50 / p95 | direct p50 / p95 | ratio of p50s |\n|---|---|---|---|\n",
     );
     row(&mut out, "create + first exec (new key)", &cold_engine, &cold_direct);
-    row(&mut out, "warm exec", &warm_engine, &warm_direct);
+    row(&mut out, "warm exec (by key)", &warm_engine, &warm_direct);
+    row(&mut out, "warm exec (by id)", &by_id_engine, &by_id_direct);
     out.push_str(&format!(
         "\nA VM with {snapshot_mb} MB of files ({:.1} MB archived), medians:\n\n| step | time |\n|---|---|\n",
         snapshot_bytes as f64 / 1e6

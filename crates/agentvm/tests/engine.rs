@@ -152,6 +152,10 @@ async fn the_rivetkit_client_scenarios_run_through_the_engine_on_two_hosts() {
     let placed = |h: &Value| h["engine"]["actors"].as_u64().unwrap_or(0);
     assert_eq!(placed(&a) + placed(&b), 6, "{a}\n{b}");
     assert!(placed(&a) > 0 && placed(&b) > 0, "one host got every VM: {a}\n{b}");
+    // A host does not create VMs on its own: the engine decides where a key lives.
+    let (status, body) =
+        common::http::Api::new(cluster.running(0), "not-through-the-engine").call("exec", json!(["true"])).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("placed_by_engine")), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,7 +212,7 @@ async fn sigkill_of_its_host_moves_the_vm_with_its_files_and_event_log() {
     let manifest = cluster.snapshot_after(&actor, written).await;
     assert_eq!(manifest["pointInTime"], true, "{manifest}");
     let victim = cluster.host_of(&actor).await;
-    let data = cluster.hosts[victim].take().unwrap().kill_hard();
+    let _cleanup = Killed(Some(cluster.hosts[victim].take().unwrap().kill_hard()));
     let killed = Instant::now();
 
     // The engine notices the lost host and starts the VM on the other one, from the snapshot.
@@ -235,10 +239,18 @@ async fn sigkill_of_its_host_moves_the_vm_with_its_files_and_event_log() {
     let before = before.as_array().unwrap();
     assert!(before.iter().any(|e| e["name"] == "processExit" && e["data"]["pid"] == pid), "{before:?}");
     assert_eq!(&after.as_array().unwrap()[..before.len()], &before[..]);
+}
 
-    // The killed host's leftovers (mounts, LXCFS) go with a clean restart and stop.
-    let mut restarted = TestServer::start_in(data, &[]);
-    restarted.stop();
+/// A SIGKILLed host's data directory: its leftovers (mounts, LXCFS) go with a clean restart
+/// and stop, whether the test passed or not.
+struct Killed(Option<tempfile::TempDir>);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        if let Some(data) = self.0.take() {
+            TestServer::start_in(data, &[]).stop();
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

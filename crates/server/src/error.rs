@@ -151,6 +151,9 @@ impl From<ActorError> for ApiError {
             ActorError::TooManyVms { limit } => ApiError::too_many_vms(limit),
             ActorError::RateLimited { retry_after } => ApiError::creation_rate_limited(retry_after),
             ActorError::ShuttingDown => ApiError::shutting_down(),
+            e @ ActorError::PlacedByEngine { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "actor", "placed_by_engine", e.to_string())
+            }
             // Not `actor/not_found`: the rivetkit client retries that for seconds, and no retry
             // can make an undefined name exist.
             e @ ActorError::UnknownActorName { .. } => {

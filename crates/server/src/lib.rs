@@ -234,17 +234,15 @@ pub async fn serve(
         .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
     let address = listener.local_addr()?;
     let engine_options = config.engine.clone();
-    // With an engine, a due job of a sleeping VM must not wake it here: the engine decides
-    // where it runs (jobs run while their VM is awake on this host; see docs/scale-out.md).
-    let cron = if engine_options.is_none() {
-        Some(tokio::spawn(Arc::clone(&actors).run_cron()))
-    } else {
-        tracing::warn!("cron jobs of sleeping VMs do not wake them when the engine places VMs");
-        None
-    };
-    let pools = tokio::spawn(Arc::clone(&actors).run_pools());
+    // With an engine, due jobs of sleeping VMs are skipped (see docs/scale-out.md).
+    let cron = tokio::spawn(Arc::clone(&actors).run_cron());
+    // Warm pools boot VMs under ids of their own; an engine gives every VM its id.
+    let pools = engine_options.is_none().then(|| tokio::spawn(Arc::clone(&actors).run_pools()));
     let state = Arc::new(AppState { config, actors, manual_clock, engine: std::sync::OnceLock::new() });
     if let Some(options) = engine_options {
+        tracing::warn!(
+            "the engine places VMs: cron jobs run while their VM is awake, due runs of sleeping VMs are skipped"
+        );
         let _ = state.engine.set(engine::join(&state, options));
     }
     let idle = tokio::spawn(Arc::clone(&state.actors).sleep_idle_vms());
@@ -260,12 +258,12 @@ pub async fn serve(
     tracing::info!("shutting down: stopping VMs");
     let _ = stop_tx.send(true);
     idle.abort();
-    if let Some(cron) = cron {
-        cron.abort();
+    cron.abort();
+    if let Some(pools) = pools {
+        pools.abort();
     }
-    pools.abort();
     if let Some(link) = state.engine.get() {
-        engine::leave(link, Duration::from_secs(10)).await;
+        engine::leave(link, engine::LEAVE_GRACE).await;
     }
     state.actors.shut_down().await;
     // Requests still in flight end once their VM stopped; do not wait for stragglers forever.

@@ -122,7 +122,10 @@ async fn fire_on(actors: &Arc<Actors>, actor: &Arc<Actor>, job_id: &str, due_ms:
     let next =
         blocking(move || Schedule::parse(&schedule, timezone.as_deref()).ok().and_then(|s| s.next_after(now))).await?;
     let running = actor.cron().running(job_id);
+    // Under an engine, a sleeping VM is not woken here: the engine may have placed it elsewhere.
+    let asleep_under_engine = actors.placed_by_engine() && !actor.is_awake();
     let start_now = match spec.overlap {
+        _ if asleep_under_engine => false,
         _ if running == 0 => true,
         Overlap::Allow => running < MAX_RUNNING,
         Overlap::Skip | Overlap::Queue => false,
@@ -131,6 +134,9 @@ async fn fire_on(actors: &Arc<Actors>, actor: &Arc<Actor>, job_id: &str, due_ms:
         return start(actors, actor, job_id, spec, due_ms, Some(next)).await;
     }
     match spec.overlap {
+        _ if asleep_under_engine => {
+            tracing::info!(actor = %actor.id, job = job_id, "cron: the VM sleeps and the engine places VMs; this run is skipped")
+        }
         Overlap::Queue => {
             let mut jobs = actor.cron().jobs.lock().unwrap();
             let state = jobs.entry(job_id.to_string()).or_default();

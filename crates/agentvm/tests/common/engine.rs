@@ -85,7 +85,7 @@ impl Engine {
             "guard": {"host": "127.0.0.1", "port": guard},
             "api_peer": {"host": "127.0.0.1", "port": peer},
             "metrics": {"host": "127.0.0.1", "port": metrics},
-            "pegboard": {"envoy_lost_threshold": lost_ms, "envoy_eligible_threshold": 3000},
+            "pegboard": {"envoy_lost_threshold": lost_ms, "envoy_eligible_threshold": 3000, "envoy_update_ping_interval": 1000},
         });
         std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
         let child = spawn_engine(dir.path());

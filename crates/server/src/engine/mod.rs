@@ -31,6 +31,10 @@ use crate::AppState;
 use placement::Placements;
 pub use tunnel::Tunnelled;
 
+/// How long a host that shuts down gives the engine and the snapshot store to take its VMs
+/// back (see [`leave`]).
+pub const LEAVE_GRACE: Duration = Duration::from_secs(6);
+
 /// Default [`EngineOptions::snapshot_interval`].
 pub const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -140,11 +144,18 @@ pub fn join(state: &Arc<AppState>, options: EngineOptions) -> Arc<Link> {
     link
 }
 
-/// Leaves the engine: stops taking actors, then gives each running one back (its VM stopped
-/// and snapshotted) within `grace`, then closes the link.
+/// Leaves the engine: stops taking actors and gives each running one back (its VM stopped
+/// and snapshotted), within `grace` in all: the engine stops them, and what it has not stopped
+/// when half of it passed is stopped here. VMs still running then are stopped by the server's
+/// shutdown, without a snapshot (their newest state stays on this host's disk).
 pub async fn leave(link: &Arc<Link>, grace: Duration) {
     let Some(handle) = link.handle.get() else { return };
-    tracing::info!("leaving the engine: handing its actors back");
-    let _ = tokio::time::timeout(grace, handle.shutdown_and_wait(false)).await;
-    placement::stop_all(link).await;
+    tracing::info!(actors = link.placements.len(), "leaving the engine: handing its actors back");
+    if tokio::time::timeout(grace / 2, handle.shutdown_and_wait(false)).await.is_err() {
+        tracing::warn!("the engine did not take every actor back in time");
+        handle.shutdown(true);
+    }
+    if tokio::time::timeout(grace / 2, placement::stop_all(link)).await.is_err() {
+        tracing::warn!(actors = link.placements.len(), "leaving the engine: some VMs were not snapshotted in time");
+    }
 }
