@@ -18,25 +18,19 @@
 //! Writes a table to stdout and `target/bench-engine.md`. The machine is shared and noisy:
 //! compare figures of one run.
 
+#[path = "../tests/common/engine.rs"]
+mod engine_harness;
 #[path = "common/figures.rs"]
 mod figures;
+#[path = "common/server.rs"]
+mod server;
+use engine_harness::{Engine, S3};
 use figures::{env_usize, percentile};
 
-use std::io::BufRead;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-
-fn tool(variable: &str) -> String {
-    std::env::var(variable)
-        .unwrap_or_else(|_| panic!("{variable} is not set: run `eval \"$(scripts/scale-out-tools)\"` first"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
@@ -68,23 +62,7 @@ struct Server {
 
 fn start_server(dir: &std::path::Path, name: &str, extra: &[&str], env: &[(&str, String)]) -> Server {
     let log = dir.join(format!("{name}.log"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_agentvm"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.join(name))
-        .args(extra)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("AGENTVM_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let line = std::io::BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .find(|l| l.starts_with("agentvm listening on "))
-        .expect("server did not start");
-    let url = line.trim_start_matches("agentvm listening on ").split_whitespace().next().unwrap().to_string();
+    let (child, url) = server::start_server_logged(&dir.join(name), extra, env, &log);
     Server { process: Process(child), url, log }
 }
 
@@ -197,83 +175,19 @@ async fn main() {
     let dir = tempfile::Builder::new().prefix("agentvm-bench-engine-").tempdir().unwrap();
     let http = reqwest::Client::new();
 
-    // The engine.
-    let (guard, peer, metrics) = (free_port(), free_port(), free_port());
-    let config = json!({
-        "file_system": {"path": dir.path().join("engine-db")},
-        "telemetry": {"enabled": false},
-        "guard": {"host": "127.0.0.1", "port": guard},
-        "api_peer": {"host": "127.0.0.1", "port": peer},
-        "metrics": {"host": "127.0.0.1", "port": metrics},
-        "pegboard": {"envoy_lost_threshold": 3000, "envoy_eligible_threshold": 3000, "envoy_update_ping_interval": 1000},
-    });
-    std::fs::write(dir.path().join("engine.json"), config.to_string()).unwrap();
-    let _engine = Process(
-        Command::new(tool("RIVET_ENGINE_BINARY"))
-            .args(["start", "--config"])
-            .arg(dir.path().join("engine.json"))
-            .stdout(std::fs::File::create(dir.path().join("engine.log")).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let engine = format!("http://127.0.0.1:{guard}");
-    wait_until("the engine", || {
-        let request = http.get(format!("{engine}/health")).send();
-        async move { request.await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
-    })
-    .await;
+    // The engine, its pool and the S3 server (the scale-out tests' harness).
+    let engine_process = Engine::start().await;
+    let engine = engine_process.url.clone();
     let pool = "bench-pool";
-    // Retried: a new engine creates its `default` namespace just after it is healthy.
-    wait_until("the pool", || {
-        let request = http
-            .put(format!("{engine}/runner-configs/{pool}?namespace=default"))
-            .json(&json!({"datacenters": {"default": {"normal": {}}}}))
-            .send();
-        async move { request.await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
-    })
-    .await;
-
-    // The S3 server and its bucket.
-    let s3_port = free_port();
-    let _s3 = Process(
-        Command::new(tool("AGENTVM_TEST_S3_SERVER"))
-            .args(["-H", "127.0.0.1", "-p", &s3_port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let s3 = format!("http://127.0.0.1:{s3_port}");
-    wait_until("the S3 server", || {
-        let request = http.put(format!("{s3}/bench-snapshots")).send();
-        async move { request.await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
-    })
-    .await;
-    let s3_env: Vec<(&str, String)> = vec![
-        ("AWS_ACCESS_KEY_ID", "bench".into()),
-        ("AWS_SECRET_ACCESS_KEY", "bench".into()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_ENDPOINT", s3.clone()),
-        ("AWS_ALLOW_HTTP", "true".into()),
-    ];
-    let store = agentvm_snapshot::SnapshotStore::open_with(
-        "s3://bench-snapshots/agentvm",
-        s3_env.iter().map(|(k, v)| (k.to_lowercase(), v.clone())),
-    )
-    .unwrap();
+    engine_process.create_pool(pool).await;
+    let s3 = S3::start().await;
+    let s3_env: Vec<(String, String)> = s3.env();
+    let s3_env: Vec<(&str, String)> = s3_env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let store = s3.store("agentvm");
+    let location = format!("s3://{}/agentvm", s3.bucket);
 
     // Two hosts (snapshots only when VMs stop) and one server alone.
-    let host_args = [
-        "--engine",
-        &engine,
-        "--pool",
-        pool,
-        "--snapshot-store",
-        "s3://bench-snapshots/agentvm",
-        "--snapshot-interval",
-        "3600",
-    ];
+    let host_args = ["--engine", &engine, "--pool", pool, "--snapshot-store", &location, "--snapshot-interval", "3600"];
     let mut hosts: Vec<Option<Server>> = vec![
         Some(start_server(dir.path(), "host-a", &host_args, &s3_env)),
         Some(start_server(dir.path(), "host-b", &host_args, &s3_env)),

@@ -13,15 +13,37 @@ pub fn start_server_binary(
     data: &std::path::Path,
     extra: &[&str],
 ) -> (std::process::Child, String) {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(binary)
+    let mut command = std::process::Command::new(binary);
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
         .args(extra)
-        .env("AGENTVM_LOG", std::env::var("AGENTVM_LOG").unwrap_or_else(|_| "warn".into()))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .env("AGENTVM_LOG", std::env::var("AGENTVM_LOG").unwrap_or_else(|_| "warn".into()));
+    launch(command)
+}
+
+/// [`start_server`] with variables `env`, logging at `info` into the file `log`.
+pub fn start_server_logged(
+    data: &std::path::Path,
+    extra: &[&str],
+    env: &[(&str, String)],
+    log: &std::path::Path,
+) -> (std::process::Child, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_agentvm"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .args(extra)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("AGENTVM_LOG", "info")
+        .stderr(std::fs::File::create(log).unwrap());
+    launch(command)
+}
+
+/// Starts `command` and waits for its "listening" line; the process and its base URL.
+fn launch(mut command: std::process::Command) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = command.stdout(std::process::Stdio::piped()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let line = std::io::BufReader::new(stdout)
         .lines()
