@@ -373,8 +373,16 @@ async fn the_policy_and_the_input_come_back_after_sleep_and_restart() {
         assert!(std::time::Instant::now() < deadline, "the VM never slept");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let events = coder.ok("getVmEvents", json!([{}])).await;
-    assert!(events.as_array().unwrap().iter().any(|e| e["name"] == "vmShutdown" && e["data"]["reason"] == "sleep"));
+    // The VM's processes end before its `vmShutdown` is logged: wait for that too (reading the
+    // log does not wake the VM).
+    loop {
+        let events = coder.ok("getVmEvents", json!([{}])).await;
+        if events.as_array().unwrap().iter().any(|e| e["name"] == "vmShutdown" && e["data"]["reason"] == "sleep") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no vmShutdown {{reason: sleep}} was logged: {events}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert_eq!(ok(&coder, &format!("echo $A; curl -sS -m 10 {url}")).await, "1\nstill-allowed");
 
     // A restart on the same data directory and config.
