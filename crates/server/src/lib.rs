@@ -13,7 +13,12 @@
 //! Preview URLs (`preview`): `/request/fetch/{token}/...` and `/gateway/{actor}/request/fetch/{token}/...`
 //! proxy HTTP and WebSocket to a port of the VM while the token is valid.
 //!
-//! This crate is one front end over the transport-neutral actor core, `agentvm-actors` (the
+//! With `--engine` (`ServerConfig::engine`), the server is also a host of a Rivet Engine pool
+//! (`engine`): the engine places VMs and tunnels its clients' requests here, where they reach the
+//! same gateway handlers and connection loop as the built-in routes; VM state moves between
+//! hosts as snapshots (`docs/scale-out.md`).
+//!
+//! This crate is the front end over the transport-neutral actor core, `agentvm-actors` (the
 //! actor directory, the VM lifecycle, action dispatch, events). It owns only what is HTTP or
 //! WebSocket: routes (`routes`), the gateway's addressing (`gateway`), WebSocket connections
 //! (`connection`) and their opening window that makes "subscribe, then act over HTTP" lossless
