@@ -786,7 +786,7 @@ impl Actor {
     }
 
     /// Whether the VM is awake (its SQLite file is kept open meanwhile).
-    pub(crate) fn is_awake(&self) -> bool {
+    pub fn is_awake(&self) -> bool {
         matches!(self.lifecycle.phase(), Phase::Awake { .. })
     }
 

@@ -14,6 +14,8 @@ use rivet_envoy_client::websocket::{WebSocketHandler, WebSocketSender};
 use rivet_envoy_protocol as protocol;
 
 use super::{placement, tunnel, Link};
+use crate::error::ApiError;
+use crate::AppState;
 
 pub(super) struct Callbacks {
     pub(super) link: Weak<Link>,
@@ -22,6 +24,14 @@ pub(super) struct Callbacks {
 impl Callbacks {
     fn link(&self) -> anyhow::Result<Arc<Link>> {
         self.link.upgrade().ok_or_else(|| anyhow!("the server is shutting down"))
+    }
+
+    /// What a tunnelled request needs: the server's state, and the actor it is for (or the
+    /// error that it does not run here).
+    fn serving(&self, actor_id: &str) -> anyhow::Result<(Arc<AppState>, Result<Arc<Actor>, ApiError>)> {
+        let link = self.link()?;
+        let state = link.state().ok_or_else(|| anyhow!("the server is shutting down"))?;
+        Ok((state, link.placements.actor(actor_id)))
     }
 }
 
@@ -86,7 +96,7 @@ impl EnvoyCallbacks for Callbacks {
         let link = self.link();
         Box::pin(async move {
             let link = link?;
-            placement::start(&link, actor_id, generation, config).await.map_err(|e| anyhow!(e))
+            Ok(placement::start(&link, actor_id, generation, config).await?)
         })
     }
 
@@ -105,7 +115,7 @@ impl EnvoyCallbacks for Callbacks {
             // goes on meanwhile and reports the stop when the handle completes.
             tokio::spawn(async move {
                 let result = placement::stop(&link, &actor_id, generation, reason).await;
-                stop_handle.finish(result.map_err(|e| anyhow!(e)));
+                stop_handle.finish(result.map_err(anyhow::Error::from));
             });
             Ok(())
         })
@@ -119,11 +129,9 @@ impl EnvoyCallbacks for Callbacks {
         _request_id: protocol::RequestId,
         request: HttpRequest,
     ) -> BoxFuture<anyhow::Result<HttpResponse>> {
-        let link = self.link();
+        let serving = self.serving(&actor_id);
         Box::pin(async move {
-            let link = link?;
-            let state = link.state().ok_or_else(|| anyhow!("the server is shutting down"))?;
-            let actor = link.placements.actor(&actor_id);
+            let (state, actor) = serving?;
             Ok(tunnel::http(&state, actor, request).await)
         })
     }
@@ -141,11 +149,9 @@ impl EnvoyCallbacks for Callbacks {
         _is_restoring_hibernatable: bool,
         sender: WebSocketSender,
     ) -> BoxFuture<anyhow::Result<WebSocketHandler>> {
-        let link = self.link();
+        let serving = self.serving(&actor_id);
         Box::pin(async move {
-            let link = link?;
-            let state = link.state().ok_or_else(|| anyhow!("the server is shutting down"))?;
-            let actor = link.placements.actor(&actor_id);
+            let (state, actor) = serving?;
             Ok(tunnel::websocket(state, actor, &path, &headers, sender))
         })
     }

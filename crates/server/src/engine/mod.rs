@@ -14,6 +14,7 @@
 //! up); the engine is the front door for clients of the pool.
 
 mod callbacks;
+mod error;
 mod placement;
 mod snapshots;
 mod tunnel;
@@ -28,6 +29,7 @@ use serde_json::json;
 
 use crate::AppState;
 
+pub use error::EngineError;
 use placement::Placements;
 pub use tunnel::Tunnelled;
 

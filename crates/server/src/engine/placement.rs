@@ -10,7 +10,7 @@ use agentvm_protocol::keys;
 use axum::http::StatusCode;
 use rivet_envoy_protocol as protocol;
 
-use super::{snapshots, Link};
+use super::{snapshots, EngineError, Link};
 use crate::error::ApiError;
 
 /// An actor the engine runs here.
@@ -94,13 +94,11 @@ pub(super) async fn start(
     engine_id: String,
     generation: u32,
     config: protocol::ActorConfig,
-) -> Result<(), String> {
-    let state = link.state().ok_or("the server is shutting down")?;
+) -> Result<(), EngineError> {
+    let state = link.state().ok_or(EngineError::ShuttingDown)?;
     let key = keys::from_rest(config.key.as_deref().unwrap_or("/"));
     let input = match config.input.as_deref() {
-        Some(bytes) if !bytes.is_empty() => {
-            Some(agentvm_protocol::decode_input_bytes(bytes).map_err(|e| ApiError::from(e).message)?)
-        }
+        Some(bytes) if !bytes.is_empty() => Some(agentvm_protocol::decode_input_bytes(bytes)?),
         _ => None,
     };
     let namespace = link.options.namespace.clone();
@@ -114,7 +112,7 @@ pub(super) async fn start(
         // Made for another engine actor of the same key, destroyed while this host was away.
         (Some(actor), Some(marker)) if marker.engine_actor_id != engine_id => {
             tracing::info!(actor = %actor.id, "a stale local copy of an earlier actor with this key: removed");
-            state.actors.destroy(&actor).await.map_err(|e| ApiError::from(e).message)?;
+            state.actors.destroy(&actor).await?;
             None
         }
         (Some(actor), None) if actor.id != engine_id => {
@@ -124,35 +122,41 @@ pub(super) async fn start(
         (local, _) => local,
     };
     let newest = match &link.options.snapshots {
-        Some(store) => store.latest(&engine_id).await.map_err(|e| e.to_string())?.map(|m| (store, m)),
+        Some(store) => store.latest(&engine_id).await?.map(|m| (store, m)),
         None => None,
     };
-    let actor = match (local, newest) {
+    // This host's copy already says whose it is when it was made or restored for this actor.
+    let marked = marker.as_ref().is_some_and(|m| m.engine_actor_id == engine_id);
+    let (actor, marked) = match (local, newest) {
         (local, Some((store, manifest))) => {
             let base = marker.as_ref().filter(|m| m.engine_actor_id == engine_id).and_then(|m| m.snapshot);
             match local {
-                Some(actor) if actor.id == manifest.actor.id && base.is_some_and(|b| b >= manifest.sequence) => actor,
+                Some(actor) if actor.id == manifest.actor.id && base.is_some_and(|b| b >= manifest.sequence) => {
+                    (actor, marked)
+                }
                 stale => {
                     if let Some(stale) = stale {
                         tracing::info!(actor = %stale.id, "the local copy is older than the newest snapshot: replaced");
-                        state.actors.destroy(&stale).await.map_err(|e| ApiError::from(e).message)?;
+                        state.actors.destroy(&stale).await?;
                     }
-                    snapshots::restore(&state, store, &engine_id, &manifest).await?
+                    // Marked by the restore, with the snapshot it contains.
+                    (snapshots::restore(&state, store, &engine_id, &manifest).await?, true)
                 }
             }
         }
-        (Some(actor), None) => actor,
+        (Some(actor), None) => (actor, marked),
         (None, None) => {
             let created_ms = u64::try_from(config.create_ts).unwrap_or_default();
             let created =
                 state.actors.resolve_as(&namespace, &config.name, &key, &engine_id, created_ms, input.as_ref()).await;
-            created.map_err(|e| ApiError::from(e).message)?
+            (created?, false)
         }
     };
-    let base = snapshots::read_marker(&state, &actor.id).await.and_then(|m| m.snapshot);
-    snapshots::write_marker(&state, &actor.id, &engine_id, base).await;
+    if !marked {
+        snapshots::write_marker(&state, &actor.id, &engine_id, None).await;
+    }
     // Booted now: the request that made the engine start it comes next.
-    actor.vm(false).await.map_err(|e| ApiError::from(e).message)?;
+    actor.vm(false).await?;
     link.placements.insert(Arc::new(Placement {
         engine_id,
         generation,
@@ -170,23 +174,23 @@ pub(super) async fn stop(
     engine_id: &str,
     generation: u32,
     reason: protocol::StopActorReason,
-) -> Result<(), String> {
-    let state = link.state().ok_or("the server is shutting down")?;
+) -> Result<(), EngineError> {
+    let state = link.state().ok_or(EngineError::ShuttingDown)?;
     let Some(placement) = link.placements.remove(engine_id, generation) else {
         tracing::debug!(engine_actor = %engine_id, generation, "stop of an actor not running here");
         return Ok(());
     };
     tracing::info!(engine_actor = %engine_id, actor = %placement.actor.id, ?reason, "the engine stops an actor here");
     if reason == protocol::StopActorReason::Destroy {
-        state.actors.destroy(&placement.actor).await.map_err(|e| ApiError::from(e).message)?;
+        state.actors.destroy(&placement.actor).await?;
         if let Some(store) = &link.options.snapshots {
-            store.remove(engine_id).await.map_err(|e| e.to_string())?;
+            store.remove(engine_id).await?;
         }
         return Ok(());
     }
     placement.actor.stop().await;
-    if link.options.snapshots.is_some() {
-        snapshots::take(link, &placement).await?;
+    if let Some(store) = &link.options.snapshots {
+        snapshots::take(link, store, &placement).await?;
     }
     Ok(())
 }

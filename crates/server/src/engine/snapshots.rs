@@ -11,8 +11,7 @@ use agentvm_snapshot::{pack, unpack, Manifest, Part, SnapshotActor, SnapshotStor
 use serde::{Deserialize, Serialize};
 
 use super::placement::Placement;
-use super::Link;
-use crate::error::ApiError;
+use super::{EngineError, Link};
 use crate::AppState;
 
 /// The marker's file name in an actor's state directory (never part of a snapshot).
@@ -52,24 +51,31 @@ fn now_ms() -> u64 {
 
 /// Takes a snapshot of a placed actor and stores it as its newest. Refused when a newer start
 /// of the actor (on another host) already stored one: this host's copy is then stale.
-pub(super) async fn take(link: &Arc<Link>, placement: &Placement) -> Result<Manifest, String> {
-    let store = link.options.snapshots.as_ref().ok_or("no snapshot store")?;
-    let state = link.state().ok_or("the server is shutting down")?;
+pub(super) async fn take(
+    link: &Arc<Link>,
+    store: &SnapshotStore,
+    placement: &Placement,
+) -> Result<Manifest, EngineError> {
+    let state = link.state().ok_or(EngineError::ShuttingDown)?;
     let mut last = placement.snapshotting.lock().await;
     let began = tokio::time::Instant::now();
     let started = Instant::now();
     let engine_id = &placement.engine_id;
-    let previous = store.latest(engine_id).await.map_err(|e| e.to_string())?;
+    let previous = store.latest(engine_id).await?;
     if let Some(newer) = previous.as_ref().filter(|p| p.generation > placement.generation) {
-        return Err(format!(
-            "not uploaded: the actor's snapshot {} is from a newer start (generation {} > {}) on host {}",
-            newer.sequence, newer.generation, placement.generation, newer.host
-        ));
+        return Err(EngineError::Fenced {
+            sequence: newer.sequence,
+            newer: newer.generation,
+            ours: placement.generation,
+            host: newer.host.clone(),
+        });
     }
     let sequence = previous.as_ref().map_or(1, |p| p.sequence + 1);
     let staging = state.config.data_dir.join("snapshots").join(format!("{engine_id}-{sequence}"));
     let _ = tokio::fs::remove_dir_all(&staging).await;
-    tokio::fs::create_dir_all(&staging).await.map_err(|e| format!("creating {}: {e}", staging.display()))?;
+    tokio::fs::create_dir_all(&staging)
+        .await
+        .map_err(|source| EngineError::Io { context: format!("creating {}", staging.display()), source })?;
     let result = take_in(&state, store, placement, &staging, sequence, previous.as_ref()).await;
     let _ = tokio::fs::remove_dir_all(&staging).await;
     let manifest = result?;
@@ -92,14 +98,14 @@ async fn take_in(
     staging: &Path,
     sequence: u64,
     previous: Option<&Manifest>,
-) -> Result<Manifest, String> {
+) -> Result<Manifest, EngineError> {
     let actor = &placement.actor;
-    let awake = actor.phase() == "awake";
+    let awake = actor.is_awake();
     let tag = format!("{sequence}-{}", now_ms());
-    let captured = actor.capture(staging, &tag, &[MARKER]).await.map_err(|e| ApiError::from(e).message)?;
+    let captured = actor.capture(staging, &tag, &[MARKER]).await?;
     let (state_tar, upper_tar) = (staging.join("state.tar"), staging.join("upper.tar"));
-    let state_bytes = pack(&captured.state, &state_tar).await.map_err(|e| e.to_string())?;
-    let upper_bytes = pack(captured.upper(), &upper_tar).await.map_err(|e| e.to_string())?;
+    let state_bytes = pack(&captured.state, &state_tar).await?;
+    let upper_bytes = pack(captured.upper(), &upper_tar).await?;
     let point_in_time = captured.is_point_in_time() || !awake;
     drop(captured);
     let host = link_host(state);
@@ -123,7 +129,7 @@ async fn take_in(
         ],
     };
     let files: [(&str, &Path); 2] = [("state", &state_tar), ("upper", &upper_tar)];
-    store.put(&placement.engine_id, &manifest, &files, previous).await.map_err(|e| e.to_string())?;
+    store.put(&placement.engine_id, &manifest, &files, previous).await?;
     Ok(manifest)
 }
 
@@ -139,27 +145,26 @@ pub(super) async fn restore(
     store: &SnapshotStore,
     engine_id: &str,
     manifest: &Manifest,
-) -> Result<Arc<agentvm_actors::Actor>, String> {
+) -> Result<Arc<agentvm_actors::Actor>, EngineError> {
     let started = Instant::now();
-    let target = state.actors.prepare_restore(&manifest.actor.id).await.map_err(|e| ApiError::from(e).message)?;
+    let target = state.actors.prepare_restore(&manifest.actor.id).await?;
     for part in &manifest.parts {
         let dir = match part.name.as_str() {
             "state" => &target.state,
             "upper" => &target.upper,
             other => {
-                return Err(format!("snapshot {} of {engine_id} has an unknown part {other:?}", manifest.sequence))
+                return Err(EngineError::UnknownPart {
+                    actor: engine_id.to_string(),
+                    sequence: manifest.sequence,
+                    part: other.to_string(),
+                })
             }
         };
-        let bytes = store.part(engine_id, manifest, &part.name).await.map_err(|e| e.to_string())?;
-        unpack(bytes, dir).await.map_err(|e| e.to_string())?;
+        unpack(store.part(engine_id, manifest, &part.name).await?, dir).await?;
     }
     let a = &manifest.actor;
     let key = keys::from_rest(&a.key);
-    let actor = state
-        .actors
-        .restore(&a.namespace, &a.name, &key, &a.id, a.created_ms)
-        .await
-        .map_err(|e| ApiError::from(e).message)?;
+    let actor = state.actors.restore(&a.namespace, &a.name, &key, &a.id, a.created_ms).await?;
     write_marker(state, &actor.id, engine_id, Some(manifest.sequence)).await;
     let bytes: u64 = manifest.parts.iter().map(|p| p.bytes).sum();
     tracing::info!(
@@ -171,7 +176,11 @@ pub(super) async fn restore(
 
 /// Snapshots every awake placed actor every `snapshot_interval`, until the link goes away.
 pub(super) async fn run_periodic(link: Weak<Link>) {
-    let Some(interval) = link.upgrade().map(|l| l.options.snapshot_interval) else { return };
+    let Some((interval, store)) =
+        link.upgrade().and_then(|l| Some((l.options.snapshot_interval, l.options.snapshots.clone()?)))
+    else {
+        return;
+    };
     loop {
         tokio::time::sleep(interval).await;
         let Some(link) = link.upgrade() else { return };
@@ -180,10 +189,10 @@ pub(super) async fn run_periodic(link: Weak<Link>) {
             // snapshotted when it stopped).
             let last = *placement.snapshotting.lock().await;
             let changed = last.is_none_or(|at| placement.actor.active_since(at.into_std()));
-            if placement.actor.phase() != "awake" || !changed {
+            if !placement.actor.is_awake() || !changed {
                 continue;
             }
-            if let Err(e) = take(&link, &placement).await {
+            if let Err(e) = take(&link, &store, &placement).await {
                 tracing::error!(engine_actor = %placement.engine_id, "periodic snapshot: {e}");
             }
         }
