@@ -21,6 +21,9 @@ pub(super) struct Callbacks {
     pub(super) link: Weak<Link>,
 }
 
+/// The server's state and the actor a tunnelled request is for (or why it does not run here).
+type Serving = (Arc<AppState>, Result<Arc<Actor>, ApiError>);
+
 impl Callbacks {
     fn link(&self) -> anyhow::Result<Arc<Link>> {
         self.link.upgrade().ok_or_else(|| anyhow!("the server is shutting down"))
@@ -28,7 +31,7 @@ impl Callbacks {
 
     /// What a tunnelled request needs: the server's state, and the actor it is for (or the
     /// error that it does not run here).
-    fn serving(&self, actor_id: &str) -> anyhow::Result<(Arc<AppState>, Result<Arc<Actor>, ApiError>)> {
+    fn serving(&self, actor_id: &str) -> anyhow::Result<Serving> {
         let link = self.link()?;
         let state = link.state().ok_or_else(|| anyhow!("the server is shutting down"))?;
         Ok((state, link.placements.actor(actor_id)))
