@@ -31,7 +31,15 @@ async fn health_list_vms_events_and_destroy() {
     // The durable event log: vmBooted first, then what the VM did.
     let pid = vm.spawn("echo", &strings(&["logged"]), SpawnOptions::default()).await.unwrap();
     assert_eq!(vm.wait_process(pid).await.unwrap(), 0);
-    let events = vm.get_vm_events(None, None).await.unwrap();
+    // The exit is logged just after `waitProcess` learns of it: wait for it in the log.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let events = vm.get_vm_events(None, None).await.unwrap();
+        if events.iter().any(|e| e.name == "processExit") || std::time::Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(events[0].name, "vmBooted");
     assert!(events.windows(2).all(|w| w[0].seq < w[1].seq), "{events:?}");
     assert!(events.iter().all(|e| e.created_at > 1_600_000_000_000));
